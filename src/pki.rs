@@ -1,0 +1,421 @@
+//! X.509 and key plumbing: key types and generation, private-key import (PKCS#8, SEC1, PKCS#1),
+//! PEM handling, fingerprints, and a readable summary of any certificate.
+//!
+//! Nothing here decides what may be signed (that is [`crate::policy`]) and nothing here signs
+//! a leaf (that is [`crate::authority`]); these are the shared mechanics both stand on.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use rcgen::{KeyPair, SignatureAlgorithm};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::OffsetDateTime;
+use x509_parser::extensions::GeneralName;
+use x509_parser::oid_registry::{
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
+    OID_SIG_ED25519,
+};
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::x509::SubjectPublicKeyInfo;
+
+/// Errors from parsing or converting keys and certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("no PEM {label} block found")]
+    NoPem { label: &'static str },
+    #[error("malformed PEM: {0}")]
+    Pem(String),
+    #[error("malformed certificate: {0}")]
+    Certificate(String),
+    #[error("unsupported private key format {label:?} (expected PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY)")]
+    KeyFormat { label: String },
+    #[error("the private key is encrypted; decrypt it first (openssl pkcs8 -topk8 -nocrypt)")]
+    EncryptedKey,
+    #[error("unsupported public key algorithm {oid} (supported: ECDSA P-256, ECDSA P-384, Ed25519, RSA)")]
+    UnsupportedKeyAlgorithm { oid: String },
+    #[error("cannot use the private key as {key_type}: {reason}")]
+    KeyRejected { key_type: KeyType, reason: String },
+    #[error("cannot generate {key_type} keys here; supported for new keys: ecdsa-p256, ecdsa-p384, ed25519")]
+    CannotGenerate { key_type: KeyType },
+    #[error("key generation failed: {0}")]
+    Generate(String),
+}
+
+/// The key algorithms etcd-ca understands (etcd 3.4 accepts all of them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyType {
+    EcdsaP256,
+    EcdsaP384,
+    Ed25519,
+    Rsa,
+}
+
+impl KeyType {
+    pub const ALL: [KeyType; 4] = [
+        KeyType::EcdsaP256,
+        KeyType::EcdsaP384,
+        KeyType::Ed25519,
+        KeyType::Rsa,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::EcdsaP256 => "ecdsa-p256",
+            KeyType::EcdsaP384 => "ecdsa-p384",
+            KeyType::Ed25519 => "ed25519",
+            KeyType::Rsa => "rsa",
+        }
+    }
+
+    /// The signature algorithm a key of this type signs with (SHA-256 for RSA, never SHA-1).
+    pub fn algorithm(self) -> &'static SignatureAlgorithm {
+        match self {
+            KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            KeyType::Ed25519 => &rcgen::PKCS_ED25519,
+            KeyType::Rsa => &rcgen::PKCS_RSA_SHA256,
+        }
+    }
+
+    /// A fresh private key. RSA keys cannot be generated with ring; they can only be imported.
+    pub fn generate(self) -> Result<KeyPair, PkiError> {
+        if self == KeyType::Rsa {
+            return Err(PkiError::CannotGenerate { key_type: self });
+        }
+        KeyPair::generate_for(self.algorithm()).map_err(|e| PkiError::Generate(e.to_string()))
+    }
+
+    /// The key type of a subject public key, as found in a certificate or a CSR.
+    pub fn of_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<Self, PkiError> {
+        let alg = &spki.algorithm.algorithm;
+        if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok());
+            return match curve {
+                Some(c) if c == OID_EC_P256 => Ok(KeyType::EcdsaP256),
+                Some(c) if c == OID_NIST_EC_P384 => Ok(KeyType::EcdsaP384),
+                other => Err(PkiError::UnsupportedKeyAlgorithm {
+                    oid: format!(
+                        "id-ecPublicKey with curve {}",
+                        other.map_or("(none)".into(), |c| c.to_id_string())
+                    ),
+                }),
+            };
+        }
+        if *alg == OID_SIG_ED25519 {
+            return Ok(KeyType::Ed25519);
+        }
+        if *alg == OID_PKCS1_RSAENCRYPTION {
+            return Ok(KeyType::Rsa);
+        }
+        Err(PkiError::UnsupportedKeyAlgorithm {
+            oid: alg.to_id_string(),
+        })
+    }
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for KeyType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.to_ascii_lowercase();
+        let alias = match wanted.as_str() {
+            "p256" => "ecdsa-p256",
+            "p384" => "ecdsa-p384",
+            other => other,
+        };
+        KeyType::ALL
+            .into_iter()
+            .find(|k| k.name() == alias)
+            .ok_or_else(|| {
+                format!("unknown key type {s:?} (known: ecdsa-p256, ecdsa-p384, ed25519, rsa)")
+            })
+    }
+}
+
+impl Serialize for KeyType {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `sha256:` and the lower-case hex SHA-256 of a DER certificate: how nodes pin the CA.
+pub fn fingerprint(der: &[u8]) -> String {
+    format!(
+        "sha256:{}",
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, der))
+    )
+}
+
+/// Lower-case hex SHA-256 of arbitrary bytes (public keys, token hashes).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+/// Every `CERTIFICATE` block of a PEM text, in order, as DER. Other blocks are skipped.
+pub fn pem_certificates(text: &str) -> Result<Vec<Vec<u8>>, PkiError> {
+    let blocks = pem::parse_many(text).map_err(|e| PkiError::Pem(e.to_string()))?;
+    let ders: Vec<Vec<u8>> = blocks
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| b.into_contents())
+        .collect();
+    if ders.is_empty() {
+        return Err(PkiError::NoPem {
+            label: "CERTIFICATE",
+        });
+    }
+    Ok(ders)
+}
+
+/// PEM text for one DER certificate.
+pub fn certificate_pem(der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+}
+
+/// Parses a DER certificate, refusing trailing bytes.
+pub fn parse_certificate(der: &[u8]) -> Result<X509Certificate<'_>, PkiError> {
+    let (rest, cert) =
+        X509Certificate::from_der(der).map_err(|e| PkiError::Certificate(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(PkiError::Certificate(
+            "trailing bytes after the certificate".into(),
+        ));
+    }
+    Ok(cert)
+}
+
+/// Loads a PEM private key of the given type: PKCS#8 (`PRIVATE KEY`), SEC1 (`EC PRIVATE KEY`,
+/// what kubeadm and Go write) or PKCS#1 (`RSA PRIVATE KEY`, what cfssl and older openssl write).
+pub fn load_private_key(pem_text: &str, key_type: KeyType) -> Result<KeyPair, PkiError> {
+    let block = pem::parse_many(pem_text)
+        .map_err(|e| PkiError::Pem(e.to_string()))?
+        .into_iter()
+        .find(|b| b.tag().ends_with("PRIVATE KEY"))
+        .ok_or(PkiError::NoPem {
+            label: "PRIVATE KEY",
+        })?;
+    let pkcs8 = match block.tag() {
+        "PRIVATE KEY" => block.into_contents(),
+        "ENCRYPTED PRIVATE KEY" => return Err(PkiError::EncryptedKey),
+        "EC PRIVATE KEY" => {
+            let curve: &[u64] = match key_type {
+                KeyType::EcdsaP256 => &[1, 2, 840, 10045, 3, 1, 7],
+                KeyType::EcdsaP384 => &[1, 3, 132, 0, 34],
+                _ => {
+                    return Err(PkiError::KeyRejected {
+                        key_type,
+                        reason: "an EC PRIVATE KEY cannot be this key type".into(),
+                    })
+                }
+            };
+            wrap_pkcs8(&[1, 2, 840, 10045, 2, 1], Some(curve), block.contents())
+        }
+        "RSA PRIVATE KEY" => wrap_pkcs8(&[1, 2, 840, 113549, 1, 1, 1], None, block.contents()),
+        other => {
+            return Err(PkiError::KeyFormat {
+                label: other.to_string(),
+            })
+        }
+    };
+    KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.as_slice().into(), key_type.algorithm()).map_err(
+        |e| PkiError::KeyRejected {
+            key_type,
+            reason: e.to_string(),
+        },
+    )
+}
+
+/// Wraps a SEC1 or PKCS#1 private key in a PKCS#8 PrivateKeyInfo (RFC 5208), which is what
+/// ring accepts.
+fn wrap_pkcs8(algorithm: &[u64], curve: Option<&[u64]>, inner: &[u8]) -> Vec<u8> {
+    yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_u8(0);
+            w.next().write_sequence(|w| {
+                w.next()
+                    .write_oid(&yasna::models::ObjectIdentifier::from_slice(algorithm));
+                match curve {
+                    Some(c) => w
+                        .next()
+                        .write_oid(&yasna::models::ObjectIdentifier::from_slice(c)),
+                    None => w.next().write_null(),
+                }
+            });
+            w.next().write_bytes(inner);
+        })
+    })
+}
+
+/// True when `key` is the private half of the certificate's public key.
+pub fn key_matches_certificate(key: &KeyPair, cert: &X509Certificate<'_>) -> bool {
+    key.public_key_raw() == cert.public_key().subject_public_key.data.as_ref()
+}
+
+/// Subject alternative names of any certificate, as `DNS:`/`IP:`/other strings.
+pub fn certificate_sans(cert: &X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(ext)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    ext.value
+        .general_names
+        .iter()
+        .map(|name| match name {
+            GeneralName::DNSName(d) => format!("DNS:{d}"),
+            GeneralName::IPAddress(bytes) => match ip_from_bytes(bytes) {
+                Some(ip) => format!("IP:{ip}"),
+                None => format!("IP:{}", hex::encode(bytes)),
+            },
+            GeneralName::RFC822Name(e) => format!("email:{e}"),
+            GeneralName::URI(u) => format!("URI:{u}"),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+/// An IP address from the raw bytes of an iPAddress general name.
+pub fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
+/// Extended key usages by their usual names.
+pub fn certificate_ekus(cert: &X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(ext)) = cert.extended_key_usage() else {
+        return Vec::new();
+    };
+    let eku = ext.value;
+    let mut out = Vec::new();
+    for (set, name) in [
+        (eku.any, "any"),
+        (eku.server_auth, "serverAuth"),
+        (eku.client_auth, "clientAuth"),
+        (eku.code_signing, "codeSigning"),
+        (eku.email_protection, "emailProtection"),
+        (eku.time_stamping, "timeStamping"),
+        (eku.ocsp_signing, "ocspSigning"),
+    ] {
+        if set {
+            out.push(name.to_string());
+        }
+    }
+    out.extend(eku.other.iter().map(|o| o.to_id_string()));
+    out
+}
+
+/// Lower-case hex of a certificate's serial number, as etcd-ca prints and accepts it.
+pub fn serial_hex(cert: &X509Certificate<'_>) -> String {
+    hex::encode(cert.raw_serial())
+}
+
+/// What an operator wants to know about any certificate file, ours or not.
+#[derive(Clone, Debug, Serialize)]
+pub struct CertSummary {
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    pub sans: Vec<String>,
+    pub extended_key_usages: Vec<String>,
+    pub is_ca: bool,
+    pub key_type: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    pub fingerprint: String,
+}
+
+impl CertSummary {
+    pub fn from_der(der: &[u8]) -> Result<Self, PkiError> {
+        let cert = parse_certificate(der)?;
+        Ok(Self {
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            serial: serial_hex(&cert),
+            sans: certificate_sans(&cert),
+            extended_key_usages: certificate_ekus(&cert),
+            is_ca: cert.is_ca(),
+            key_type: KeyType::of_spki(cert.public_key())
+                .map(|k| k.name().to_string())
+                .unwrap_or_else(|_| cert.public_key().algorithm.algorithm.to_id_string()),
+            not_before: cert.validity().not_before.to_datetime(),
+            not_after: cert.validity().not_after.to_datetime(),
+            fingerprint: fingerprint(der),
+        })
+    }
+
+    /// Whole days until expiry, negative once expired.
+    pub fn days_left(&self, now: OffsetDateTime) -> i64 {
+        (self.not_after - now).whole_days()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_types_round_trip_their_names() {
+        for k in KeyType::ALL {
+            assert_eq!(k.name().parse::<KeyType>().unwrap(), k);
+        }
+        assert_eq!("p384".parse::<KeyType>().unwrap(), KeyType::EcdsaP384);
+        assert!("dsa".parse::<KeyType>().is_err());
+    }
+
+    #[test]
+    fn generated_keys_reload_from_pkcs8() {
+        for k in [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Ed25519] {
+            let key = k.generate().unwrap();
+            let again = load_private_key(&key.serialize_pem(), k).unwrap();
+            assert_eq!(key.public_key_raw(), again.public_key_raw());
+        }
+        assert!(KeyType::Rsa.generate().is_err());
+    }
+
+    #[test]
+    fn sec1_keys_are_wrapped_for_ring() {
+        // A SEC1 key is the inner OCTET STRING of the PKCS#8 form ring writes for ECDSA.
+        let key = KeyType::EcdsaP256.generate().unwrap();
+        let pkcs8 = key.serialize_der();
+        let sec1 = yasna::parse_der(&pkcs8, |r| {
+            r.read_sequence(|r| {
+                r.next().read_u8()?;
+                r.next().read_der()?;
+                r.next().read_bytes()
+            })
+        })
+        .unwrap();
+        let pem_text = pem::encode(&pem::Pem::new("EC PRIVATE KEY", sec1));
+        let loaded = load_private_key(&pem_text, KeyType::EcdsaP256).unwrap();
+        assert_eq!(loaded.public_key_raw(), key.public_key_raw());
+        assert!(load_private_key(&pem_text, KeyType::EcdsaP384).is_err());
+    }
+
+    #[test]
+    fn fingerprints_look_like_what_nodes_pin() {
+        let fp = fingerprint(b"x");
+        assert!(fp.starts_with("sha256:"));
+        assert_eq!(fp.len(), 7 + 64);
+    }
+}
