@@ -1,4 +1,5 @@
-//! Human-readable durations (`90d`, `30m`, `10y`) for flags and policy files.
+//! Human-readable durations (`90d`, `30m`, `10y`) for flags and policy files, and the one
+//! format every printed time uses.
 //!
 //! A thin newtype over [`std::time::Duration`] parsed with `humantime`, so every place that
 //! accepts a lifetime or a warning window reads the same syntax and prints it back the same way.
@@ -67,6 +68,12 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let text = String::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)
     }
+}
+
+/// A moment as RFC 3339 (`2026-11-22T12:00:00Z`): how etcd-ca prints every time.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 #[cfg(test)]

@@ -1,5 +1,42 @@
 //! etcd-ca: a certificate authority built for etcd clusters.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! cli ──> authority ──> policy   (pure: request + now -> Grant or refusal)
+//!             │
+//!             └──────> store    (SQLite: generations, nodes, certificates, audit)
+//! ```
+//!
+//! - [`cli`]: clap commands, each a thin call into the library.
+//! - [`authority`]: the only code that signs; owns the data dir, CA generations, issue, revoke, CRL.
+//! - [`policy`]: policy files and the decision for one request. No I/O, time passed in.
+//! - [`store`]: every SQL statement.
+//! - [`pki`], [`names`], [`duration`]: validated building blocks (keys, certificates, names, spans).
+//! - [`fsutil`]: atomic file writes; [`inspect`], [`etcd_flags`]: what the CLI prints about files.
+
+pub mod authority;
+pub mod cli;
 pub mod duration;
+pub mod etcd_flags;
+pub mod fsutil;
+pub mod inspect;
 pub mod names;
 pub mod pki;
 pub mod policy;
+pub mod store;
+
+/// An error and its sources on one line: `outer: inner: innermost`, skipping repeats.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}

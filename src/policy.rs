@@ -70,7 +70,7 @@ pub enum PolicyError {
         key_type: KeyType,
         allowed: Vec<String>,
     },
-    #[error("the issuing CA expired at {not_after}; nothing can be issued under it")]
+    #[error("the issuing CA expired at {}; nothing can be issued under it", crate::duration::rfc3339(*not_after))]
     IssuerExpired { not_after: OffsetDateTime },
 }
 
@@ -317,6 +317,7 @@ impl Policy {
         now: OffsetDateTime,
         issuer_not_after: OffsetDateTime,
     ) -> Result<Grant, PolicyError> {
+        let now = now.replace_nanosecond(0).unwrap_or(now);
         let profile = self.profile(request.profile)?;
         if !self.allowed_key_types.contains(&request.key_type) {
             return Err(PolicyError::KeyTypeNotAllowed {

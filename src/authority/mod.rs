@@ -1,0 +1,788 @@
+//! The authority: the only code that signs.
+//!
+//! It owns a CA data dir ([`DataDir`]): the CA generations and their keys, the policy and the
+//! store. Every certificate goes `request -> policy -> Grant -> sign -> store -> caller`: nothing
+//! is signed that policy did not grant, and nothing is handed out before it is recorded.
+
+mod ca;
+mod datadir;
+
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use rcgen::{
+    CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData,
+    RevokedCertParams, SanType, SerialNumber,
+};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+pub use datadir::DataDir;
+
+use crate::duration::rfc3339;
+use crate::fsutil::{self, FsError};
+use crate::names::{DnsName, NodeIdentity, NodeName, San};
+use crate::pki::{self, KeyType, PkiError};
+use crate::policy::{ExtendedKeyUsage, Grant, KeyUsage, Policy, PolicyError, Request};
+use crate::store::{
+    AuditEvent, CertificateFilter, CertificateRecord, GenerationRecord, GenerationState,
+    NewCertificate, NewGeneration, RevokeOutcome, Store, StoreError,
+};
+
+/// Everything that can go wrong in the authority.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorityError {
+    #[error("{} already holds a CA ({} exists); nothing was changed", dir.display(), found.display())]
+    AlreadyInitialised { dir: PathBuf, found: PathBuf },
+    #[error("{} is not empty and holds no CA; choose an empty or new directory", dir.display())]
+    DirNotEmpty { dir: PathBuf },
+    #[error("{} holds no CA (no etcd-ca.db); create one with `etcd-ca init --data-dir {}`", dir.display(), dir.display())]
+    NotInitialised { dir: PathBuf },
+    #[error("cannot adopt the CA: {reason}")]
+    Import { reason: String },
+    #[error("the CA key {} is readable by other users (mode {mode:o}); run chmod 600 on it", path.display())]
+    KeyFilePermissions { path: PathBuf, mode: u32 },
+    #[error("the data dir has no active CA generation")]
+    NoActiveGeneration,
+    #[error("invalid serial {text:?}: expected hexadecimal digits (colons allowed)")]
+    InvalidSerial { text: String },
+    #[error("no certificate with serial {serial}")]
+    UnknownSerial { serial: String },
+    #[error("certificate {serial} is already revoked (since {})", rfc3339(*revoked_at))]
+    AlreadyRevoked {
+        serial: String,
+        revoked_at: OffsetDateTime,
+    },
+    #[error("unknown revocation reason {text:?} (known: {})", RevocationReason::NAMES.join(", "))]
+    UnknownReason { text: String },
+    #[error("signing failed: {0}")]
+    Sign(String),
+    #[error("the system random number generator failed")]
+    Random,
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+/// RFC 5280 revocation reasons an operator may give.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevocationReason {
+    Unspecified,
+    KeyCompromise,
+    CaCompromise,
+    AffiliationChanged,
+    Superseded,
+    CessationOfOperation,
+    PrivilegeWithdrawn,
+}
+
+impl RevocationReason {
+    pub const NAMES: [&'static str; 7] = [
+        "unspecified",
+        "keyCompromise",
+        "caCompromise",
+        "affiliationChanged",
+        "superseded",
+        "cessationOfOperation",
+        "privilegeWithdrawn",
+    ];
+    const ALL: [RevocationReason; 7] = [
+        RevocationReason::Unspecified,
+        RevocationReason::KeyCompromise,
+        RevocationReason::CaCompromise,
+        RevocationReason::AffiliationChanged,
+        RevocationReason::Superseded,
+        RevocationReason::CessationOfOperation,
+        RevocationReason::PrivilegeWithdrawn,
+    ];
+
+    pub fn name(self) -> &'static str {
+        let index = Self::ALL.iter().position(|r| *r == self).unwrap_or(0);
+        Self::NAMES[index]
+    }
+
+    fn to_rcgen(self) -> rcgen::RevocationReason {
+        match self {
+            RevocationReason::Unspecified => rcgen::RevocationReason::Unspecified,
+            RevocationReason::KeyCompromise => rcgen::RevocationReason::KeyCompromise,
+            RevocationReason::CaCompromise => rcgen::RevocationReason::CaCompromise,
+            RevocationReason::AffiliationChanged => rcgen::RevocationReason::AffiliationChanged,
+            RevocationReason::Superseded => rcgen::RevocationReason::Superseded,
+            RevocationReason::CessationOfOperation => rcgen::RevocationReason::CessationOfOperation,
+            RevocationReason::PrivilegeWithdrawn => rcgen::RevocationReason::PrivilegeWithdrawn,
+        }
+    }
+}
+
+impl FromStr for RevocationReason {
+    type Err = AuthorityError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted: String = s
+            .chars()
+            .filter(|c| *c != '-' && *c != '_')
+            .collect::<String>()
+            .to_ascii_lowercase();
+        Self::ALL
+            .into_iter()
+            .find(|r| r.name().to_ascii_lowercase() == wanted)
+            .ok_or_else(|| AuthorityError::UnknownReason {
+                text: s.to_string(),
+            })
+    }
+}
+
+/// How to create a CA data dir.
+pub struct InitOptions {
+    pub key_type: KeyType,
+    pub validity: Duration,
+    pub common_name: String,
+    /// The policy to install (its path for error messages, and its text).
+    pub policy: Option<(PathBuf, String)>,
+    /// An existing CA to adopt: certificate PEM and key PEM.
+    pub import: Option<(String, String)>,
+}
+
+/// What `init` created.
+#[derive(Debug, Serialize)]
+pub struct InitReport {
+    pub data_dir: PathBuf,
+    pub fingerprint: String,
+    pub subject: String,
+    pub key_type: String,
+    pub imported: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    pub notes: Vec<String>,
+}
+
+/// An offline issuance request (from the admin CLI on the CA host).
+#[derive(Clone, Debug)]
+pub struct IssueRequest {
+    pub profile: String,
+    pub node: NodeName,
+    pub ips: Vec<IpAddr>,
+    pub dns_names: Vec<DnsName>,
+    pub common_name: Option<String>,
+    pub lifetime: Option<Duration>,
+    pub key_type: KeyType,
+    pub allow_privileged_common_name: bool,
+}
+
+/// A certificate that has been signed and recorded.
+#[derive(Clone, Debug, Serialize)]
+pub struct IssuedCertificate {
+    pub serial: String,
+    pub profile: String,
+    pub node: String,
+    pub common_name: String,
+    pub sans: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    pub certificate_pem: String,
+}
+
+/// A certificate together with the private key generated for it (offline issue only).
+pub struct IssuedWithKey {
+    pub certificate: IssuedCertificate,
+    pub key_pem: String,
+}
+
+/// The signing half of the active generation, loaded on first use.
+struct Signer {
+    generation: i64,
+    issuer: Issuer<'static, KeyPair>,
+    /// The CA's subject key identifier; leaves and CRLs name it as their authority key id.
+    key_id: Option<Vec<u8>>,
+}
+
+/// An open CA data dir.
+pub struct Authority {
+    dir: DataDir,
+    store: Store,
+    policy: Policy,
+    generations: Vec<GenerationRecord>,
+    signer: OnceLock<Signer>,
+}
+
+impl Authority {
+    /// Creates a new CA data dir. Everything is built in a staging directory next to `dir` and
+    /// renamed into place at the end, so a failure leaves nothing behind.
+    pub async fn init(
+        dir: &Path,
+        options: InitOptions,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<InitReport, AuthorityError> {
+        let layout = DataDir::new(dir);
+        if let Some(found) = layout.existing_ca_marker() {
+            return Err(AuthorityError::AlreadyInitialised {
+                dir: dir.to_path_buf(),
+                found,
+            });
+        }
+        let dir_exists = dir.exists();
+        if dir_exists {
+            let mut entries = std::fs::read_dir(dir).map_err(|e| FsError::new("read", dir, e))?;
+            if entries.next().is_some() {
+                return Err(AuthorityError::DirNotEmpty {
+                    dir: dir.to_path_buf(),
+                });
+            }
+        }
+        let (policy_path, policy_text) = options.policy.unwrap_or_else(|| {
+            (
+                PathBuf::from("(built-in policies/etcd.toml)"),
+                crate::policy::DEFAULT_POLICY.to_string(),
+            )
+        });
+        let policy = Policy::parse(&policy_text, &policy_path)?;
+
+        let (material, notes, imported) = match &options.import {
+            Some((cert_pem, key_pem)) => {
+                let (material, notes) = ca::import(cert_pem, key_pem, now)?;
+                (material, notes, true)
+            }
+            None => {
+                let common_name = format!("{} generation 1", options.common_name);
+                let material = ca::create(
+                    &common_name,
+                    options.key_type,
+                    options.validity,
+                    policy.backdate,
+                    now,
+                )?;
+                (material, Vec::new(), false)
+            }
+        };
+
+        let parent = fsutil::parent_of(dir);
+        std::fs::create_dir_all(parent).map_err(|e| FsError::new("create directory", parent, e))?;
+        let staging_name = format!(
+            ".{}.init-{}",
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "etcd-ca".into()),
+            hex::encode(&ca::random_serial()?[..6])
+        );
+        let staging = parent.join(staging_name);
+        let result = Self::populate(
+            &DataDir::new(&staging),
+            &material,
+            imported,
+            &policy_text,
+            actor,
+            now,
+        )
+        .await;
+        let result = result.and_then(|()| {
+            if dir_exists {
+                std::fs::remove_dir(dir).map_err(|e| FsError::new("replace", dir, e))?;
+            }
+            std::fs::rename(&staging, dir).map_err(|e| FsError::new("move into place", dir, e))?;
+            fsutil::sync_dir(parent)?;
+            Ok(())
+        });
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        let cert = pki::parse_certificate(&material.cert_der)?;
+        Ok(InitReport {
+            data_dir: dir.to_path_buf(),
+            fingerprint: pki::fingerprint(&material.cert_der),
+            subject: cert.subject().to_string(),
+            key_type: material.key_type.to_string(),
+            imported,
+            not_after: material.not_after,
+            notes,
+        })
+    }
+
+    async fn populate(
+        layout: &DataDir,
+        material: &ca::CaMaterial,
+        imported: bool,
+        policy_text: &str,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), AuthorityError> {
+        fsutil::create_private_dir(layout.root())?;
+        fsutil::create_private_dir(&layout.ca_dir())?;
+        let key_file = DataDir::generation_key_file(1);
+        let cert_file = DataDir::generation_cert_file(1);
+        fsutil::write_new(
+            &layout.resolve(&key_file),
+            material.key.serialize_pem().as_bytes(),
+            fsutil::PRIVATE,
+        )?;
+        let cert_pem = pki::certificate_pem(&material.cert_der);
+        fsutil::write_new(
+            &layout.resolve(&cert_file),
+            cert_pem.as_bytes(),
+            fsutil::PUBLIC,
+        )?;
+        fsutil::write_new(&layout.policy(), policy_text.as_bytes(), fsutil::PUBLIC)?;
+        let store = Store::create(&layout.database()).await?;
+        let fingerprint = pki::fingerprint(&material.cert_der);
+        let result = async {
+            store
+                .insert_generation(
+                    &NewGeneration {
+                        id: 1,
+                        state: GenerationState::Active,
+                        key_type: material.key_type.to_string(),
+                        cert_pem,
+                        fingerprint: fingerprint.clone(),
+                        key_file,
+                        imported,
+                        not_before: material.not_before,
+                        not_after: material.not_after,
+                    },
+                    now,
+                )
+                .await?;
+            store
+                .record_audit(&AuditEvent {
+                    at: now,
+                    actor: actor.to_string(),
+                    action: if imported { "ca.import" } else { "ca.init" }.into(),
+                    node: None,
+                    serial: None,
+                    detail: format!("generation 1, {fingerprint}"),
+                })
+                .await
+        }
+        .await;
+        store.close().await;
+        result?;
+        fsutil::sync_dir(layout.root())?;
+        Ok(())
+    }
+
+    /// Opens an existing data dir. The CA key is read only when something is signed.
+    pub async fn open(dir: &Path) -> Result<Self, AuthorityError> {
+        let layout = DataDir::new(dir);
+        if !layout.database().exists() {
+            return Err(AuthorityError::NotInitialised {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let policy = Policy::load(&layout.policy())?;
+        let store = Store::open(&layout.database()).await?;
+        let generations = match store.generations().await {
+            Ok(g) => g,
+            Err(e) => {
+                store.close().await;
+                return Err(e.into());
+            }
+        };
+        let authority = Self {
+            dir: layout,
+            store,
+            policy,
+            generations,
+            signer: OnceLock::new(),
+        };
+        if authority.active_generation().is_err() {
+            authority.close().await;
+            return Err(AuthorityError::NoActiveGeneration);
+        }
+        Ok(authority)
+    }
+
+    /// Closes the database cleanly.
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn data_dir(&self) -> &DataDir {
+        &self.dir
+    }
+
+    pub fn active_generation(&self) -> Result<&GenerationRecord, AuthorityError> {
+        self.generations
+            .iter()
+            .find(|g| g.state == GenerationState::Active)
+            .ok_or(AuthorityError::NoActiveGeneration)
+    }
+
+    /// Every trusted CA certificate (all generations not retired), PEM, oldest first.
+    pub fn trust_bundle_pem(&self) -> String {
+        self.generations
+            .iter()
+            .filter(|g| g.state != GenerationState::Retired)
+            .map(|g| g.cert_pem.as_str())
+            .collect()
+    }
+
+    /// `sha256:` fingerprint of the active CA certificate.
+    pub fn fingerprint(&self) -> Result<&str, AuthorityError> {
+        Ok(&self.active_generation()?.fingerprint)
+    }
+
+    fn signer(&self) -> Result<&Signer, AuthorityError> {
+        if let Some(signer) = self.signer.get() {
+            return Ok(signer);
+        }
+        let generation = self.active_generation()?;
+        let key_path = self.dir.resolve(&generation.key_file);
+        let metadata =
+            std::fs::metadata(&key_path).map_err(|e| FsError::new("read", &key_path, e))?;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(AuthorityError::KeyFilePermissions {
+                path: key_path,
+                mode,
+            });
+        }
+        let key_pem =
+            std::fs::read_to_string(&key_path).map_err(|e| FsError::new("read", &key_path, e))?;
+        let key_type: KeyType = generation
+            .key_type
+            .parse()
+            .map_err(|e: String| AuthorityError::Import { reason: e })?;
+        let key = pki::load_private_key(&key_pem, key_type)?;
+        let der = pki::pem_certificates(&generation.cert_pem)?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let cert = pki::parse_certificate(&der)?;
+        if !pki::key_matches_certificate(&key, &cert) {
+            return Err(AuthorityError::Import {
+                reason: format!(
+                    "{} does not belong to the generation {} certificate",
+                    key_path.display(),
+                    generation.id
+                ),
+            });
+        }
+        let (issuer, key_id) = ca::issuer(&cert, key)?;
+        // Another thread may have won the race; either signer is the same generation.
+        let _ = self.signer.set(Signer {
+            generation: generation.id,
+            issuer,
+            key_id,
+        });
+        self.signer.get().ok_or(AuthorityError::NoActiveGeneration)
+    }
+
+    /// The identity a request is issued for: the names it gives, or the node's registered names.
+    async fn resolve_identity(
+        &self,
+        node: &NodeName,
+        ips: &[IpAddr],
+        dns_names: &[DnsName],
+    ) -> Result<NodeIdentity, AuthorityError> {
+        if ips.is_empty() && dns_names.is_empty() {
+            if let Some(registered) = self.store.node(node).await? {
+                return Ok(registered);
+            }
+        }
+        Ok(NodeIdentity::new(
+            node.clone(),
+            ips.to_vec(),
+            dns_names.to_vec(),
+        ))
+    }
+
+    /// Issues a certificate with a key generated here (offline issue on the CA host).
+    pub async fn issue_with_new_key(
+        &self,
+        request: &IssueRequest,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<IssuedWithKey, AuthorityError> {
+        let identity = self
+            .resolve_identity(&request.node, &request.ips, &request.dns_names)
+            .await?;
+        let grant = self.policy.evaluate(
+            &Request {
+                profile: &request.profile,
+                node: &identity,
+                common_name: request.common_name.as_deref(),
+                requested_sans: &[],
+                lifetime: request.lifetime,
+                key_type: request.key_type,
+                allow_privileged_common_name: request.allow_privileged_common_name,
+            },
+            now,
+            self.active_generation()?.not_after,
+        )?;
+        let key = grant.key_type().generate()?;
+        let certificate = self
+            .sign_and_record(&grant, &identity, &key, actor, now, None)
+            .await?;
+        Ok(IssuedWithKey {
+            certificate,
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Signs what the grant says for `public_key`, records it, and only then returns it.
+    async fn sign_and_record(
+        &self,
+        grant: &Grant,
+        identity: &NodeIdentity,
+        public_key: &impl PublicKeyData,
+        actor: &str,
+        now: OffsetDateTime,
+        renewed_from: Option<String>,
+    ) -> Result<IssuedCertificate, AuthorityError> {
+        let signer = self.signer()?;
+        let serial = ca::random_serial()?;
+        let params = certificate_params(grant, &serial, signer.key_id.is_some())?;
+        let cert = params
+            .signed_by(public_key, &signer.issuer)
+            .map_err(|e| AuthorityError::Sign(e.to_string()))?;
+        let pem = pki::certificate_pem(cert.der());
+        let serial_hex = hex::encode(serial);
+        let sans: Vec<String> = grant.sans().iter().map(|s| s.to_string()).collect();
+        let record = NewCertificate {
+            serial: serial_hex.clone(),
+            ca_generation: signer.generation,
+            profile: grant.profile().to_string(),
+            node: grant.node().clone(),
+            subject: format!("CN={}", grant.common_name()),
+            common_name: grant.common_name().to_string(),
+            sans: sans.clone(),
+            key_type: grant.key_type().to_string(),
+            public_key_sha256: pki::sha256_hex(&public_key.subject_public_key_info()),
+            not_before: grant.not_before(),
+            not_after: grant.not_after(),
+            pem: pem.clone(),
+            issued_at: now,
+            renewed_from,
+        };
+        let event = AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: "issue".into(),
+            node: Some(grant.node().to_string()),
+            serial: Some(serial_hex.clone()),
+            detail: format!("profile {}, CN {}", grant.profile(), grant.common_name()),
+        };
+        self.store.record_issue(identity, &record, &event).await?;
+        tracing::info!(serial = %serial_hex, profile = grant.profile(), node = %grant.node(), not_after = %grant.not_after(), "issued certificate");
+        Ok(IssuedCertificate {
+            serial: serial_hex,
+            profile: record.profile,
+            node: grant.node().to_string(),
+            common_name: record.common_name,
+            sans,
+            not_before: grant.not_before(),
+            not_after: grant.not_after(),
+            certificate_pem: pem,
+        })
+    }
+
+    pub async fn certificates(
+        &self,
+        filter: &CertificateFilter,
+        now: OffsetDateTime,
+    ) -> Result<Vec<CertificateRecord>, AuthorityError> {
+        Ok(self.store.certificates(filter, now).await?)
+    }
+
+    pub async fn certificate(
+        &self,
+        serial: &str,
+        now: OffsetDateTime,
+    ) -> Result<CertificateRecord, AuthorityError> {
+        let serial = normalize_serial(serial)?;
+        self.store
+            .certificate(&serial, now)
+            .await?
+            .ok_or(AuthorityError::UnknownSerial { serial })
+    }
+
+    pub async fn revoke(
+        &self,
+        serial: &str,
+        reason: RevocationReason,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<CertificateRecord, AuthorityError> {
+        let serial = normalize_serial(serial)?;
+        let event = AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: "revoke".into(),
+            node: None,
+            serial: Some(serial.clone()),
+            detail: format!("reason {}", reason.name()),
+        };
+        match self.store.revoke(&serial, reason.name(), &event).await? {
+            RevokeOutcome::Revoked(record) => {
+                tracing::info!(serial = %serial, reason = reason.name(), "revoked certificate");
+                Ok(*record)
+            }
+            RevokeOutcome::AlreadyRevoked(record) => Err(AuthorityError::AlreadyRevoked {
+                serial,
+                revoked_at: record.revoked_at.unwrap_or(now),
+            }),
+            RevokeOutcome::NotFound => Err(AuthorityError::UnknownSerial { serial }),
+        }
+    }
+
+    /// A DER CRL signed by the active generation listing every revoked, unexpired certificate.
+    /// etcd matches serials only; serials are random 126-bit values, unique across generations.
+    pub async fn crl_der(&self, now: OffsetDateTime) -> Result<Vec<u8>, AuthorityError> {
+        let signer = self.signer()?;
+        let revoked = self.store.revoked_unexpired(now).await?;
+        let crl_number = self.store.next_crl_number(signer.generation).await?;
+        let mut revoked_certs = Vec::with_capacity(revoked.len());
+        for entry in revoked {
+            let serial = hex::decode(&entry.serial).map_err(|_| AuthorityError::InvalidSerial {
+                text: entry.serial.clone(),
+            })?;
+            let reason = entry
+                .reason
+                .as_deref()
+                .and_then(|r| r.parse::<RevocationReason>().ok())
+                .unwrap_or(RevocationReason::Unspecified);
+            revoked_certs.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&serial),
+                revocation_time: entry.revoked_at,
+                reason_code: Some(reason.to_rcgen()),
+                invalidity_date: None,
+            });
+        }
+        let params = CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + to_time(self.policy.crl_lifetime),
+            crl_number: SerialNumber::from(crl_number.max(1) as u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: match &signer.key_id {
+                Some(id) => KeyIdMethod::PreSpecified(id.clone()),
+                None => KeyIdMethod::Sha256,
+            },
+        };
+        let crl = params
+            .signed_by(&signer.issuer)
+            .map_err(|e| AuthorityError::Sign(e.to_string()))?;
+        Ok(crl.der().to_vec())
+    }
+
+    pub async fn audit_events(&self, limit: i64) -> Result<Vec<AuditEvent>, AuthorityError> {
+        Ok(self.store.audit_events(limit).await?)
+    }
+}
+
+/// Certificate parameters from a grant: everything comes from policy, nothing from rcgen's
+/// defaults (its validity runs to 4096 and its serial is derived from the key).
+fn certificate_params(
+    grant: &Grant,
+    serial: &[u8],
+    issuer_has_key_id: bool,
+) -> Result<CertificateParams, AuthorityError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, grant.common_name());
+    params.distinguished_name = dn;
+    params.serial_number = Some(SerialNumber::from_slice(serial));
+    params.not_before = grant.not_before();
+    params.not_after = grant.not_after();
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.use_authority_key_identifier_extension = issuer_has_key_id;
+    params.subject_alt_names = grant
+        .sans()
+        .iter()
+        .map(|san| match san {
+            San::Dns(name) => name
+                .as_str()
+                .try_into()
+                .map(SanType::DnsName)
+                .map_err(|e: rcgen::Error| AuthorityError::Sign(e.to_string())),
+            San::Ip(ip) => Ok(SanType::IpAddress(*ip)),
+        })
+        .collect::<Result<_, _>>()?;
+    params.key_usages = grant
+        .key_usages()
+        .iter()
+        .map(|k| match k {
+            KeyUsage::DigitalSignature => KeyUsagePurpose::DigitalSignature,
+            KeyUsage::KeyEncipherment => KeyUsagePurpose::KeyEncipherment,
+            KeyUsage::KeyAgreement => KeyUsagePurpose::KeyAgreement,
+        })
+        .collect();
+    params.extended_key_usages = grant
+        .extended_key_usages()
+        .iter()
+        .map(|e| match e {
+            ExtendedKeyUsage::ServerAuth => ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsage::ClientAuth => ExtendedKeyUsagePurpose::ClientAuth,
+        })
+        .collect();
+    Ok(params)
+}
+
+/// Lower-case hex without separators: how serials are stored and printed.
+pub fn normalize_serial(text: &str) -> Result<String, AuthorityError> {
+    let cleaned: String = text
+        .trim()
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if cleaned.is_empty() || cleaned.len() > 40 || !cleaned.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(AuthorityError::InvalidSerial {
+            text: text.to_string(),
+        });
+    }
+    Ok(cleaned)
+}
+
+fn to_time(d: Duration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_are_normalised() {
+        assert_eq!(normalize_serial("AB:cd:01").unwrap(), "abcd01");
+        assert!(normalize_serial("xyz").is_err());
+        assert!(normalize_serial("").is_err());
+    }
+
+    #[test]
+    fn reasons_parse_in_either_spelling() {
+        assert_eq!(
+            "key-compromise".parse::<RevocationReason>().unwrap(),
+            RevocationReason::KeyCompromise
+        );
+        assert_eq!(
+            "keyCompromise".parse::<RevocationReason>().unwrap().name(),
+            "keyCompromise"
+        );
+        assert!("stolen".parse::<RevocationReason>().is_err());
+    }
+
+    #[test]
+    fn random_serials_are_positive_and_full_length() {
+        for _ in 0..100 {
+            let s = ca::random_serial().unwrap();
+            assert!(s[0] >= 0x40 && s[0] < 0x80);
+        }
+        assert_ne!(ca::random_serial().unwrap(), ca::random_serial().unwrap());
+    }
+}

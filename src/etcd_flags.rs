@@ -1,0 +1,91 @@
+//! The TLS flags an etcd member needs, pointing at the files etcd-ca writes into a PKI dir.
+//!
+//! One place knows the file names (`server.crt`, `peer.key`, `ca.crt`, `ca.crl`...), so the
+//! CLI, the agent and the README agree. Pure formatting; nothing is read or written.
+
+use std::path::Path;
+
+/// File names inside a node's PKI dir (the names kubeadm users know).
+pub mod files {
+    pub const CA_BUNDLE: &str = "ca.crt";
+    pub const CRL: &str = "ca.crl";
+
+    pub fn certificate(profile: &str) -> String {
+        format!("{profile}.crt")
+    }
+
+    pub fn key(profile: &str) -> String {
+        format!("{profile}.key")
+    }
+}
+
+/// How to print the flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlagFormat {
+    /// `--flag=value`, one per line with a trailing backslash: paste into `ExecStart=`.
+    Args,
+    /// `ETCD_FLAG=value`, one per line: paste into `/etc/default/etcd`.
+    Env,
+}
+
+/// The flags, as (flag name without dashes, value) pairs, in the order etcd's docs list them.
+pub fn flags(node: &str, dir: &Path, peer_common_name: &str) -> Vec<(&'static str, String)> {
+    let file = |name: String| dir.join(name).display().to_string();
+    vec![
+        ("name", node.to_string()),
+        ("cert-file", file(files::certificate("server"))),
+        ("key-file", file(files::key("server"))),
+        ("trusted-ca-file", file(files::CA_BUNDLE.into())),
+        ("client-cert-auth", "true".into()),
+        ("client-crl-file", file(files::CRL.into())),
+        ("peer-cert-file", file(files::certificate("peer"))),
+        ("peer-key-file", file(files::key("peer"))),
+        ("peer-trusted-ca-file", file(files::CA_BUNDLE.into())),
+        ("peer-client-cert-auth", "true".into()),
+        ("peer-crl-file", file(files::CRL.into())),
+        ("peer-cert-allowed-cn", peer_common_name.to_string()),
+    ]
+}
+
+/// The flags rendered for pasting.
+pub fn render(node: &str, dir: &Path, peer_common_name: &str, format: FlagFormat) -> String {
+    let pairs = flags(node, dir, peer_common_name);
+    let mut out = String::new();
+    match format {
+        FlagFormat::Args => {
+            let last = pairs.len().saturating_sub(1);
+            for (i, (flag, value)) in pairs.iter().enumerate() {
+                out.push_str(&format!("  --{flag}={value}"));
+                out.push_str(if i == last { "\n" } else { " \\\n" });
+            }
+        }
+        FlagFormat::Env => {
+            for (flag, value) in pairs {
+                let name = format!("ETCD_{}", flag.replace('-', "_").to_ascii_uppercase());
+                out.push_str(&format!("{name}={value}\n"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_point_at_the_pki_dir_and_lock_peers_to_the_peer_cn() {
+        let text = render(
+            "n1",
+            Path::new("/etc/etcd/pki"),
+            "etcd-peer",
+            FlagFormat::Args,
+        );
+        assert!(text.contains("--cert-file=/etc/etcd/pki/server.crt \\\n"));
+        assert!(text.contains("--client-crl-file=/etc/etcd/pki/ca.crl"));
+        assert!(text.ends_with("--peer-cert-allowed-cn=etcd-peer\n"));
+        let env = render("n1", Path::new("/p"), "etcd-peer", FlagFormat::Env);
+        assert!(env.contains("ETCD_PEER_CLIENT_CERT_AUTH=true\n"));
+        assert!(env.contains("ETCD_NAME=n1\n"));
+    }
+}

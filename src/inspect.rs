@@ -1,0 +1,121 @@
+//! `etcd-ca inspect`: what is in any PEM certificate file, and whether it expires soon.
+//!
+//! Works on any certificate (ours, kubeadm's, cfssl's), like `kubeadm certs check-expiration`
+//! for arbitrary files. Reading files is the caller's job; this module judges summaries.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::pki::{self, CertSummary, PkiError};
+
+/// How a certificate stands against the warning window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expiry {
+    Ok,
+    ExpiresSoon,
+    Expired,
+    NotYetValid,
+}
+
+/// One certificate found in a file.
+#[derive(Clone, Debug, Serialize)]
+pub struct Inspected {
+    pub file: PathBuf,
+    /// Position in the file (bundles hold several).
+    pub index: usize,
+    #[serde(flatten)]
+    pub summary: CertSummary,
+    pub days_left: i64,
+    pub expiry: Expiry,
+}
+
+/// Summarises every certificate in a PEM text.
+pub fn inspect_pem(
+    file: PathBuf,
+    text: &str,
+    now: OffsetDateTime,
+    warn: time::Duration,
+) -> Result<Vec<Inspected>, PkiError> {
+    pki::pem_certificates(text)?
+        .iter()
+        .enumerate()
+        .map(|(index, der)| {
+            let summary = CertSummary::from_der(der)?;
+            let expiry = judge(&summary, now, warn);
+            Ok(Inspected {
+                file: file.clone(),
+                index,
+                days_left: summary.days_left(now),
+                summary,
+                expiry,
+            })
+        })
+        .collect()
+}
+
+/// Expired, not yet valid, expiring within `warn`, or fine.
+pub fn judge(summary: &CertSummary, now: OffsetDateTime, warn: time::Duration) -> Expiry {
+    if summary.not_after <= now {
+        Expiry::Expired
+    } else if summary.not_before > now {
+        Expiry::NotYetValid
+    } else if summary.not_after - now <= warn {
+        Expiry::ExpiresSoon
+    } else {
+        Expiry::Ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn summary(not_before: OffsetDateTime, not_after: OffsetDateTime) -> CertSummary {
+        CertSummary {
+            subject: String::new(),
+            issuer: String::new(),
+            serial: String::new(),
+            sans: vec![],
+            extended_key_usages: vec![],
+            is_ca: false,
+            key_type: String::new(),
+            not_before,
+            not_after,
+            fingerprint: String::new(),
+        }
+    }
+
+    #[test]
+    fn expiry_is_judged_against_the_window() {
+        let now = datetime!(2026-11-22 0:00 UTC);
+        let warn = time::Duration::days(30);
+        let start = datetime!(2026-01-01 0:00 UTC);
+        assert_eq!(
+            judge(&summary(start, datetime!(2027-06-01 0:00 UTC)), now, warn),
+            Expiry::Ok
+        );
+        assert_eq!(
+            judge(&summary(start, datetime!(2026-12-01 0:00 UTC)), now, warn),
+            Expiry::ExpiresSoon
+        );
+        assert_eq!(
+            judge(&summary(start, datetime!(2026-11-21 0:00 UTC)), now, warn),
+            Expiry::Expired
+        );
+        assert_eq!(
+            judge(
+                &summary(
+                    datetime!(2026-12-01 0:00 UTC),
+                    datetime!(2027-12-01 0:00 UTC)
+                ),
+                now,
+                warn
+            ),
+            Expiry::NotYetValid
+        );
+    }
+}
