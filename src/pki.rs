@@ -185,9 +185,12 @@ pub fn pem_certificates(text: &str) -> Result<Vec<Vec<u8>>, PkiError> {
     Ok(ders)
 }
 
-/// PEM text for one DER certificate.
+/// PEM text for one DER certificate, with LF line endings (the `pem` crate defaults to CRLF).
 pub fn certificate_pem(der: &[u8]) -> String {
-    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 /// Parses a DER certificate, refusing trailing bytes.

@@ -1,0 +1,414 @@
+//! Helpers that make each test read like its scenario: run the CLI, snapshot a data dir, start a
+//! three-member TLS etcd cluster from a set of PKI dirs, call etcdctl, do a TLS handshake.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tempfile::TempDir;
+
+/// The binary under test, built once by cargo for every integration test.
+pub const ETCD_CA: &str = env!("CARGO_BIN_EXE_etcd-ca");
+
+/// What a finished command did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts success and returns self, showing stderr when it failed.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "command failed:\n{}{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts failure (non-zero exit) and returns stderr.
+    #[track_caller]
+    pub fn fails(self) -> String {
+        assert!(
+            self.code.is_some() && self.code != Some(0),
+            "command unexpectedly succeeded:\n{}{}",
+            self.stdout,
+            self.stderr
+        );
+        self.stderr
+    }
+}
+
+fn run(cmd: &mut Command) -> Run {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `etcd-ca ARGS...`.
+pub fn etcd_ca<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    run(Command::new(ETCD_CA)
+        .args(args)
+        .env_remove("ETCD_CA_DATA_DIR"))
+}
+
+/// A tool the tests need; the test command installs it, so a missing one is a loud failure.
+pub fn require_tool(name: &str) -> &str {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{name} is not installed: run the README's test command (scripts/test), which installs it"
+    );
+    name
+}
+
+/// Every file under `dir` with a hash of its content: compare two to prove nothing changed.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut files = BTreeMap::new();
+    if !dir.exists() {
+        return files;
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path.clone());
+                files.insert(path.strip_prefix(dir).unwrap().to_path_buf(), "dir".into());
+            } else {
+                let hash = etcd_ca::pki::sha256_hex(&std::fs::read(&path).unwrap());
+                files.insert(path.strip_prefix(dir).unwrap().to_path_buf(), hash);
+            }
+        }
+    }
+    files
+}
+
+/// A CA data dir in a temporary directory, created with `etcd-ca init`.
+pub struct TestCa {
+    pub tmp: TempDir,
+    pub dir: PathBuf,
+}
+
+impl TestCa {
+    pub fn init(extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ca");
+        let mut args = vec!["init", "--data-dir", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        etcd_ca(&args).ok();
+        Self { tmp, dir }
+    }
+
+    pub fn data_dir(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+
+    /// `etcd-ca SUBCOMMAND --data-dir DIR ARGS...`
+    pub fn cli(&self, subcommand: &str, args: &[&str]) -> Run {
+        let mut all = vec![subcommand, "--data-dir", self.data_dir()];
+        all.extend_from_slice(args);
+        etcd_ca(&all)
+    }
+
+    /// Issues a certificate into `out` and returns its serial.
+    pub fn issue(&self, out: &Path, args: &[&str]) -> String {
+        let mut all = vec!["--out", out.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let run = self.cli("issue", &all).ok();
+        run.stdout
+            .split_whitespace()
+            .skip_while(|w| *w != "certificate")
+            .nth(1)
+            .expect("issue prints the serial")
+            .to_string()
+    }
+
+    /// Writes the CRL to `path`.
+    pub fn write_crl(&self, path: &Path) {
+        self.cli("crl", &["--out", path.to_str().unwrap()]).ok();
+    }
+}
+
+/// A client identity for etcdctl and TLS handshakes.
+#[derive(Clone, Debug)]
+pub struct ClientCreds {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ClientCreds {
+    /// The `client.crt`/`client.key`/`ca.crt` that `etcd-ca issue --profile client` wrote.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("client.crt"),
+            key: dir.join("client.key"),
+        }
+    }
+}
+
+/// Runs etcdctl (v3 API) against `endpoints` with the given client identity.
+pub fn etcdctl(endpoints: &str, creds: &ClientCreds, args: &[&str]) -> Run {
+    run(Command::new(require_tool("etcdctl"))
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg(format!("--cacert={}", creds.ca.display()))
+        .arg(format!("--cert={}", creds.cert.display()))
+        .arg(format!("--key={}", creds.key.display()))
+        .args(["--dial-timeout=3s", "--command-timeout=5s"])
+        .args(args))
+}
+
+/// Ports of one test cluster; every test that starts a cluster uses its own pair.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub client: u16,
+    pub peer: u16,
+}
+
+/// A running three-member TLS etcd cluster on 127.0.0.11, .12 and .13.
+pub struct EtcdCluster {
+    pub ports: Ports,
+    members: Vec<Child>,
+    pub logs: Vec<PathBuf>,
+    _data: TempDir,
+}
+
+impl EtcdCluster {
+    pub fn ip(member: usize) -> IpAddr {
+        format!("127.0.0.1{member}").parse().unwrap()
+    }
+
+    pub fn endpoint(&self, member: usize) -> String {
+        format!("https://127.0.0.1{member}:{}", self.ports.client)
+    }
+
+    pub fn endpoints(&self) -> String {
+        (1..=3)
+            .map(|m| self.endpoint(m))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn client_addr(&self, member: usize) -> SocketAddr {
+        SocketAddr::new(Self::ip(member), self.ports.client)
+    }
+
+    /// Starts members n1..n3; member i's TLS flags come from `etcd-ca etcd-flags` for
+    /// `pki_dirs[i-1]`. Waits until every member reports healthy to `health_client`.
+    pub fn start(pki_dirs: &[PathBuf; 3], ports: Ports, health_client: &ClientCreds) -> Self {
+        let etcd = require_tool("etcd");
+        let data = tempfile::tempdir().unwrap();
+        let token = format!("etcd-ca-test-{}", ports.client);
+        let initial_cluster = (1..=3)
+            .map(|m| format!("n{m}=https://127.0.0.1{m}:{}", ports.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members = Vec::new();
+        let mut logs = Vec::new();
+        for (i, pki) in pki_dirs.iter().enumerate() {
+            let m = i + 1;
+            let ip = Self::ip(m);
+            let tls = etcd_ca([
+                "etcd-flags",
+                "--node",
+                &format!("n{m}"),
+                "--dir",
+                pki.to_str().unwrap(),
+            ])
+            .ok()
+            .stdout;
+            let tls_flags: Vec<String> = tls
+                .lines()
+                .map(|l| l.trim().trim_end_matches('\\').trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect();
+            let log_path = data.path().join(format!("n{m}.log"));
+            let log = std::fs::File::create(&log_path).unwrap();
+            let child = Command::new(etcd)
+                .args(&tls_flags)
+                .arg(format!(
+                    "--data-dir={}",
+                    data.path().join(format!("n{m}")).display()
+                ))
+                .args(["--logger=zap", "--log-outputs=stderr"])
+                .arg(format!(
+                    "--listen-client-urls=https://{ip}:{}",
+                    ports.client
+                ))
+                .arg(format!(
+                    "--advertise-client-urls=https://{ip}:{}",
+                    ports.client
+                ))
+                .arg(format!("--listen-peer-urls=https://{ip}:{}", ports.peer))
+                .arg(format!(
+                    "--initial-advertise-peer-urls=https://{ip}:{}",
+                    ports.peer
+                ))
+                .arg(format!("--initial-cluster={initial_cluster}"))
+                .arg("--initial-cluster-state=new")
+                .arg(format!("--initial-cluster-token={token}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start etcd");
+            members.push(child);
+            logs.push(log_path);
+        }
+        let cluster = Self {
+            ports,
+            members,
+            logs,
+            _data: data,
+        };
+        cluster.wait_healthy(health_client, Duration::from_secs(60));
+        cluster
+    }
+
+    /// Waits until `endpoint health` succeeds on every member.
+    pub fn wait_healthy(&self, creds: &ClientCreds, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let run = etcdctl(&self.endpoints(), creds, &["endpoint", "health"]);
+            if run.code == Some(0) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let tail: String = self
+                    .logs
+                    .iter()
+                    .map(|l| {
+                        let text = std::fs::read_to_string(l).unwrap_or_default();
+                        let lines: Vec<&str> = text.lines().collect();
+                        format!(
+                            "--- {}\n{}\n",
+                            l.display(),
+                            lines[lines.len().saturating_sub(15)..].join("\n")
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "cluster not healthy after {timeout:?}:\n{}{}\n{tail}",
+                    run.stdout, run.stderr
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Everything the members logged so far.
+    pub fn log_text(&self) -> String {
+        self.logs
+            .iter()
+            .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+            .collect()
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for child in &mut self.members {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A TLS client (rustls, ring) trusting the CA bundle at `ca`, optionally presenting a client
+/// certificate.
+pub fn tls_client_config(ca: &Path, client: Option<&ClientCreds>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match client {
+        Some(c) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&c.cert)
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(&c.key).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(config)
+}
+
+/// Connects to `addr` and completes a TLS handshake expecting the server to be `name`.
+/// Returns the stream, or the handshake error as text.
+pub fn tls_connect(
+    addr: SocketAddr,
+    name: IpAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
+    let mut sock =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut conn = rustls::ClientConnection::new(config, ServerName::IpAddress(name.into()))
+        .map_err(|e| e.to_string())?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).map_err(|e| e.to_string())?;
+    }
+    Ok(rustls::StreamOwned::new(conn, sock))
+}
+
+/// POSTs a JSON body over an established TLS stream (HTTP/1.1, Connection: close) and returns
+/// the status code and body.
+pub fn https_post_json(
+    mut stream: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    host: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    // A peer closing without close_notify is fine for a Connection: close response.
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}

@@ -1,0 +1,15 @@
+//! One integration-test binary: every test drives the real `etcd-ca` binary, and the cluster
+//! tests run real etcd members on 127.0.0.11-13 with certificates it issued.
+//!
+//! Ports used by etcd clusters (one pair per test, so tests run in parallel):
+//!
+//! | test                | client port | peer port |
+//! |---------------------|-------------|-----------|
+//! | foundation_cluster  | 22379       | 22380     |
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli_errors;
+mod foundation_cluster;
+mod helpers;
+mod import;
