@@ -150,8 +150,8 @@ fn cluster_from_issued_certificates_enforces_identity_and_revocation() {
     // Member 1's server certificate is valid for its own address and not for member 2's.
     let config = tls_client_config(&bob.ca, Some(&bob));
     tls_connect(cluster.client_addr(1), EtcdCluster::ip(1), config.clone()).unwrap();
-    let err = tls_connect(cluster.client_addr(1), EtcdCluster::ip(2), config)
-        .err()
-        .expect("member 1's certificate must not verify as 127.0.0.12");
+    let Err(err) = tls_connect(cluster.client_addr(1), EtcdCluster::ip(2), config) else {
+        panic!("member 1's certificate must not verify as 127.0.0.12");
+    };
     assert!(err.contains("not valid for name \"127.0.0.12\""), "{err}");
 }
