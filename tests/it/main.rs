@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod ca_init;
 mod cli_errors;
 mod foundation_cluster;
 mod helpers;
