@@ -40,6 +40,14 @@ pub enum PkiError {
     CannotGenerate { key_type: KeyType },
     #[error("key generation failed: {0}")]
     Generate(String),
+    #[error("malformed CSR: {0}")]
+    Csr(String),
+    #[error("the CSR's signature does not verify: it was not made with the key it carries")]
+    CsrSignature,
+    #[error("RSA keys must have at least 2048 bits (this one has {bits})")]
+    RsaTooSmall { bits: usize },
+    #[error("the CSR asks for a {kind} name ({value}); only DNS names and IP addresses are issued")]
+    UnsupportedSan { kind: &'static str, value: String },
 }
 
 /// The key algorithms etcd-ca understands (etcd 3.4 accepts all of them).
@@ -331,6 +339,113 @@ pub fn serial_hex(cert: &X509Certificate<'_>) -> String {
     hex::encode(cert.raw_serial())
 }
 
+/// A CSR whose signature verified: the public key and the names it asks for. Nothing else in a
+/// CSR is trusted or used (extensions such as key usages or basic constraints are ignored).
+#[derive(Clone, Debug)]
+pub struct VerifiedCsr {
+    pub der: Vec<u8>,
+    /// DER SubjectPublicKeyInfo of the requested key.
+    pub public_key: Vec<u8>,
+    pub key_type: KeyType,
+    pub sans: Vec<crate::names::San>,
+    pub common_name: Option<String>,
+}
+
+impl VerifiedCsr {
+    /// Parses a PEM CSR (`CERTIFICATE REQUEST` or `NEW CERTIFICATE REQUEST`) and checks its
+    /// signature, key type and names.
+    pub fn from_pem(text: &str) -> Result<Self, PkiError> {
+        let block = pem::parse_many(text)
+            .map_err(|e| PkiError::Pem(e.to_string()))?
+            .into_iter()
+            .find(|b| b.tag() == "CERTIFICATE REQUEST" || b.tag() == "NEW CERTIFICATE REQUEST")
+            .ok_or(PkiError::NoPem {
+                label: "CERTIFICATE REQUEST",
+            })?;
+        Self::from_der(block.contents())
+    }
+
+    pub fn from_der(der: &[u8]) -> Result<Self, PkiError> {
+        use x509_parser::certification_request::X509CertificationRequest;
+        use x509_parser::extensions::ParsedExtension;
+        use x509_parser::public_key::PublicKey;
+
+        let (rest, csr) =
+            X509CertificationRequest::from_der(der).map_err(|e| PkiError::Csr(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(PkiError::Csr("trailing bytes after the CSR".into()));
+        }
+        let info = &csr.certification_request_info;
+        let spki = &info.subject_pki;
+        let key_type = KeyType::of_spki(spki)?;
+        if key_type == KeyType::Rsa {
+            if let Ok(PublicKey::RSA(rsa)) = spki.parsed() {
+                let bits = rsa.key_size();
+                if bits < 2048 {
+                    return Err(PkiError::RsaTooSmall { bits });
+                }
+            }
+        }
+        csr.verify_signature().map_err(|_| PkiError::CsrSignature)?;
+
+        let mut sans = Vec::new();
+        if let Some(extensions) = csr.requested_extensions() {
+            for ext in extensions {
+                let ParsedExtension::SubjectAlternativeName(san) = ext else {
+                    continue;
+                };
+                for name in &san.general_names {
+                    let parsed = match name {
+                        GeneralName::DNSName(d) => d
+                            .parse()
+                            .map(crate::names::San::Dns)
+                            .map_err(|e: crate::names::NameError| PkiError::Csr(e.to_string()))?,
+                        GeneralName::IPAddress(bytes) => {
+                            crate::names::San::Ip(ip_from_bytes(bytes).ok_or_else(|| {
+                                PkiError::Csr("an IP address SAN of the wrong length".into())
+                            })?)
+                        }
+                        GeneralName::RFC822Name(v) => {
+                            return Err(PkiError::UnsupportedSan {
+                                kind: "email",
+                                value: v.to_string(),
+                            })
+                        }
+                        GeneralName::URI(v) => {
+                            return Err(PkiError::UnsupportedSan {
+                                kind: "URI",
+                                value: v.to_string(),
+                            })
+                        }
+                        other => {
+                            return Err(PkiError::UnsupportedSan {
+                                kind: "other",
+                                value: format!("{other:?}"),
+                            })
+                        }
+                    };
+                    if !sans.contains(&parsed) {
+                        sans.push(parsed);
+                    }
+                }
+            }
+        }
+        let common_name = info
+            .subject
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_string);
+        Ok(Self {
+            der: der.to_vec(),
+            public_key: spki.raw.to_vec(),
+            key_type,
+            sans,
+            common_name,
+        })
+    }
+}
+
 /// What an operator wants to know about any certificate file, ours or not.
 #[derive(Clone, Debug, Serialize)]
 pub struct CertSummary {
@@ -413,6 +528,40 @@ mod tests {
         let loaded = load_private_key(&pem_text, KeyType::EcdsaP256).unwrap();
         assert_eq!(loaded.public_key_raw(), key.public_key_raw());
         assert!(load_private_key(&pem_text, KeyType::EcdsaP384).is_err());
+    }
+
+    use rcgen::PublicKeyData;
+
+    fn csr_pem(key: &KeyPair, sans: &[&str]) -> String {
+        let params =
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.serialize_request(key).unwrap().pem().unwrap()
+    }
+
+    #[test]
+    fn csrs_yield_their_key_and_names() {
+        let key = KeyType::EcdsaP384.generate().unwrap();
+        let csr = VerifiedCsr::from_pem(&csr_pem(&key, &["n1.example", "10.0.0.1"])).unwrap();
+        assert_eq!(csr.key_type, KeyType::EcdsaP384);
+        let names: Vec<String> = csr.sans.iter().map(|s| s.to_string()).collect();
+        assert_eq!(names, ["DNS:n1.example", "IP:10.0.0.1"]);
+        assert_eq!(csr.public_key, key.subject_public_key_info());
+    }
+
+    #[test]
+    fn a_csr_with_a_broken_signature_is_refused() {
+        let key = KeyType::EcdsaP256.generate().unwrap();
+        let pem_text = csr_pem(&key, &["n1.example"]);
+        let mut der = pem::parse(&pem_text).unwrap().into_contents();
+        let last = der.len() - 1;
+        der[last] ^= 0x01;
+        assert!(matches!(
+            VerifiedCsr::from_der(&der),
+            Err(PkiError::CsrSignature | PkiError::Csr(_))
+        ));
+        assert!(VerifiedCsr::from_pem("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n").is_err());
+        assert!(VerifiedCsr::from_pem("not pem at all").is_err());
     }
 
     #[test]

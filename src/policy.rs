@@ -177,7 +177,23 @@ pub struct Request<'a> {
     pub allow_privileged_common_name: bool,
 }
 
-/// What the authority may sign: produced only by [`Policy::evaluate`].
+/// What a renewal keeps: the identity recorded for the certificate being renewed.
+#[derive(Clone, Debug)]
+pub struct Renewal<'a> {
+    pub profile: &'a str,
+    pub node: &'a NodeName,
+    pub common_name: &'a str,
+    pub sans: &'a [San],
+    pub key_type: KeyType,
+}
+
+/// Profile name recorded for the CA server's own TLS certificate.
+pub const SERVER_PROFILE: &str = "etcd-ca-server";
+
+/// Profile whose client certificates may use the admin API.
+pub const ADMIN_PROFILE: &str = "admin";
+
+/// What the authority may sign: produced only by the `Policy` evaluation functions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grant {
     profile: String,
@@ -317,23 +333,7 @@ impl Policy {
         now: OffsetDateTime,
         issuer_not_after: OffsetDateTime,
     ) -> Result<Grant, PolicyError> {
-        let now = now.replace_nanosecond(0).unwrap_or(now);
-        let profile = self.profile(request.profile)?;
-        if !self.allowed_key_types.contains(&request.key_type) {
-            return Err(PolicyError::KeyTypeNotAllowed {
-                key_type: request.key_type,
-                allowed: self
-                    .allowed_key_types
-                    .iter()
-                    .map(|k| k.to_string())
-                    .collect(),
-            });
-        }
-        if issuer_not_after <= now {
-            return Err(PolicyError::IssuerExpired {
-                not_after: issuer_not_after,
-            });
-        }
+        let profile = self.preflight(request.profile, request.key_type, now, issuer_not_after)?;
         self.check_identity(request.node)?;
 
         let common_name = profile.common_name_for(request)?;
@@ -346,31 +346,140 @@ impl Policy {
                 allowed: sans.iter().map(|s| s.to_string()).collect(),
             });
         }
+        Ok(self.grant(
+            profile,
+            &request.node.name,
+            common_name,
+            sans,
+            request.key_type,
+            request.lifetime,
+            now,
+            issuer_not_after,
+        ))
+    }
 
-        let lifetime = request
-            .lifetime
+    /// Decides a renewal: the certificate keeps its recorded identity (profile, node, CN, SANs);
+    /// key usages and lifetime come from the profile as it is now, and every name must still be
+    /// allowed.
+    pub fn evaluate_renewal(
+        &self,
+        renewal: &Renewal<'_>,
+        now: OffsetDateTime,
+        issuer_not_after: OffsetDateTime,
+    ) -> Result<Grant, PolicyError> {
+        let profile = self.preflight(renewal.profile, renewal.key_type, now, issuer_not_after)?;
+        for san in renewal.sans {
+            if profile.extra_sans.contains(san) {
+                continue;
+            }
+            match san {
+                San::Ip(ip) => self.check_ip(*ip)?,
+                San::Dns(name) => self.check_dns_name(name)?,
+            }
+        }
+        let common_name = match &profile.common_name {
+            CommonNameRule::Template(template) => {
+                template.replace("{node}", renewal.node.as_str())
+            }
+            CommonNameRule::FromRequest => {
+                // A privileged CN was explicitly allowed when first issued; a reserved one never is.
+                profile.check_not_reserved(renewal.common_name)?;
+                renewal.common_name.to_string()
+            }
+        };
+        Ok(self.grant(
+            profile,
+            renewal.node,
+            common_name,
+            renewal.sans.to_vec(),
+            renewal.key_type,
+            None,
+            now,
+            issuer_not_after,
+        ))
+    }
+
+    /// The CA server's own TLS certificate: serverAuth only, for the names it is reached by.
+    pub fn server_grant(
+        &self,
+        node: NodeName,
+        sans: Vec<San>,
+        key_type: KeyType,
+        now: OffsetDateTime,
+        issuer_not_after: OffsetDateTime,
+    ) -> Grant {
+        let now = now.replace_nanosecond(0).unwrap_or(now);
+        Grant {
+            profile: SERVER_PROFILE.to_string(),
+            common_name: format!("etcd-ca server {node}"),
+            node,
+            sans,
+            extended_key_usages: vec![ExtendedKeyUsage::ServerAuth],
+            key_usages: vec![KeyUsage::DigitalSignature],
+            key_type,
+            not_before: now - time_duration(self.backdate),
+            not_after: (now + time::Duration::days(365)).min(issuer_not_after),
+        }
+    }
+
+    fn preflight(
+        &self,
+        profile: &str,
+        key_type: KeyType,
+        now: OffsetDateTime,
+        issuer_not_after: OffsetDateTime,
+    ) -> Result<&Profile, PolicyError> {
+        let profile = self.profile(profile)?;
+        if !self.allowed_key_types.contains(&key_type) {
+            return Err(PolicyError::KeyTypeNotAllowed {
+                key_type,
+                allowed: self
+                    .allowed_key_types
+                    .iter()
+                    .map(|k| k.to_string())
+                    .collect(),
+            });
+        }
+        if issuer_not_after <= now {
+            return Err(PolicyError::IssuerExpired {
+                not_after: issuer_not_after,
+            });
+        }
+        Ok(profile)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn grant(
+        &self,
+        profile: &Profile,
+        node: &NodeName,
+        common_name: String,
+        sans: Vec<San>,
+        key_type: KeyType,
+        lifetime: Option<Duration>,
+        now: OffsetDateTime,
+        issuer_not_after: OffsetDateTime,
+    ) -> Grant {
+        let now = now.replace_nanosecond(0).unwrap_or(now);
+        let lifetime = lifetime
             .unwrap_or(profile.default_lifetime)
             .min(profile.max_lifetime);
-        let not_after = (now + time_duration(lifetime)).min(issuer_not_after);
-        let not_before = now - time_duration(self.backdate);
-
         let mut key_usages = profile.key_usages.clone();
         // RSA key exchange in TLS 1.2 encrypts to the certificate's key; other key types never do.
-        if request.key_type == KeyType::Rsa && !key_usages.contains(&KeyUsage::KeyEncipherment) {
+        if key_type == KeyType::Rsa && !key_usages.contains(&KeyUsage::KeyEncipherment) {
             key_usages.push(KeyUsage::KeyEncipherment);
         }
-
-        Ok(Grant {
+        Grant {
             profile: profile.name.clone(),
-            node: request.node.name.clone(),
+            node: node.clone(),
             common_name,
             sans,
             extended_key_usages: profile.extended_key_usages.clone(),
             key_usages,
-            key_type: request.key_type,
-            not_before,
-            not_after,
-        })
+            key_type,
+            not_before: now - time_duration(self.backdate),
+            not_after: (now + time_duration(lifetime)).min(issuer_not_after),
+        }
     }
 }
 
@@ -395,17 +504,7 @@ impl Profile {
                         profile: self.name.clone(),
                     })?;
                 check_common_name_syntax(cn)?;
-                if let Some(rule) = self
-                    .reserved_common_names
-                    .iter()
-                    .find(|rule| name_matches(rule, cn))
-                {
-                    return Err(PolicyError::ReservedCommonName {
-                        cn: cn.to_string(),
-                        profile: self.name.clone(),
-                        rule: rule.clone(),
-                    });
-                }
+                self.check_not_reserved(cn)?;
                 let privileged = self
                     .privileged_common_names
                     .iter()
@@ -418,6 +517,21 @@ impl Profile {
                 }
                 Ok(cn.to_string())
             }
+        }
+    }
+
+    fn check_not_reserved(&self, cn: &str) -> Result<(), PolicyError> {
+        match self
+            .reserved_common_names
+            .iter()
+            .find(|rule| name_matches(rule, cn))
+        {
+            Some(rule) => Err(PolicyError::ReservedCommonName {
+                cn: cn.to_string(),
+                profile: self.name.clone(),
+                rule: rule.clone(),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -892,7 +1006,51 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown profile \"admin-ish\" (known profiles: client, peer, server)"
+            "unknown profile \"admin-ish\" (known profiles: admin, client, peer, server)"
+        );
+    }
+
+    #[test]
+    fn renewals_keep_the_recorded_identity_and_take_lifetimes_from_the_profile() {
+        let p = policy();
+        let node: NodeName = "n1".parse().unwrap();
+        let sans = [
+            San::parse_loose("10.0.0.11").unwrap(),
+            San::parse_loose("localhost").unwrap(),
+        ];
+        let renewal = Renewal {
+            profile: "server",
+            node: &node,
+            common_name: "whatever-was-recorded",
+            sans: &sans,
+            key_type: KeyType::EcdsaP256,
+        };
+        let grant = p.evaluate_renewal(&renewal, NOW, CA_NOT_AFTER).unwrap();
+        assert_eq!(grant.sans(), sans);
+        assert_eq!(grant.common_name(), "etcd-server:n1");
+        assert_eq!(grant.not_after(), NOW + time::Duration::days(90));
+
+        // A root client certificate, once explicitly issued, renews as root.
+        let root = Renewal {
+            profile: "client",
+            common_name: "root",
+            sans: &[],
+            ..renewal.clone()
+        };
+        assert_eq!(
+            p.evaluate_renewal(&root, NOW, CA_NOT_AFTER).unwrap().common_name(),
+            "root"
+        );
+
+        // A name the policy no longer allows is not renewed.
+        let public = [San::parse_loose("8.8.8.8").unwrap()];
+        let outside = Renewal {
+            sans: &public,
+            ..renewal.clone()
+        };
+        assert_eq!(
+            p.evaluate_renewal(&outside, NOW, CA_NOT_AFTER).unwrap_err().code(),
+            "san_not_allowed"
         );
     }
 

@@ -5,6 +5,7 @@
 //! in WAL mode with `synchronous = FULL`, so a committed write survives a crash, and a
 //! certificate and its audit event are written in one transaction.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -230,6 +231,54 @@ pub struct RevokedEntry {
     pub reason: Option<String>,
 }
 
+/// What a token is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    /// Bearer token for the admin API.
+    Admin,
+    /// Single-use token a node enrolls with.
+    Bootstrap,
+}
+
+impl TokenKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Admin => "admin",
+            TokenKind::Bootstrap => "bootstrap",
+        }
+    }
+}
+
+/// A token as stored: the hash of its secret, never the secret.
+#[derive(Clone, Debug)]
+pub struct TokenRecord {
+    pub id: String,
+    pub kind: TokenKind,
+    pub secret_sha256: Vec<u8>,
+    /// The node identity a bootstrap token is bound to.
+    pub identity: Option<NodeIdentity>,
+    pub profiles: Vec<String>,
+    pub common_name: Option<String>,
+    pub allow_privileged_common_name: bool,
+    pub created_by: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: Option<OffsetDateTime>,
+    pub used_at: Option<OffsetDateTime>,
+    pub request_sha256: Option<String>,
+    pub issued_serials: BTreeMap<String, String>,
+}
+
+/// A completed enrollment to record: the token is consumed, the certificates stored.
+#[derive(Clone, Debug)]
+pub struct EnrollmentRecord<'a> {
+    pub token_id: &'a str,
+    pub request_sha256: &'a str,
+    pub identity: &'a NodeIdentity,
+    pub certificates: &'a [NewCertificate],
+    pub events: &'a [AuditEvent],
+    pub at: OffsetDateTime,
+}
+
 /// The database handle. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -359,44 +408,8 @@ impl Store {
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let ips = serde_json::to_string(&node.ips).unwrap_or_else(|_| "[]".into());
-        let dns = serde_json::to_string(&node.dns_names).unwrap_or_else(|_| "[]".into());
-        sqlx::query(
-            "INSERT INTO nodes (name, ips, dns_names, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (name) DO UPDATE SET
-               ips = excluded.ips, dns_names = excluded.dns_names, updated_at = excluded.updated_at
-             WHERE ips != excluded.ips OR dns_names != excluded.dns_names",
-        )
-        .bind(node.name.as_str())
-        .bind(&ips)
-        .bind(&dns)
-        .bind(ts(cert.issued_at))
-        .bind(ts(cert.issued_at))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO certificates
-               (serial, ca_generation, profile, node, subject, common_name, sans, key_type,
-                public_key_sha256, not_before, not_after, pem, status, issued_at, renewed_from)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'valid', ?, ?)",
-        )
-        .bind(&cert.serial)
-        .bind(cert.ca_generation)
-        .bind(&cert.profile)
-        .bind(cert.node.as_str())
-        .bind(&cert.subject)
-        .bind(&cert.common_name)
-        .bind(serde_json::to_string(&cert.sans).unwrap_or_else(|_| "[]".into()))
-        .bind(&cert.key_type)
-        .bind(&cert.public_key_sha256)
-        .bind(ts(cert.not_before))
-        .bind(ts(cert.not_after))
-        .bind(&cert.pem)
-        .bind(ts(cert.issued_at))
-        .bind(&cert.renewed_from)
-        .execute(&mut *tx)
-        .await?;
+        upsert_node(&mut tx, node, cert.issued_at).await?;
+        insert_certificate(&mut tx, cert).await?;
         insert_audit(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
@@ -514,6 +527,118 @@ impl Store {
         Ok(number)
     }
 
+    /// Stores a token (and registers the node a bootstrap token is bound to) with its audit event.
+    pub async fn insert_token(&self, token: &TokenRecord, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(identity) = &token.identity {
+            upsert_node(&mut tx, identity, token.created_at).await?;
+        }
+        sqlx::query(
+            "INSERT INTO tokens (id, kind, secret_sha256, node, ips, dns_names, profiles, common_name,
+                                 allow_privileged_common_name, created_by, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&token.id)
+        .bind(token.kind.as_str())
+        .bind(&token.secret_sha256)
+        .bind(token.identity.as_ref().map(|i| i.name.as_str()))
+        .bind(to_json(&token.identity.as_ref().map(|i| &i.ips)))
+        .bind(to_json(&token.identity.as_ref().map(|i| &i.dns_names)))
+        .bind(to_json(&token.profiles))
+        .bind(&token.common_name)
+        .bind(token.allow_privileged_common_name)
+        .bind(&token.created_by)
+        .bind(ts(token.created_at))
+        .bind(token.expires_at.map(ts))
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, kind, secret_sha256, node, ips, dns_names, profiles, common_name,
+                    allow_privileged_common_name, created_by, created_at, expires_at, used_at,
+                    request_sha256, issued_serials
+             FROM tokens WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| token_from_row(&r)).transpose()
+    }
+
+    /// Consumes a bootstrap token and records the certificates it paid for, in one transaction.
+    /// Returns false (and writes nothing) when the token was already used.
+    pub async fn complete_enrollment(&self, e: &EnrollmentRecord<'_>) -> Result<bool, StoreError> {
+        let serials: BTreeMap<&str, &str> = e
+            .certificates
+            .iter()
+            .map(|c| (c.profile.as_str(), c.serial.as_str()))
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        let consumed = sqlx::query(
+            "UPDATE tokens SET used_at = ?, request_sha256 = ?, issued_serials = ?
+             WHERE id = ? AND used_at IS NULL",
+        )
+        .bind(ts(e.at))
+        .bind(e.request_sha256)
+        .bind(to_json(&serials))
+        .bind(e.token_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if consumed != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        upsert_node(&mut tx, e.identity, e.at).await?;
+        for cert in e.certificates {
+            insert_certificate(&mut tx, cert).await?;
+        }
+        for event in e.events {
+            insert_audit(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A value that changes whenever a certificate is revoked: the CRL is rebuilt when it does.
+    pub async fn revocation_epoch(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(MAX(revoked_at), 0) AS latest
+             FROM certificates WHERE status = 'revoked'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("latest")?))
+    }
+
+    /// For each node and profile, when its last valid certificate expires.
+    pub async fn expiry_by_node_and_profile(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(String, String, OffsetDateTime)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT node, profile, MAX(not_after) AS not_after FROM certificates
+             WHERE status = 'valid' AND not_after > ? GROUP BY node, profile ORDER BY node, profile",
+        )
+        .bind(ts(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("node")?,
+                    r.try_get("profile")?,
+                    from_ts("certificates", r.try_get("not_after")?)?,
+                ))
+            })
+            .collect()
+    }
+
     pub async fn record_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         insert_audit(&mut tx, event).await?;
@@ -562,6 +687,112 @@ async fn insert_audit(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+async fn upsert_node(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    node: &NodeIdentity,
+    at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO nodes (name, ips, dns_names, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET
+           ips = excluded.ips, dns_names = excluded.dns_names, updated_at = excluded.updated_at
+         WHERE ips != excluded.ips OR dns_names != excluded.dns_names",
+    )
+    .bind(node.name.as_str())
+    .bind(to_json(&node.ips))
+    .bind(to_json(&node.dns_names))
+    .bind(ts(at))
+    .bind(ts(at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_certificate(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    cert: &NewCertificate,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO certificates
+           (serial, ca_generation, profile, node, subject, common_name, sans, key_type,
+            public_key_sha256, not_before, not_after, pem, status, issued_at, renewed_from)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'valid', ?, ?)",
+    )
+    .bind(&cert.serial)
+    .bind(cert.ca_generation)
+    .bind(&cert.profile)
+    .bind(cert.node.as_str())
+    .bind(&cert.subject)
+    .bind(&cert.common_name)
+    .bind(to_json(&cert.sans))
+    .bind(&cert.key_type)
+    .bind(&cert.public_key_sha256)
+    .bind(ts(cert.not_before))
+    .bind(ts(cert.not_after))
+    .bind(&cert.pem)
+    .bind(ts(cert.issued_at))
+    .bind(&cert.renewed_from)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// JSON for a column. Serialising vectors of strings and addresses cannot fail.
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "[]".into())
+}
+
+fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        table: "tokens",
+        detail,
+    };
+    let kind = match row.try_get::<String, _>("kind")?.as_str() {
+        "admin" => TokenKind::Admin,
+        "bootstrap" => TokenKind::Bootstrap,
+        other => return Err(corrupt(format!("unknown kind {other:?}"))),
+    };
+    let json = |column: &str| -> Result<String, StoreError> { Ok(row.try_get(column)?) };
+    let node: Option<String> = row.try_get("node")?;
+    let identity = match node {
+        Some(name) => Some(NodeIdentity::new(
+            name.parse().map_err(|e: crate::names::NameError| corrupt(e.to_string()))?,
+            serde_json::from_str::<Option<Vec<_>>>(&json("ips")?)
+                .map_err(|e| corrupt(e.to_string()))?
+                .unwrap_or_default(),
+            serde_json::from_str::<Option<Vec<_>>>(&json("dns_names")?)
+                .map_err(|e| corrupt(e.to_string()))?
+                .unwrap_or_default(),
+        )),
+        None => None,
+    };
+    let issued: Option<String> = row.try_get("issued_serials")?;
+    let optional_time = |column: &str| -> Result<Option<OffsetDateTime>, StoreError> {
+        row.try_get::<Option<i64>, _>(column)?
+            .map(|t| from_ts("tokens", t))
+            .transpose()
+    };
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        kind,
+        secret_sha256: row.try_get("secret_sha256")?,
+        identity,
+        profiles: serde_json::from_str(&json("profiles")?).map_err(|e| corrupt(e.to_string()))?,
+        common_name: row.try_get("common_name")?,
+        allow_privileged_common_name: row.try_get("allow_privileged_common_name")?,
+        created_by: row.try_get("created_by")?,
+        created_at: from_ts("tokens", row.try_get("created_at")?)?,
+        expires_at: optional_time("expires_at")?,
+        used_at: optional_time("used_at")?,
+        request_sha256: row.try_get("request_sha256")?,
+        issued_serials: match issued {
+            Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
+            None => BTreeMap::new(),
+        },
+    })
 }
 
 fn generation_from_row(row: &SqliteRow) -> Result<GenerationRecord, StoreError> {
