@@ -46,7 +46,9 @@ pub enum PkiError {
     CsrSignature,
     #[error("RSA keys must have at least 2048 bits (this one has {bits})")]
     RsaTooSmall { bits: usize },
-    #[error("the CSR asks for a {kind} name ({value}); only DNS names and IP addresses are issued")]
+    #[error(
+        "the CSR asks for a {kind} name ({value}); only DNS names and IP addresses are issued"
+    )]
     UnsupportedSan { kind: &'static str, value: String },
 }
 
@@ -560,7 +562,10 @@ mod tests {
             VerifiedCsr::from_der(&der),
             Err(PkiError::CsrSignature | PkiError::Csr(_))
         ));
-        assert!(VerifiedCsr::from_pem("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n").is_err());
+        assert!(VerifiedCsr::from_pem(
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
+        )
+        .is_err());
         assert!(VerifiedCsr::from_pem("not pem at all").is_err());
     }
 

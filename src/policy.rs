@@ -378,9 +378,7 @@ impl Policy {
             }
         }
         let common_name = match &profile.common_name {
-            CommonNameRule::Template(template) => {
-                template.replace("{node}", renewal.node.as_str())
-            }
+            CommonNameRule::Template(template) => template.replace("{node}", renewal.node.as_str()),
             CommonNameRule::FromRequest => {
                 // A privileged CN was explicitly allowed when first issued; a reserved one never is.
                 profile.check_not_reserved(renewal.common_name)?;
@@ -1038,7 +1036,9 @@ mod tests {
             ..renewal.clone()
         };
         assert_eq!(
-            p.evaluate_renewal(&root, NOW, CA_NOT_AFTER).unwrap().common_name(),
+            p.evaluate_renewal(&root, NOW, CA_NOT_AFTER)
+                .unwrap()
+                .common_name(),
             "root"
         );
 
@@ -1049,7 +1049,9 @@ mod tests {
             ..renewal.clone()
         };
         assert_eq!(
-            p.evaluate_renewal(&outside, NOW, CA_NOT_AFTER).unwrap_err().code(),
+            p.evaluate_renewal(&outside, NOW, CA_NOT_AFTER)
+                .unwrap_err()
+                .code(),
             "san_not_allowed"
         );
     }

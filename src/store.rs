@@ -528,7 +528,11 @@ impl Store {
     }
 
     /// Stores a token (and registers the node a bootstrap token is bound to) with its audit event.
-    pub async fn insert_token(&self, token: &TokenRecord, event: &AuditEvent) -> Result<(), StoreError> {
+    pub async fn insert_token(
+        &self,
+        token: &TokenRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         if let Some(identity) = &token.identity {
             upsert_node(&mut tx, identity, token.created_at).await?;
@@ -759,7 +763,8 @@ fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
     let node: Option<String> = row.try_get("node")?;
     let identity = match node {
         Some(name) => Some(NodeIdentity::new(
-            name.parse().map_err(|e: crate::names::NameError| corrupt(e.to_string()))?,
+            name.parse()
+                .map_err(|e: crate::names::NameError| corrupt(e.to_string()))?,
             serde_json::from_str::<Option<Vec<_>>>(&json("ips")?)
                 .map_err(|e| corrupt(e.to_string()))?
                 .unwrap_or_default(),

@@ -6,12 +6,14 @@
 
 mod ca;
 mod datadir;
+mod tokens;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rcgen::{
@@ -24,14 +26,17 @@ use time::OffsetDateTime;
 
 pub use datadir::DataDir;
 
-use crate::duration::rfc3339;
+use crate::duration::{rfc3339, HumanDuration};
 use crate::fsutil::{self, FsError};
 use crate::names::{DnsName, NodeIdentity, NodeName, San};
-use crate::pki::{self, KeyType, PkiError};
-use crate::policy::{ExtendedKeyUsage, Grant, KeyUsage, Policy, PolicyError, Request};
+use crate::pki::{self, KeyType, PkiError, VerifiedCsr};
+use crate::policy::{
+    ExtendedKeyUsage, Grant, KeyUsage, Policy, PolicyError, Renewal, Request, ADMIN_PROFILE,
+};
 use crate::store::{
-    AuditEvent, CertificateFilter, CertificateRecord, GenerationRecord, GenerationState,
-    NewCertificate, NewGeneration, RevokeOutcome, Store, StoreError,
+    AuditEvent, CertificateFilter, CertificateRecord, CertificateStatus, EnrollmentRecord,
+    GenerationRecord, GenerationState, NewCertificate, NewGeneration, RevokeOutcome, Store,
+    StoreError, TokenKind, TokenRecord,
 };
 
 /// Everything that can go wrong in the authority.
@@ -60,6 +65,41 @@ pub enum AuthorityError {
     },
     #[error("unknown revocation reason {text:?} (known: {})", RevocationReason::NAMES.join(", "))]
     UnknownReason { text: String },
+    #[error("the token is not valid")]
+    TokenInvalid,
+    #[error("the token expired at {}; create a new one with `etcd-ca token create`", rfc3339(*expired_at))]
+    TokenExpired { expired_at: OffsetDateTime },
+    #[error("the token was already used (with different CSRs); create a new one")]
+    TokenUsed,
+    #[error("the token does not allow profile {profile} (it allows: {})", allowed.join(", "))]
+    TokenProfileNotAllowed {
+        profile: String,
+        allowed: Vec<String>,
+    },
+    #[error("token lifetime {ttl} is too long (at most {max})")]
+    TokenTtlTooLong { ttl: String, max: String },
+    #[error("a token needs at least one profile")]
+    TokenWithoutProfiles,
+    #[error("the request holds no CSR; send one per profile")]
+    NoCsrs,
+    #[error("CSR for profile {profile}: {source}")]
+    Csr {
+        profile: String,
+        #[source]
+        source: PkiError,
+    },
+    #[error("no client certificate was presented")]
+    ClientCertificateRequired,
+    #[error("the client certificate was not issued by a CA this server trusts")]
+    ClientCertificateUntrusted,
+    #[error("the client certificate expired at {}; renewal needs a valid certificate, so enroll again with a new token", rfc3339(*not_after))]
+    ClientCertificateExpired { not_after: OffsetDateTime },
+    #[error("the client certificate {serial} was revoked")]
+    ClientCertificateRevoked { serial: String },
+    #[error("the client certificate {serial} is not one this CA recorded")]
+    ClientCertificateUnknown { serial: String },
+    #[error("admin access needs an admin token or a client certificate of the admin profile")]
+    AdminRequired,
     #[error("signing failed: {0}")]
     Sign(String),
     #[error("the system random number generator failed")]
@@ -193,6 +233,61 @@ pub struct IssuedCertificate {
     pub certificate_pem: String,
 }
 
+impl IssuedCertificate {
+    fn from_record(record: &CertificateRecord) -> Self {
+        Self {
+            serial: record.serial.clone(),
+            profile: record.profile.clone(),
+            node: record.node.clone(),
+            common_name: record.common_name.clone(),
+            sans: record.sans.clone(),
+            not_before: record.not_before,
+            not_after: record.not_after,
+            certificate_pem: record.pem.clone(),
+        }
+    }
+}
+
+/// A bootstrap token to create: the node identity it is bound to and what it may enroll.
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    pub node: NodeName,
+    pub ips: Vec<IpAddr>,
+    pub dns_names: Vec<DnsName>,
+    pub profiles: Vec<String>,
+    pub common_name: Option<String>,
+    pub ttl: Duration,
+    pub allow_privileged_common_name: bool,
+}
+
+/// A token just created. `token` is the secret: shown once, never stored.
+#[derive(Debug, Serialize)]
+pub struct CreatedToken {
+    pub token: String,
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    pub node: Option<String>,
+    pub profiles: Vec<String>,
+}
+
+/// The longest a bootstrap token may live: it is a boot-time credential.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What an enrollment returns: one certificate per profile and the trust bundle.
+#[derive(Clone, Debug, Serialize)]
+pub struct Enrollment {
+    pub node: String,
+    pub certificates: BTreeMap<String, IssuedCertificate>,
+    pub trust_bundle: String,
+    /// True when this answers a retry of an enrollment that already succeeded.
+    pub replayed: bool,
+}
+
+/// Who is calling the admin API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminActor(pub String);
+
 /// A certificate together with the private key generated for it (offline issue only).
 pub struct IssuedWithKey {
     pub certificate: IssuedCertificate,
@@ -207,6 +302,13 @@ struct Signer {
     key_id: Option<Vec<u8>>,
 }
 
+/// The last CRL built, and the revocation state it reflects.
+struct CachedCrl {
+    der: Arc<Vec<u8>>,
+    epoch: (i64, i64),
+    built_at: OffsetDateTime,
+}
+
 /// An open CA data dir.
 pub struct Authority {
     dir: DataDir,
@@ -214,6 +316,7 @@ pub struct Authority {
     policy: Policy,
     generations: Vec<GenerationRecord>,
     signer: OnceLock<Signer>,
+    crl_cache: tokio::sync::Mutex<Option<CachedCrl>>,
 }
 
 impl Authority {
@@ -394,6 +497,7 @@ impl Authority {
             policy,
             generations,
             signer: OnceLock::new(),
+            crl_cache: tokio::sync::Mutex::new(None),
         };
         if authority.active_generation().is_err() {
             authority.close().await;
@@ -526,7 +630,7 @@ impl Authority {
         )?;
         let key = grant.key_type().generate()?;
         let certificate = self
-            .sign_and_record(&grant, &identity, &key, actor, now, None)
+            .sign_and_record(&grant, &identity, &key, "issue", actor, now, None)
             .await?;
         Ok(IssuedWithKey {
             certificate,
@@ -534,16 +638,14 @@ impl Authority {
         })
     }
 
-    /// Signs what the grant says for `public_key`, records it, and only then returns it.
-    async fn sign_and_record(
+    /// Signs what the grant says for `public_key`. Nothing is handed out until it is recorded.
+    fn sign(
         &self,
         grant: &Grant,
-        identity: &NodeIdentity,
         public_key: &impl PublicKeyData,
-        actor: &str,
         now: OffsetDateTime,
         renewed_from: Option<String>,
-    ) -> Result<IssuedCertificate, AuthorityError> {
+    ) -> Result<(NewCertificate, IssuedCertificate), AuthorityError> {
         let signer = self.signer()?;
         let serial = ca::random_serial()?;
         let params = certificate_params(grant, &serial, signer.key_id.is_some())?;
@@ -569,26 +671,563 @@ impl Authority {
             issued_at: now,
             renewed_from,
         };
-        let event = AuditEvent {
-            at: now,
-            actor: actor.to_string(),
-            action: "issue".into(),
-            node: Some(grant.node().to_string()),
-            serial: Some(serial_hex.clone()),
-            detail: format!("profile {}, CN {}", grant.profile(), grant.common_name()),
-        };
-        self.store.record_issue(identity, &record, &event).await?;
-        tracing::info!(serial = %serial_hex, profile = grant.profile(), node = %grant.node(), not_after = %grant.not_after(), "issued certificate");
-        Ok(IssuedCertificate {
+        let issued = IssuedCertificate {
             serial: serial_hex,
-            profile: record.profile,
+            profile: record.profile.clone(),
             node: grant.node().to_string(),
-            common_name: record.common_name,
+            common_name: record.common_name.clone(),
             sans,
             not_before: grant.not_before(),
             not_after: grant.not_after(),
             certificate_pem: pem,
+        };
+        Ok((record, issued))
+    }
+
+    /// Signs, records with its audit event, and only then returns the certificate.
+    async fn sign_and_record(
+        &self,
+        grant: &Grant,
+        identity: &NodeIdentity,
+        public_key: &impl PublicKeyData,
+        action: &str,
+        actor: &str,
+        now: OffsetDateTime,
+        renewed_from: Option<String>,
+    ) -> Result<IssuedCertificate, AuthorityError> {
+        let (record, issued) = self.sign(grant, public_key, now, renewed_from)?;
+        let event = AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: action.into(),
+            node: Some(issued.node.clone()),
+            serial: Some(issued.serial.clone()),
+            detail: format!("profile {}, CN {}", issued.profile, issued.common_name),
+        };
+        self.store.record_issue(identity, &record, &event).await?;
+        tracing::info!(action, serial = %issued.serial, profile = %issued.profile, node = %issued.node, not_after = %rfc3339(issued.not_after), "issued certificate");
+        Ok(issued)
+    }
+
+    /// Creates a single-use bootstrap token bound to a node identity and profiles. Every rule
+    /// the enrollment will face is checked now, so a token that could never work is refused.
+    pub async fn create_bootstrap_token(
+        &self,
+        request: &TokenRequest,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<CreatedToken, AuthorityError> {
+        if request.profiles.is_empty() {
+            return Err(AuthorityError::TokenWithoutProfiles);
+        }
+        if request.ttl > MAX_TOKEN_TTL {
+            return Err(AuthorityError::TokenTtlTooLong {
+                ttl: HumanDuration::from(request.ttl).to_string(),
+                max: HumanDuration::from(MAX_TOKEN_TTL).to_string(),
+            });
+        }
+        let identity = NodeIdentity::new(
+            request.node.clone(),
+            request.ips.clone(),
+            request.dns_names.clone(),
+        );
+        let key_type = self
+            .policy
+            .allowed_key_types
+            .first()
+            .copied()
+            .unwrap_or(KeyType::EcdsaP256);
+        let issuer_not_after = self.active_generation()?.not_after;
+        for profile in &request.profiles {
+            self.policy.evaluate(
+                &Request {
+                    profile,
+                    node: &identity,
+                    common_name: self.token_common_name(profile, request.common_name.as_deref()),
+                    requested_sans: &[],
+                    lifetime: None,
+                    key_type,
+                    allow_privileged_common_name: request.allow_privileged_common_name,
+                },
+                now,
+                issuer_not_after,
+            )?;
+        }
+        let generated = tokens::generate()?;
+        let expires_at = now + to_time(request.ttl);
+        let record = TokenRecord {
+            id: generated.id.clone(),
+            kind: TokenKind::Bootstrap,
+            secret_sha256: generated.secret_sha256,
+            identity: Some(identity),
+            profiles: request.profiles.clone(),
+            common_name: request.common_name.clone(),
+            allow_privileged_common_name: request.allow_privileged_common_name,
+            created_by: actor.to_string(),
+            created_at: now,
+            expires_at: Some(expires_at),
+            used_at: None,
+            request_sha256: None,
+            issued_serials: BTreeMap::new(),
+        };
+        let event = AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: "token.create".into(),
+            node: Some(request.node.to_string()),
+            serial: None,
+            detail: format!(
+                "token {} for profiles {} until {}",
+                generated.id,
+                request.profiles.join(","),
+                rfc3339(expires_at)
+            ),
+        };
+        self.store.insert_token(&record, &event).await?;
+        Ok(CreatedToken {
+            token: generated.text,
+            id: generated.id,
+            expires_at: Some(expires_at),
+            node: Some(request.node.to_string()),
+            profiles: request.profiles.clone(),
         })
+    }
+
+    /// The CN a token passes for a profile: only profiles whose CN comes from the request use it.
+    fn token_common_name<'a>(
+        &self,
+        profile: &str,
+        common_name: Option<&'a str>,
+    ) -> Option<&'a str> {
+        match self.policy.profile(profile) {
+            Ok(p) if p.common_name == crate::policy::CommonNameRule::FromRequest => common_name,
+            _ => None,
+        }
+    }
+
+    /// Creates a bearer token for the admin API. It does not expire; it is shown once.
+    pub async fn create_admin_token(
+        &self,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<CreatedToken, AuthorityError> {
+        let generated = tokens::generate()?;
+        let record = TokenRecord {
+            id: generated.id.clone(),
+            kind: TokenKind::Admin,
+            secret_sha256: generated.secret_sha256,
+            identity: None,
+            profiles: Vec::new(),
+            common_name: None,
+            allow_privileged_common_name: false,
+            created_by: actor.to_string(),
+            created_at: now,
+            expires_at: None,
+            used_at: None,
+            request_sha256: None,
+            issued_serials: BTreeMap::new(),
+        };
+        let event = AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: "admin-token.create".into(),
+            node: None,
+            serial: None,
+            detail: format!("admin token {}", generated.id),
+        };
+        self.store.insert_token(&record, &event).await?;
+        Ok(CreatedToken {
+            token: generated.text,
+            id: generated.id,
+            expires_at: None,
+            node: None,
+            profiles: Vec::new(),
+        })
+    }
+
+    /// Looks a token up by its id and checks its secret in constant time.
+    async fn find_token(&self, text: &str, kind: TokenKind) -> Result<TokenRecord, AuthorityError> {
+        let (id, secret) = tokens::parse(text).ok_or(AuthorityError::TokenInvalid)?;
+        let token = self
+            .store
+            .token(id)
+            .await?
+            .ok_or(AuthorityError::TokenInvalid)?;
+        if token.kind != kind || !tokens::secret_matches(&token.secret_sha256, secret) {
+            return Err(AuthorityError::TokenInvalid);
+        }
+        Ok(token)
+    }
+
+    /// The admin behind a bearer token.
+    pub async fn authenticate_admin_token(&self, text: &str) -> Result<AdminActor, AuthorityError> {
+        match self.find_token(text, TokenKind::Admin).await {
+            Ok(token) => Ok(AdminActor(format!("admin-token:{}", token.id))),
+            Err(AuthorityError::TokenInvalid) => Err(AuthorityError::AdminRequired),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The admin behind a client certificate of the admin profile.
+    pub async fn authenticate_admin_certificate(
+        &self,
+        der: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<AdminActor, AuthorityError> {
+        let record = self.verify_client_certificate(der, now).await?;
+        if record.profile != ADMIN_PROFILE {
+            return Err(AuthorityError::AdminRequired);
+        }
+        Ok(AdminActor(format!("admin-cert:{}", record.common_name)))
+    }
+
+    /// Enrolls a node: a bootstrap token and one CSR per profile become certificates. A retry
+    /// of the same token with the same CSRs (a lost response) gets the same certificates back;
+    /// any other reuse is refused. Nothing is recorded unless everything is valid.
+    pub async fn enroll(
+        &self,
+        token_text: &str,
+        csrs: &BTreeMap<String, String>,
+        now: OffsetDateTime,
+    ) -> Result<Enrollment, AuthorityError> {
+        let token = self.find_token(token_text, TokenKind::Bootstrap).await?;
+        let identity = token.identity.clone().ok_or(AuthorityError::TokenInvalid)?;
+        match token.expires_at {
+            Some(expired_at) if expired_at <= now => {
+                return Err(AuthorityError::TokenExpired { expired_at })
+            }
+            _ => {}
+        }
+        if csrs.is_empty() {
+            return Err(AuthorityError::NoCsrs);
+        }
+        let mut verified = BTreeMap::new();
+        for (profile, pem_text) in csrs {
+            if !token.profiles.contains(profile) {
+                return Err(AuthorityError::TokenProfileNotAllowed {
+                    profile: profile.clone(),
+                    allowed: token.profiles.clone(),
+                });
+            }
+            let csr = VerifiedCsr::from_pem(pem_text).map_err(|source| AuthorityError::Csr {
+                profile: profile.clone(),
+                source,
+            })?;
+            verified.insert(profile.clone(), csr);
+        }
+        let request_sha256 = enrollment_digest(&verified);
+
+        if token.used_at.is_some() {
+            return self.replay_enrollment(&token, &request_sha256, now).await;
+        }
+
+        let issuer_not_after = self.active_generation()?.not_after;
+        let mut records = Vec::new();
+        let mut certificates = BTreeMap::new();
+        for (profile, csr) in &verified {
+            let grant = self.policy.evaluate(
+                &Request {
+                    profile,
+                    node: &identity,
+                    common_name: self.token_common_name(profile, token.common_name.as_deref()),
+                    requested_sans: &csr.sans,
+                    lifetime: None,
+                    key_type: csr.key_type,
+                    allow_privileged_common_name: token.allow_privileged_common_name,
+                },
+                now,
+                issuer_not_after,
+            )?;
+            let public_key =
+                rcgen::SubjectPublicKeyInfo::from_der(&csr.public_key).map_err(|e| {
+                    AuthorityError::Csr {
+                        profile: profile.clone(),
+                        source: PkiError::Csr(e.to_string()),
+                    }
+                })?;
+            let (record, issued) = self.sign(&grant, &public_key, now, None)?;
+            records.push(record);
+            certificates.insert(profile.clone(), issued);
+        }
+        let actor = format!("token:{}", token.id);
+        let events: Vec<AuditEvent> = certificates
+            .values()
+            .map(|c| AuditEvent {
+                at: now,
+                actor: actor.clone(),
+                action: "enroll".into(),
+                node: Some(c.node.clone()),
+                serial: Some(c.serial.clone()),
+                detail: format!("profile {}, CN {}", c.profile, c.common_name),
+            })
+            .collect();
+        let consumed = self
+            .store
+            .complete_enrollment(&EnrollmentRecord {
+                token_id: &token.id,
+                request_sha256: &request_sha256,
+                identity: &identity,
+                certificates: &records,
+                events: &events,
+                at: now,
+            })
+            .await?;
+        if !consumed {
+            // Another request used the token between our read and our write.
+            let token = self.find_token(token_text, TokenKind::Bootstrap).await?;
+            return self.replay_enrollment(&token, &request_sha256, now).await;
+        }
+        for c in certificates.values() {
+            tracing::info!(action = "enroll", serial = %c.serial, profile = %c.profile, node = %c.node, not_after = %rfc3339(c.not_after), "issued certificate");
+        }
+        Ok(Enrollment {
+            node: identity.name.to_string(),
+            certificates,
+            trust_bundle: self.trust_bundle_pem(),
+            replayed: false,
+        })
+    }
+
+    async fn replay_enrollment(
+        &self,
+        token: &TokenRecord,
+        request_sha256: &str,
+        now: OffsetDateTime,
+    ) -> Result<Enrollment, AuthorityError> {
+        if token.request_sha256.as_deref() != Some(request_sha256) {
+            return Err(AuthorityError::TokenUsed);
+        }
+        let mut certificates = BTreeMap::new();
+        for (profile, serial) in &token.issued_serials {
+            let record = self
+                .store
+                .certificate(serial, now)
+                .await?
+                .ok_or(AuthorityError::TokenUsed)?;
+            certificates.insert(profile.clone(), IssuedCertificate::from_record(&record));
+        }
+        Ok(Enrollment {
+            node: token
+                .identity
+                .as_ref()
+                .map(|i| i.name.to_string())
+                .unwrap_or_default(),
+            certificates,
+            trust_bundle: self.trust_bundle_pem(),
+            replayed: true,
+        })
+    }
+
+    /// Checks a client certificate presented over mTLS: issued by a trusted generation, not
+    /// expired, a serial this CA recorded (byte for byte), not revoked.
+    pub async fn verify_client_certificate(
+        &self,
+        der: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<CertificateRecord, AuthorityError> {
+        let cert =
+            pki::parse_certificate(der).map_err(|_| AuthorityError::ClientCertificateUntrusted)?;
+        let trusted = self
+            .generations
+            .iter()
+            .filter(|g| g.state != GenerationState::Retired)
+            .filter_map(|g| pki::pem_certificates(&g.cert_pem).ok()?.into_iter().next())
+            .any(|ca_der| {
+                let Ok(ca) = pki::parse_certificate(&ca_der) else {
+                    return false;
+                };
+                ca.subject().as_raw() == cert.issuer().as_raw()
+                    && cert.verify_signature(Some(ca.public_key())).is_ok()
+            });
+        if !trusted {
+            return Err(AuthorityError::ClientCertificateUntrusted);
+        }
+        let not_after = cert.validity().not_after.to_datetime();
+        if not_after <= now {
+            return Err(AuthorityError::ClientCertificateExpired { not_after });
+        }
+        let serial = pki::serial_hex(&cert);
+        let record = self.store.certificate(&serial, now).await?.ok_or_else(|| {
+            AuthorityError::ClientCertificateUnknown {
+                serial: serial.clone(),
+            }
+        })?;
+        let recorded = pki::pem_certificates(&record.pem)?;
+        if recorded.first().map(Vec::as_slice) != Some(der) {
+            return Err(AuthorityError::ClientCertificateUnknown { serial });
+        }
+        if record.status == CertificateStatus::Revoked {
+            return Err(AuthorityError::ClientCertificateRevoked { serial });
+        }
+        Ok(record)
+    }
+
+    /// Renews the certificate presented over mTLS. The new certificate keeps the recorded
+    /// identity; by default it reuses the public key, or takes the key of `csr` (re-key). Names
+    /// in a CSR are ignored: nothing in a renewal request can widen a certificate.
+    pub async fn renew(
+        &self,
+        presented: &[u8],
+        csr: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, AuthorityError> {
+        let record = self.verify_client_certificate(presented, now).await?;
+        let (public_key, key_type) = match csr {
+            Some(pem_text) => {
+                let csr =
+                    VerifiedCsr::from_pem(pem_text).map_err(|source| AuthorityError::Csr {
+                        profile: record.profile.clone(),
+                        source,
+                    })?;
+                (csr.public_key, csr.key_type)
+            }
+            None => {
+                let cert = pki::parse_certificate(presented)?;
+                let key_type = KeyType::of_spki(cert.public_key())?;
+                (cert.public_key().raw.to_vec(), key_type)
+            }
+        };
+        let sans = record
+            .sans
+            .iter()
+            .map(|s| San::parse_loose(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| AuthorityError::Sign(format!("recorded SAN: {e}")))?;
+        let node: NodeName = record
+            .node
+            .parse()
+            .map_err(|e: crate::names::NameError| AuthorityError::Sign(e.to_string()))?;
+        let grant = self.policy.evaluate_renewal(
+            &Renewal {
+                profile: &record.profile,
+                node: &node,
+                common_name: &record.common_name,
+                sans: &sans,
+                key_type,
+            },
+            now,
+            self.active_generation()?.not_after,
+        )?;
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(&public_key)
+            .map_err(|e| AuthorityError::Sign(e.to_string()))?;
+        let identity = self
+            .store
+            .node(&node)
+            .await?
+            .unwrap_or_else(|| NodeIdentity::new(node.clone(), Vec::new(), Vec::new()));
+        let actor = format!("cert:{}", record.serial);
+        self.sign_and_record(
+            &grant,
+            &identity,
+            &public_key,
+            "renew",
+            &actor,
+            now,
+            Some(record.serial.clone()),
+        )
+        .await
+    }
+
+    /// A TLS certificate for the CA server itself, for the given names, with a fresh key.
+    /// Returns the chain (leaf, then the CA certificate) and the key.
+    pub async fn issue_server_certificate(
+        &self,
+        sans: Vec<San>,
+        now: OffsetDateTime,
+    ) -> Result<(Vec<Vec<u8>>, KeyPair), AuthorityError> {
+        let node: NodeName = "etcd-ca-server"
+            .parse()
+            .map_err(|e: crate::names::NameError| AuthorityError::Sign(e.to_string()))?;
+        let ips = sans
+            .iter()
+            .filter_map(|s| match s {
+                San::Ip(ip) => Some(*ip),
+                San::Dns(_) => None,
+            })
+            .collect();
+        let dns = sans
+            .iter()
+            .filter_map(|s| match s {
+                San::Dns(d) => Some(d.clone()),
+                San::Ip(_) => None,
+            })
+            .collect();
+        let identity = NodeIdentity::new(node.clone(), ips, dns);
+        let key = KeyType::EcdsaP256.generate()?;
+        let grant = self.policy.server_grant(
+            node,
+            sans,
+            KeyType::EcdsaP256,
+            now,
+            self.active_generation()?.not_after,
+        );
+        let issued = self
+            .sign_and_record(
+                &grant,
+                &identity,
+                &key,
+                "issue",
+                "etcd-ca-server",
+                now,
+                None,
+            )
+            .await?;
+        let mut chain = pki::pem_certificates(&issued.certificate_pem)?;
+        chain.extend(pki::pem_certificates(&self.active_generation()?.cert_pem)?);
+        Ok((chain, key))
+    }
+
+    /// Records a refused request in the audit trail.
+    pub async fn audit_refusal(
+        &self,
+        action: &str,
+        actor: &str,
+        error: &AuthorityError,
+        now: OffsetDateTime,
+    ) {
+        let event = AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: format!("{action}.refused"),
+            node: None,
+            serial: None,
+            detail: error.to_string(),
+        };
+        if let Err(e) = self.store.record_audit(&event).await {
+            tracing::warn!(error = %e, "cannot record a refusal in the audit trail");
+        }
+    }
+
+    /// The current CRL, rebuilt only when a revocation happened or half its lifetime passed.
+    pub async fn current_crl(&self, now: OffsetDateTime) -> Result<Arc<Vec<u8>>, AuthorityError> {
+        let epoch = self.store.revocation_epoch().await?;
+        let mut cache = self.crl_cache.lock().await;
+        if let Some(cached) = cache.as_ref() {
+            let fresh = now - cached.built_at < to_time(self.policy.crl_lifetime / 2);
+            if cached.epoch == epoch && fresh {
+                return Ok(cached.der.clone());
+            }
+        }
+        let der = Arc::new(self.crl_der(now).await?);
+        *cache = Some(CachedCrl {
+            der: der.clone(),
+            epoch,
+            built_at: now,
+        });
+        Ok(der)
+    }
+
+    /// For each node and profile, when its last valid certificate expires.
+    pub async fn expiry_by_node_and_profile(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(String, String, OffsetDateTime)>, AuthorityError> {
+        Ok(self.store.expiry_by_node_and_profile(now).await?)
+    }
+
+    /// Every generation not retired, for metrics and status.
+    pub fn generations(&self) -> &[GenerationRecord] {
+        &self.generations
     }
 
     pub async fn certificates(
@@ -683,6 +1322,18 @@ impl Authority {
     pub async fn audit_events(&self, limit: i64) -> Result<Vec<AuditEvent>, AuthorityError> {
         Ok(self.store.audit_events(limit).await?)
     }
+}
+
+/// SHA-256 over the CSRs of an enrollment, in profile order: identifies a retry.
+fn enrollment_digest(csrs: &BTreeMap<String, VerifiedCsr>) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for (profile, csr) in csrs {
+        ctx.update(&(profile.len() as u64).to_be_bytes());
+        ctx.update(profile.as_bytes());
+        ctx.update(&(csr.der.len() as u64).to_be_bytes());
+        ctx.update(&csr.der);
+    }
+    hex::encode(ctx.finish())
 }
 
 /// Certificate parameters from a grant: everything comes from policy, nothing from rcgen's

@@ -127,7 +127,9 @@ fn an_unknown_profile_lists_the_known_ones() {
         )
         .fails();
     assert!(
-        err.contains("unknown profile \"healthcheck\" (known profiles: admin, client, peer, server)"),
+        err.contains(
+            "unknown profile \"healthcheck\" (known profiles: admin, client, peer, server)"
+        ),
         "{err}"
     );
     assert_eq!(snapshot(&ca.dir), before);
