@@ -302,6 +302,23 @@ struct Signer {
     key_id: Option<Vec<u8>>,
 }
 
+/// Why a certificate is being signed, for the record and the audit trail.
+struct Origin<'a> {
+    action: &'a str,
+    actor: &'a str,
+    renewed_from: Option<String>,
+}
+
+impl<'a> Origin<'a> {
+    fn issue(actor: &'a str) -> Self {
+        Self {
+            action: "issue",
+            actor,
+            renewed_from: None,
+        }
+    }
+}
+
 /// The last CRL built, and the revocation state it reflects.
 struct CachedCrl {
     der: Arc<Vec<u8>>,
@@ -630,7 +647,7 @@ impl Authority {
         )?;
         let key = grant.key_type().generate()?;
         let certificate = self
-            .sign_and_record(&grant, &identity, &key, "issue", actor, now, None)
+            .sign_and_record(&grant, &identity, &key, Origin::issue(actor), now)
             .await?;
         Ok(IssuedWithKey {
             certificate,
@@ -690,11 +707,14 @@ impl Authority {
         grant: &Grant,
         identity: &NodeIdentity,
         public_key: &impl PublicKeyData,
-        action: &str,
-        actor: &str,
+        origin: Origin<'_>,
         now: OffsetDateTime,
-        renewed_from: Option<String>,
     ) -> Result<IssuedCertificate, AuthorityError> {
+        let Origin {
+            action,
+            actor,
+            renewed_from,
+        } = origin;
         let (record, issued) = self.sign(grant, public_key, now, renewed_from)?;
         let event = AuditEvent {
             at: now,
@@ -1116,16 +1136,13 @@ impl Authority {
             .await?
             .unwrap_or_else(|| NodeIdentity::new(node.clone(), Vec::new(), Vec::new()));
         let actor = format!("cert:{}", record.serial);
-        self.sign_and_record(
-            &grant,
-            &identity,
-            &public_key,
-            "renew",
-            &actor,
-            now,
-            Some(record.serial.clone()),
-        )
-        .await
+        let origin = Origin {
+            action: "renew",
+            actor: &actor,
+            renewed_from: Some(record.serial.clone()),
+        };
+        self.sign_and_record(&grant, &identity, &public_key, origin, now)
+            .await
     }
 
     /// A TLS certificate for the CA server itself, for the given names, with a fresh key.
