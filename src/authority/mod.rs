@@ -1183,10 +1183,8 @@ impl Authority {
                 &grant,
                 &identity,
                 &key,
-                "issue",
-                "etcd-ca-server",
+                Origin::issue("etcd-ca-server"),
                 now,
-                None,
             )
             .await?;
         let mut chain = pki::pem_certificates(&issued.certificate_pem)?;
