@@ -10,12 +10,16 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use time::OffsetDateTime;
 
-use crate::authority::{Authority, AuthorityError, InitOptions, IssueRequest, RevocationReason};
+use std::sync::Arc;
+
+use crate::authority::{
+    Authority, AuthorityError, DataDir, InitOptions, IssueRequest, RevocationReason, TokenRequest,
+};
 use crate::duration::{rfc3339, HumanDuration};
 use crate::etcd_flags::{self, FlagFormat};
 use crate::fsutil::{self, FsError};
 use crate::inspect::{self, Expiry};
-use crate::names::{DnsName, NodeName};
+use crate::names::{DnsName, NodeName, San};
 use crate::pki::{KeyType, PkiError};
 use crate::policy::{Policy, PolicyError};
 use crate::store::{CertificateFilter, CertificateRecord, CertificateStatus};
@@ -41,6 +45,10 @@ pub enum CliError {
     Stdout(#[from] std::io::Error),
     #[error("cannot encode JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    #[error(transparent)]
+    Name(#[from] crate::names::NameError),
 }
 
 /// A certificate authority built for etcd clusters.
@@ -60,8 +68,16 @@ pub struct DataDirArg {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the CA server (HTTPS API); creates a CA on first start if the data dir is empty.
+    Serve(ServeArgs),
     /// Create a CA in a new data dir (or adopt an existing CA with --import-cert/--import-key).
     Init(InitArgs),
+    /// Bootstrap tokens for node enrollment.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Admin tokens for the admin API (run on the CA host).
+    #[command(subcommand)]
+    AdminToken(AdminTokenCommand),
     /// Issue a certificate and its key on the CA host, into a directory.
     Issue(IssueArgs),
     /// List issued certificates.
@@ -81,6 +97,84 @@ pub enum Command {
     /// Policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: std::net::SocketAddr,
+    /// A name or address nodes use to reach this server (repeat); goes into its certificate.
+    #[arg(long = "san")]
+    pub sans: Vec<San>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a single-use bootstrap token bound to a node's identity and profiles.
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// The node (etcd member name) the token is for.
+    #[arg(long)]
+    pub node: NodeName,
+    /// An address of the node (repeat): the most its certificates may carry.
+    #[arg(long = "ip")]
+    pub ips: Vec<IpAddr>,
+    /// A DNS name of the node (repeat).
+    #[arg(long = "dns")]
+    pub dns_names: Vec<DnsName>,
+    /// Profiles the node may enroll, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "server,peer")]
+    pub profiles: Vec<String>,
+    /// The etcd user name for a client profile.
+    #[arg(long)]
+    pub cn: Option<String>,
+    /// How long the token is valid (at most 7 days).
+    #[arg(long, default_value = "30m")]
+    pub ttl: HumanDuration,
+    /// Allow a privileged common name such as `root` for the client profile.
+    #[arg(long)]
+    pub allow_root: bool,
+    /// The CA server URL to print in the agent command (default: --server, or a placeholder).
+    #[arg(long)]
+    pub server_url: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminTokenCommand {
+    /// Create an admin token and print it (once) on standard output.
+    Create {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+}
+
+/// Talk to a running CA server instead of opening the data dir.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// The CA server, e.g. https://ca.example:8443. Without it, the command opens --data-dir.
+    #[arg(long, env = "ETCD_CA_SERVER")]
+    pub server: Option<String>,
+    /// File holding an admin token (from `etcd-ca admin-token create`).
+    #[arg(long, env = "ETCD_CA_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Trust the server whose CA has this fingerprint (sha256:HEX, printed by `serve` and `init`).
+    #[arg(long, env = "ETCD_CA_FINGERPRINT")]
+    pub ca_fingerprint: Option<String>,
+    /// Trust the server's CA from this PEM file instead.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -283,7 +377,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         .replace_nanosecond(0)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     match cli.command {
+        Command::Serve(args) => serve(args).await,
         Command::Init(args) => init(args, now).await,
+        Command::Token(TokenCommand::Create(args)) => token_create(args, now).await,
+        Command::AdminToken(AdminTokenCommand::Create { data_dir }) => {
+            admin_token_create(&data_dir.data_dir, now).await
+        }
         Command::Issue(args) => issue(args, now).await,
         Command::List(args) => with_authority!(args, a => list(&a, args, now)),
         Command::Show(args) => with_authority!(args, a => show(&a, args, now)),
@@ -306,6 +405,246 @@ fn stdout() -> std::io::StdoutLock<'static> {
 
 fn date(t: OffsetDateTime) -> String {
     rfc3339(t)
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
+    let dir = &args.data_dir.data_dir;
+    let now = OffsetDateTime::now_utc();
+    if DataDir::new(dir).existing_ca_marker().is_none() {
+        let report = Authority::init(
+            dir,
+            InitOptions {
+                key_type: KeyType::EcdsaP256,
+                validity: HumanDuration::from_secs(10 * 365 * 86400).as_std(),
+                common_name: "etcd-ca".into(),
+                policy: None,
+                import: None,
+            },
+            "etcd-ca serve",
+            now,
+        )
+        .await?;
+        tracing::info!(data_dir = %dir.display(), ca_fingerprint = %report.fingerprint, "created a new CA");
+    }
+    let authority = Arc::new(Authority::open(dir).await?);
+    let result = run_server(&authority, &args).await;
+    authority.close().await;
+    result
+}
+
+async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<ExitCode, CliError> {
+    let mut sans = args.sans.clone();
+    let listen_ip = args.listen.ip();
+    if !listen_ip.is_unspecified() {
+        sans.push(San::Ip(listen_ip));
+    }
+    if listen_ip.is_loopback() || listen_ip.is_unspecified() {
+        sans.push(San::parse_loose("localhost")?);
+        sans.push(San::Ip(IpAddr::from([127, 0, 0, 1])));
+    }
+    sans.sort();
+    sans.dedup();
+    if listen_ip.is_unspecified() && args.sans.is_empty() {
+        tracing::warn!("listening on all addresses without --san: nodes can only reach this server by a name in its certificate");
+    }
+    let (chain, key) = authority
+        .issue_server_certificate(sans.clone(), OffsetDateTime::now_utc())
+        .await?;
+    let subjects = authority
+        .generations()
+        .iter()
+        .filter_map(|g| {
+            crate::pki::pem_certificates(&g.cert_pem)
+                .ok()?
+                .into_iter()
+                .next()
+        })
+        .filter_map(|der| {
+            Some(
+                crate::pki::parse_certificate(&der)
+                    .ok()?
+                    .subject()
+                    .as_raw()
+                    .to_vec(),
+            )
+        })
+        .collect();
+    let tls = crate::api::tls::server_config(chain, key.serialize_der(), subjects)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::Usage(format!("cannot read the listening address: {e}")))?;
+    let fingerprint = authority.fingerprint()?.to_string();
+    let names: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+    tracing::info!(listen = %addr, ca_fingerprint = %fingerprint, server_names = %names.join(","), "etcd-ca server ready");
+    {
+        let mut out = stdout();
+        writeln!(
+            out,
+            "etcd-ca serving https://{addr} (CA fingerprint {fingerprint})"
+        )?;
+        out.flush()?;
+    }
+    let state = crate::api::AppState {
+        authority: authority.clone(),
+        metrics: Arc::new(crate::api::metrics::Metrics::default()),
+    };
+    crate::api::server::serve(
+        listener,
+        tls,
+        crate::api::app(state),
+        crate::api::server::Limits::default(),
+        shutdown_signal(),
+    )
+    .await;
+    tracing::info!("etcd-ca server stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+async fn token_create(args: TokenCreateArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
+    let (token, fingerprint) = match args.remote.client()? {
+        Some(client) => {
+            let body = serde_json::json!({
+                "node": args.node.to_string(),
+                "ips": args.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+                "dns_names": args.dns_names.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                "profiles": args.profiles,
+                "common_name": args.cn,
+                "ttl": args.ttl.to_string(),
+                "allow_root": args.allow_root,
+            });
+            let answer: RemoteToken = client.post_json("/v1/tokens", &body).await?;
+            (answer.token, answer.ca_fingerprint)
+        }
+        None => {
+            let authority = Authority::open(&args.data_dir.data_dir).await?;
+            let request = TokenRequest {
+                node: args.node.clone(),
+                ips: args.ips.clone(),
+                dns_names: args.dns_names.clone(),
+                profiles: args.profiles.clone(),
+                common_name: args.cn.clone(),
+                ttl: args.ttl.as_std(),
+                allow_privileged_common_name: args.allow_root,
+            };
+            let created = authority
+                .create_bootstrap_token(&request, &local_actor(), now)
+                .await;
+            let fingerprint = authority.fingerprint().map(str::to_string);
+            authority.close().await;
+            (created?, fingerprint?)
+        }
+    };
+    let server = args
+        .server_url
+        .or(args.remote.server.clone())
+        .unwrap_or_else(|| "https://CA-HOST:8443".into());
+    let agent = format!(
+        "etcd-ca agent --server {server} --ca-fingerprint {fingerprint} --node {} --dir /etc/etcd/pki --profiles {} --token {}",
+        args.node,
+        args.profiles.join(","),
+        token.token
+    );
+    let mut out = stdout();
+    if args.json {
+        serde_json::to_writer_pretty(
+            &mut out,
+            &serde_json::json!({
+                "token": token.token,
+                "id": token.id,
+                "expires_at": token.expires_at.map(rfc3339),
+                "node": args.node.to_string(),
+                "profiles": args.profiles,
+                "ca_fingerprint": fingerprint,
+                "agent_command": agent,
+            }),
+        )?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "Bootstrap token for node {} (profiles {}), single use, expires {}:",
+            args.node,
+            args.profiles.join(","),
+            token.expires_at.map(rfc3339).unwrap_or_default()
+        )?;
+        writeln!(out, "  {}", token.token)?;
+        writeln!(out, "On {}, run:", args.node)?;
+        writeln!(out, "  {agent}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `POST /v1/tokens` answers.
+#[derive(serde::Deserialize)]
+struct RemoteToken {
+    #[serde(flatten)]
+    token: crate::authority::CreatedToken,
+    ca_fingerprint: String,
+}
+
+async fn admin_token_create(dir: &Path, now: OffsetDateTime) -> Result<ExitCode, CliError> {
+    let authority = Authority::open(dir).await?;
+    let created = authority.create_admin_token(&local_actor(), now).await;
+    authority.close().await;
+    let created = created?;
+    writeln!(stdout(), "{}", created.token)?;
+    eprintln!(
+        "admin token {} created; it is shown only this once. Keep it in a file readable only by you and pass --admin-token-file.",
+        created.id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+impl RemoteArgs {
+    /// An API client when --server was given.
+    fn client(&self) -> Result<Option<crate::client::ApiClient>, CliError> {
+        let Some(url) = &self.server else {
+            return Ok(None);
+        };
+        let trust = match (&self.ca_fingerprint, &self.ca_file) {
+            (Some(fp), _) => crate::client::Trust::Fingerprint(fp.clone()),
+            (None, Some(file)) => crate::client::Trust::Bundle(
+                crate::pki::pem_certificates(&read_text(file)?).map_err(|source| {
+                    CliError::Certificate {
+                        path: file.clone(),
+                        source,
+                    }
+                })?,
+            ),
+            (None, None) => {
+                return Err(CliError::Usage(
+                    "--server needs --ca-fingerprint sha256:... or --ca-file to know it talks to the right CA".into(),
+                ))
+            }
+        };
+        let mut client = crate::client::ApiClient::new(url, trust, None)?;
+        if let Some(file) = &self.admin_token_file {
+            client = client.with_bearer(read_text(file)?.trim().to_string());
+        }
+        Ok(Some(client))
+    }
 }
 
 async fn init(args: InitArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {

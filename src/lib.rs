@@ -15,8 +15,10 @@
 //! - [`pki`], [`names`], [`duration`]: validated building blocks (keys, certificates, names, spans).
 //! - [`fsutil`]: atomic file writes; [`inspect`], [`etcd_flags`]: what the CLI prints about files.
 
+pub mod api;
 pub mod authority;
 pub mod cli;
+pub mod client;
 pub mod duration;
 pub mod etcd_flags;
 pub mod fsutil;

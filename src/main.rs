@@ -1,6 +1,7 @@
 //! The `etcd-ca` binary: parse arguments, set up logging, run the command, print the error
 //! chain on one line and exit non-zero on failure.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -8,11 +9,18 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = etcd_ca::cli::Cli::parse();
+    // The server logs what it does; one-shot commands print results and log only trouble.
+    let default_level = match cli.command {
+        etcd_ca::cli::Command::Serve(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("ETCD_CA_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+            EnvFilter::try_from_env("ETCD_CA_LOG")
+                .unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

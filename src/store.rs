@@ -66,7 +66,7 @@ pub enum GenerationState {
 }
 
 impl GenerationState {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             GenerationState::Next => "next",
             GenerationState::Active => "active",

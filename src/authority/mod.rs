@@ -261,11 +261,11 @@ pub struct TokenRequest {
 }
 
 /// A token just created. `token` is the secret: shown once, never stored.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct CreatedToken {
     pub token: String,
     pub id: String,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "time::serde::rfc3339::option", default)]
     pub expires_at: Option<OffsetDateTime>,
     pub node: Option<String>,
     pub profiles: Vec<String>,

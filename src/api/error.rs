@@ -1,0 +1,130 @@
+//! The one place where errors become HTTP statuses.
+//!
+//! Every refusal is JSON `{"code": "...", "message": "..."}`: `code` is stable and
+//! machine-readable, `message` is for people. 4xx answers carry the reason; 5xx answers are
+//! logged here and answered generically.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::authority::AuthorityError;
+use crate::pki::PkiError;
+use crate::policy::PolicyError;
+
+/// An error an API handler returns.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Authority(#[from] AuthorityError),
+    /// A request that could not be read: body, content type, query, path.
+    #[error("{message}")]
+    Request {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+    #[error("no such endpoint")]
+    NotFound,
+}
+
+impl From<PolicyError> for ApiError {
+    fn from(e: PolicyError) -> Self {
+        ApiError::Authority(AuthorityError::Policy(e))
+    }
+}
+
+/// The JSON body of every refusal.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Request {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Status and stable code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Request { status, code, .. } => (*status, code),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Authority(e) => authority_status(e),
+        }
+    }
+}
+
+/// Status and stable code of an authority error.
+pub fn authority_status(e: &AuthorityError) -> (StatusCode, &'static str) {
+    use AuthorityError as E;
+    match e {
+        E::Policy(PolicyError::File { .. }) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        E::Policy(p) => (StatusCode::FORBIDDEN, p.code()),
+        E::TokenInvalid => (StatusCode::UNAUTHORIZED, "token_invalid"),
+        E::TokenExpired { .. } => (StatusCode::UNAUTHORIZED, "token_expired"),
+        E::TokenUsed => (StatusCode::CONFLICT, "token_used"),
+        E::TokenProfileNotAllowed { .. } => (StatusCode::FORBIDDEN, "profile_not_allowed"),
+        E::TokenTtlTooLong { .. } => (StatusCode::BAD_REQUEST, "ttl_too_long"),
+        E::TokenWithoutProfiles => (StatusCode::BAD_REQUEST, "profiles_required"),
+        E::NoCsrs => (StatusCode::BAD_REQUEST, "csr_missing"),
+        E::Csr { source, .. } => (StatusCode::BAD_REQUEST, csr_code(source)),
+        E::ClientCertificateRequired => (StatusCode::UNAUTHORIZED, "client_certificate_required"),
+        E::ClientCertificateUntrusted => (StatusCode::UNAUTHORIZED, "client_certificate_untrusted"),
+        E::ClientCertificateExpired { .. } => {
+            (StatusCode::UNAUTHORIZED, "client_certificate_expired")
+        }
+        E::ClientCertificateRevoked { .. } => (StatusCode::FORBIDDEN, "client_certificate_revoked"),
+        E::ClientCertificateUnknown { .. } => (StatusCode::FORBIDDEN, "client_certificate_unknown"),
+        E::AdminRequired => (StatusCode::UNAUTHORIZED, "admin_required"),
+        E::UnknownSerial { .. } => (StatusCode::NOT_FOUND, "serial_unknown"),
+        E::InvalidSerial { .. } => (StatusCode::BAD_REQUEST, "serial_invalid"),
+        E::AlreadyRevoked { .. } => (StatusCode::CONFLICT, "already_revoked"),
+        E::UnknownReason { .. } => (StatusCode::BAD_REQUEST, "reason_unknown"),
+        E::Pki(source) => (StatusCode::BAD_REQUEST, csr_code(source)),
+        E::AlreadyInitialised { .. }
+        | E::DirNotEmpty { .. }
+        | E::NotInitialised { .. }
+        | E::Import { .. }
+        | E::KeyFilePermissions { .. }
+        | E::NoActiveGeneration
+        | E::Sign(_)
+        | E::Random
+        | E::Store(_)
+        | E::Fs(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+fn csr_code(e: &PkiError) -> &'static str {
+    match e {
+        PkiError::CsrSignature => "csr_signature_invalid",
+        PkiError::UnsupportedKeyAlgorithm { .. } | PkiError::RsaTooSmall { .. } => {
+            "key_type_not_allowed"
+        }
+        PkiError::UnsupportedSan { .. } => "san_not_allowed",
+        _ => "csr_malformed",
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = if status.is_server_error() {
+            tracing::error!(error = %crate::error_chain(&self), "request failed");
+            "internal error; see the server log".to_string()
+        } else {
+            self.to_string()
+        };
+        let body = ErrorBody {
+            code: code.to_string(),
+            message,
+        };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,100 @@
+//! Request extractors: JSON bodies whose rejections become our JSON errors, the client
+//! certificate of the TLS connection, and admin authentication.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+
+use super::error::{authority_status, ApiError};
+use super::AppState;
+use crate::authority::{AdminActor, AuthorityError};
+
+/// The certificate the client presented in the TLS handshake, if any. The TLS layer only
+/// checks that the client holds its key; the authority decides whether to trust it.
+#[derive(Clone, Debug, Default)]
+pub struct ClientCertificate(pub Option<Arc<Vec<u8>>>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientCertificate {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<ClientCertificate>()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// A JSON body; malformed bodies, wrong content types and oversized bodies become `ApiError`s.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+pub fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    let (status, code) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (status, "body_too_large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (status, "content_type_unsupported"),
+        _ => (StatusCode::BAD_REQUEST, "body_invalid"),
+    };
+    ApiError::Request {
+        status,
+        code,
+        message: rejection.body_text(),
+    }
+}
+
+/// An authenticated admin: a bearer admin token, or a client certificate of the admin profile.
+pub struct Admin(pub AdminActor);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let authority = &state.authority;
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let result = match bearer {
+            Some(token) => authority.authenticate_admin_token(token).await,
+            None => match parts.extensions.get::<ClientCertificate>() {
+                Some(ClientCertificate(Some(der))) => {
+                    authority
+                        .authenticate_admin_certificate(der, OffsetDateTime::now_utc())
+                        .await
+                }
+                _ => Err(AuthorityError::AdminRequired),
+            },
+        };
+        match result {
+            Ok(actor) => Ok(Admin(actor)),
+            Err(e) => {
+                state.metrics.refused("admin", authority_status(&e).1);
+                authority
+                    .audit_refusal("admin", "unauthenticated", &e, OffsetDateTime::now_utc())
+                    .await;
+                Err(e.into())
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The CA server's HTTPS API (`/v1`, JSON).
+//!
+//! - [`routes`]: thin handlers that call the authority;
+//! - [`error`]: the one mapping from errors to HTTP statuses and stable codes;
+//! - [`extract`]: JSON bodies, the TLS client certificate, admin authentication;
+//! - [`tls`] and [`server`]: rustls configuration and the accept loop with its limits;
+//! - [`metrics`]: Prometheus text.
+//!
+//! [`app`] builds the whole router; tests and `etcd-ca serve` share it.
+
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod routes;
+pub mod server;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::authority::Authority;
+
+/// The largest request body accepted (CSRs are a few hundred bytes each).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How long one request may take, reading its body included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub authority: Arc<Authority>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+/// The whole API.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/health", get(routes::health))
+        .route("/v1/ca", get(routes::trust_bundle))
+        .route("/v1/crl", get(routes::crl))
+        .route("/v1/enroll", post(routes::enroll))
+        .route("/v1/renew", post(routes::renew))
+        .route("/v1/tokens", post(routes::create_token))
+        .route("/v1/certs", get(routes::list_certs))
+        .route("/v1/certs/{serial}", get(routes::show_cert))
+        .route("/v1/certs/{serial}/revoke", post(routes::revoke_cert))
+        .route("/v1/issue", post(routes::issue))
+        .route("/v1/audit", get(routes::audit))
+        .route("/metrics", get(routes::metrics))
+        .fallback(routes::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(state)
+}

@@ -1,0 +1,426 @@
+//! Thin handlers: read the request, call the authority, shape the answer.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::error::{authority_status, ApiError};
+use super::extract::{Admin, ApiJson, ClientCertificate};
+use super::AppState;
+use crate::authority::{
+    AuthorityError, Enrollment, IssueRequest, IssuedCertificate, RevocationReason, TokenRequest,
+};
+use crate::duration::HumanDuration;
+use crate::names::{DnsName, NodeName};
+use crate::pki::KeyType;
+use crate::store::{AuditEvent, CertificateFilter, CertificateRecord, CertificateStatus};
+
+fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap_or(now)
+}
+
+/// Answers a body with an ETag, or 304 when the client already has it.
+fn cacheable(headers: &HeaderMap, content_type: &'static str, body: Vec<u8>) -> Response {
+    let etag = format!("\"{}\"", crate::pki::sha256_hex(&body));
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let etag = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
+    if unchanged {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::ETAG, etag),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A JSON body that may be absent (an empty body means "no options").
+fn optional_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Option<T>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().map(str::trim) == Some("application/json"));
+    if !json {
+        return Err(ApiError::Request {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "content_type_unsupported",
+            message: "send the body as Content-Type: application/json".into(),
+        });
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|e| ApiError::bad_request("body_invalid", format!("invalid JSON body: {e}")))
+}
+
+fn parse_names(
+    node: &str,
+    ips: &[String],
+    dns_names: &[String],
+) -> Result<(NodeName, Vec<IpAddr>, Vec<DnsName>), ApiError> {
+    let invalid = |m: String| ApiError::bad_request("name_invalid", m);
+    let node = node
+        .parse()
+        .map_err(|e: crate::names::NameError| invalid(e.to_string()))?;
+    let ips = ips
+        .iter()
+        .map(|ip| {
+            ip.parse()
+                .map_err(|_| invalid(format!("invalid IP address {ip:?}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let dns = dns_names
+        .iter()
+        .map(|d| {
+            d.parse()
+                .map_err(|e: crate::names::NameError| invalid(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((node, ips, dns))
+}
+
+fn parse_duration(field: &'static str, text: &str) -> Result<Duration, ApiError> {
+    text.parse::<HumanDuration>()
+        .map(HumanDuration::as_std)
+        .map_err(|e| ApiError::bad_request("body_invalid", format!("{field}: {e}")))
+}
+
+/// Counts and audits a refused node request, then hands the error on.
+async fn refused(state: &AppState, action: &str, actor: &str, e: AuthorityError) -> ApiError {
+    let (_, code) = authority_status(&e);
+    state.metrics.refused(action, code);
+    state
+        .authority
+        .audit_refusal(action, actor, &e, now())
+        .await;
+    tracing::info!(action, actor, code, reason = %e, "refused");
+    ApiError::Authority(e)
+}
+
+// ---- public ----
+
+#[derive(Serialize)]
+pub struct Health {
+    status: &'static str,
+    ca_fingerprint: String,
+}
+
+pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    Ok(Json(Health {
+        status: "ok",
+        ca_fingerprint: state.authority.fingerprint()?.to_string(),
+    }))
+}
+
+pub async fn trust_bundle(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    cacheable(
+        &headers,
+        "application/x-pem-file",
+        state.authority.trust_bundle_pem().into_bytes(),
+    )
+}
+
+pub async fn crl(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let der = state.authority.current_crl(now()).await?;
+    Ok(cacheable(&headers, "application/pkix-crl", der.to_vec()))
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state.metrics.render(&state.authority, now()).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+// ---- nodes ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollBody {
+    token: String,
+    /// One PEM CSR per profile.
+    csrs: BTreeMap<String, String>,
+}
+
+pub async fn enroll(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<EnrollBody>,
+) -> Result<Json<Enrollment>, ApiError> {
+    match state.authority.enroll(&body.token, &body.csrs, now()).await {
+        Ok(enrollment) => {
+            if !enrollment.replayed {
+                for c in enrollment.certificates.values() {
+                    state.metrics.issued(&c.profile);
+                }
+            }
+            Ok(Json(enrollment))
+        }
+        Err(e) => Err(refused(&state, "enroll", "token", e).await),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewBody {
+    /// A CSR for a new key (re-key). Its names are ignored.
+    csr: Option<String>,
+}
+
+pub async fn renew(
+    State(state): State<AppState>,
+    ClientCertificate(presented): ClientCertificate,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<IssuedCertificate>, ApiError> {
+    let Some(presented) = presented else {
+        return Err(refused(
+            &state,
+            "renew",
+            "anonymous",
+            AuthorityError::ClientCertificateRequired,
+        )
+        .await);
+    };
+    let body: Option<RenewBody> = optional_json(&headers, &body)?;
+    let csr = body.and_then(|b| b.csr);
+    match state
+        .authority
+        .renew(&presented, csr.as_deref(), now())
+        .await
+    {
+        Ok(issued) => {
+            state.metrics.renewed(&issued.profile);
+            Ok(Json(issued))
+        }
+        Err(e) => Err(refused(&state, "renew", "client-certificate", e).await),
+    }
+}
+
+// ---- admin ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    node: String,
+    #[serde(default)]
+    ips: Vec<String>,
+    #[serde(default)]
+    dns_names: Vec<String>,
+    profiles: Vec<String>,
+    common_name: Option<String>,
+    /// Default 30m.
+    ttl: Option<String>,
+    #[serde(default)]
+    allow_root: bool,
+}
+
+#[derive(Serialize)]
+pub struct TokenResponse {
+    #[serde(flatten)]
+    token: crate::authority::CreatedToken,
+    ca_fingerprint: String,
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let (node, ips, dns_names) = parse_names(&body.node, &body.ips, &body.dns_names)?;
+    let ttl = parse_duration("ttl", body.ttl.as_deref().unwrap_or("30m"))?;
+    let request = TokenRequest {
+        node,
+        ips,
+        dns_names,
+        profiles: body.profiles,
+        common_name: body.common_name,
+        ttl,
+        allow_privileged_common_name: body.allow_root,
+    };
+    let token = state
+        .authority
+        .create_bootstrap_token(&request, &admin.0, now())
+        .await?;
+    Ok(Json(TokenResponse {
+        token,
+        ca_fingerprint: state.authority.fingerprint()?.to_string(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertsQuery {
+    node: Option<String>,
+    profile: Option<String>,
+    status: Option<String>,
+    expiring_within: Option<String>,
+}
+
+pub async fn list_certs(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    query: Result<Query<CertsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<CertificateRecord>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("query_invalid", e.body_text()))?;
+    let now = now();
+    let status = q
+        .status
+        .map(|s| s.parse::<CertificateStatus>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request("query_invalid", e))?;
+    let expiring_before = q
+        .expiring_within
+        .map(|d| parse_duration("expiring_within", &d))
+        .transpose()?
+        .map(|d| now + time::Duration::try_from(d).unwrap_or(time::Duration::MAX));
+    let filter = CertificateFilter {
+        node: q.node,
+        profile: q.profile,
+        status,
+        expiring_before,
+    };
+    Ok(Json(state.authority.certificates(&filter, now).await?))
+}
+
+pub async fn show_cert(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(serial): Path<String>,
+) -> Result<Json<CertificateRecord>, ApiError> {
+    Ok(Json(state.authority.certificate(&serial, now()).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    reason: Option<String>,
+}
+
+pub async fn revoke_cert(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(serial): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<CertificateRecord>, ApiError> {
+    let body: Option<RevokeBody> = optional_json(&headers, &body)?;
+    let reason: RevocationReason = body
+        .and_then(|b| b.reason)
+        .as_deref()
+        .unwrap_or("unspecified")
+        .parse()?;
+    Ok(Json(
+        state
+            .authority
+            .revoke(&serial, reason, &admin.0, now())
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueBody {
+    profile: String,
+    node: String,
+    #[serde(default)]
+    ips: Vec<String>,
+    #[serde(default)]
+    dns_names: Vec<String>,
+    common_name: Option<String>,
+    lifetime: Option<String>,
+    key_type: Option<String>,
+    #[serde(default)]
+    allow_root: bool,
+}
+
+#[derive(Serialize)]
+pub struct IssueResponse {
+    certificate: IssuedCertificate,
+    private_key_pem: String,
+    trust_bundle: String,
+}
+
+/// Server-side key generation, for consumers that cannot run the agent (kube-apiserver's etcd
+/// client certificate). The key travels once, over this TLS connection, to an admin.
+pub async fn issue(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiJson(body): ApiJson<IssueBody>,
+) -> Result<Json<IssueResponse>, ApiError> {
+    let (node, ips, dns_names) = parse_names(&body.node, &body.ips, &body.dns_names)?;
+    let key_type = match body.key_type.as_deref() {
+        Some(k) => k
+            .parse::<KeyType>()
+            .map_err(|e| ApiError::bad_request("body_invalid", e))?,
+        None => KeyType::EcdsaP256,
+    };
+    let request = IssueRequest {
+        profile: body.profile,
+        node,
+        ips,
+        dns_names,
+        common_name: body.common_name,
+        lifetime: body
+            .lifetime
+            .map(|l| parse_duration("lifetime", &l))
+            .transpose()?,
+        key_type,
+        allow_privileged_common_name: body.allow_root,
+    };
+    let issued = state
+        .authority
+        .issue_with_new_key(&request, &admin.0, now())
+        .await?;
+    state.metrics.issued(&issued.certificate.profile);
+    Ok(Json(IssueResponse {
+        certificate: issued.certificate,
+        private_key_pem: issued.key_pem,
+        trust_bundle: state.authority.trust_bundle_pem(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    limit: Option<i64>,
+}
+
+pub async fn audit(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<AuditEvent>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("query_invalid", e.body_text()))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    Ok(Json(state.authority.audit_events(limit).await?))
+}

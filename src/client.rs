@@ -1,0 +1,376 @@
+//! The typed HTTPS client for the CA server's API, used by the admin CLI's remote mode (and the
+//! renewal agent).
+//!
+//! It trusts the server either through a pinned CA fingerprint (`sha256:...`, what a node knows
+//! at first contact: no trust on first use) or through a CA bundle file, can present a client
+//! certificate (renewal over mTLS, admin certificates) or a bearer admin token, and turns the
+//! server's JSON errors into [`ClientError::Api`] with their stable `code`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::tls::provider;
+use crate::pki;
+
+/// Why a call to the CA server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid server URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP: {0}")]
+    Http(String),
+    #[error("no answer from {addr} within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    #[error("the server refused ({status}, {code}): {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// The server's error code, when the server answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// How the client decides the server is the CA it means.
+#[derive(Clone, Debug)]
+pub enum Trust {
+    /// The server must present (in its chain) a CA certificate with this `sha256:` fingerprint.
+    Fingerprint(String),
+    /// Trust these CA certificates (DER).
+    Bundle(Vec<Vec<u8>>),
+}
+
+/// A client certificate chain and its key.
+pub struct Identity {
+    pub chain: Vec<Vec<u8>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// A response: status, headers, body.
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+/// One CA server.
+#[derive(Clone)]
+pub struct ApiClient {
+    addr: String,
+    host: String,
+    server_name: ServerName<'static>,
+    connector: tokio_rustls::TlsConnector,
+    bearer: Option<String>,
+    timeout: Duration,
+}
+
+impl ApiClient {
+    /// A client for `url` (`https://host:port`).
+    pub fn new(url: &str, trust: Trust, identity: Option<Identity>) -> Result<Self, ClientError> {
+        let bad = |reason: &str| ClientError::Url {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(bad("the scheme must be https"));
+        }
+        let host = uri.host().ok_or_else(|| bad("no host"))?;
+        let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(443);
+        let server_name = match bare_host.parse::<IpAddr>() {
+            Ok(ip) => ServerName::IpAddress(ip.into()),
+            Err(_) => ServerName::try_from(bare_host.to_string())
+                .map_err(|_| bad("the host is neither an address nor a DNS name"))?,
+        };
+        let provider = provider();
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let builder = match trust {
+            Trust::Fingerprint(fingerprint) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedCaVerifier {
+                    fingerprint: fingerprint.to_ascii_lowercase(),
+                    provider,
+                })),
+            Trust::Bundle(ders) => {
+                let mut roots = RootCertStore::empty();
+                for der in ders {
+                    roots
+                        .add(CertificateDer::from(der))
+                        .map_err(|e| ClientError::Tls(e.to_string()))?;
+                }
+                builder.with_root_certificates(roots)
+            }
+        };
+        let mut config = match identity {
+            Some(id) => builder
+                .with_client_auth_cert(
+                    id.chain.into_iter().map(CertificateDer::from).collect(),
+                    id.key,
+                )
+                .map_err(|e| ClientError::Tls(e.to_string()))?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            addr: format!("{host}:{port}"),
+            host: format!("{host}:{port}"),
+            server_name,
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            bearer: None,
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// Sends `Authorization: Bearer TOKEN` with every request (admin API).
+    pub fn with_bearer(mut self, token: impl Into<String>) -> Self {
+        self.bearer = Some(token.into());
+        self
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// One request on a fresh connection. Any status is returned as a `Response`.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(header::HeaderName, String)],
+    ) -> Result<Response, ClientError> {
+        tokio::time::timeout(self.timeout, self.send_inner(method, path, body, headers))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                addr: self.addr.clone(),
+                timeout: self.timeout,
+            })?
+    }
+
+    async fn send_inner(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(header::HeaderName, String)],
+    ) -> Result<Response, ClientError> {
+        let tcp = tokio::net::TcpStream::connect(&self.addr)
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: self.addr.clone(),
+                source,
+            })?;
+        let tls = self
+            .connector
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|source| ClientError::Handshake {
+                addr: self.addr.clone(),
+                source,
+            })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, &self.host);
+        if let Some(token) = &self.bearer {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let body = match body {
+            Some((content_type, bytes)) => {
+                request = request.header(header::CONTENT_TYPE, content_type);
+                Full::new(Bytes::from(bytes))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let request = request
+            .body(body)
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes();
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Turns a non-2xx answer into `ClientError::Api`.
+    pub fn check(response: Response) -> Result<Response, ClientError> {
+        if response.status.is_success() || response.status == StatusCode::NOT_MODIFIED {
+            return Ok(response);
+        }
+        let status = response.status.as_u16();
+        match serde_json::from_slice::<crate::api::error::ErrorBody>(&response.body) {
+            Ok(e) => Err(ClientError::Api {
+                status,
+                code: e.code,
+                message: e.message,
+            }),
+            Err(_) => Err(ClientError::Api {
+                status,
+                code: "unknown".into(),
+                message: String::from_utf8_lossy(&response.body).into_owned(),
+            }),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Response, ClientError> {
+        Self::check(self.send(Method::GET, path, None, &[]).await?)
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        decode(self.get(path).await?)
+    }
+
+    pub async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let response = self
+            .send(Method::POST, path, Some(("application/json", bytes)), &[])
+            .await?;
+        decode(Self::check(response)?)
+    }
+}
+
+fn decode<T: DeserializeOwned>(response: Response) -> Result<T, ClientError> {
+    serde_json::from_slice(&response.body).map_err(|e| ClientError::Decode(e.to_string()))
+}
+
+/// A header value for `If-None-Match` and the like.
+pub fn header_value(text: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(text).ok()
+}
+
+/// Trusts a server whose chain includes the CA with the pinned fingerprint, and whose
+/// certificate that CA signed for the name we dialed.
+#[derive(Debug)]
+struct PinnedCaVerifier {
+    fingerprint: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| pki::fingerprint(c) == self.fingerprint)
+            .ok_or_else(|| {
+                rustls::Error::General(format!(
+                    "the server's CA is not the pinned one ({})",
+                    self.fingerprint
+                ))
+            })?;
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+        inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
