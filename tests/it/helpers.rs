@@ -412,3 +412,133 @@ pub fn https_post_json(
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (status, body)
 }
+
+/// A running `etcd-ca serve` on an ephemeral port with a fresh data dir, plus an admin token.
+pub struct CaServer {
+    pub ca: TestCa,
+    pub url: String,
+    pub fingerprint: String,
+    pub admin_token: String,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl CaServer {
+    /// Initialises a CA (with `init_args`), creates an admin token, starts the server.
+    pub fn start(init_args: &[&str], serve_args: &[&str]) -> Self {
+        let ca = TestCa::init(init_args);
+        let admin_token = etcd_ca(["admin-token", "create", "--data-dir", ca.data_dir()])
+            .ok()
+            .stdout
+            .trim()
+            .to_string();
+        let mut server = Self {
+            ca,
+            url: String::new(),
+            fingerprint: String::new(),
+            admin_token,
+            log: PathBuf::new(),
+            child: None,
+        };
+        server.spawn(serve_args);
+        server
+    }
+
+    fn spawn(&mut self, serve_args: &[&str]) {
+        use std::io::BufRead;
+        self.log = self.ca.tmp.path().join("serve.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut child = Command::new(ETCD_CA)
+            .args(["serve", "--data-dir", self.ca.data_dir(), "--listen", "127.0.0.1:0"])
+            .args(serve_args)
+            .env("ETCD_CA_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd-ca serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+        assert!(
+            line.starts_with("etcd-ca serving https://"),
+            "unexpected first line {line:?}; log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+        let mut words = line.split_whitespace();
+        self.url = words.nth(2).unwrap().to_string();
+        self.fingerprint = words
+            .nth(2)
+            .unwrap()
+            .trim_end_matches(')')
+            .to_string();
+        self.child = Some(child);
+    }
+
+    /// A client that trusts this server by its CA fingerprint.
+    pub fn client(&self) -> etcd_ca::client::ApiClient {
+        etcd_ca::client::ApiClient::new(
+            &self.url,
+            etcd_ca::client::Trust::Fingerprint(self.fingerprint.clone()),
+            None,
+        )
+        .unwrap()
+    }
+
+    /// The same, authenticated as admin.
+    pub fn admin(&self) -> etcd_ca::client::ApiClient {
+        self.client().with_bearer(self.admin_token.clone())
+    }
+
+    /// A client presenting the certificate and key in these PEM files.
+    pub fn client_with_certificate(&self, cert: &Path, key: &Path) -> etcd_ca::client::ApiClient {
+        let chain = etcd_ca::pki::pem_certificates(&std::fs::read_to_string(cert).unwrap()).unwrap();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        etcd_ca::client::ApiClient::new(
+            &self.url,
+            etcd_ca::client::Trust::Fingerprint(self.fingerprint.clone()),
+            Some(etcd_ca::client::Identity { chain, key }),
+        )
+        .unwrap()
+    }
+
+    /// The server's process id, to signal it.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Stops the server with SIGTERM and waits for it; returns its exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("etcd-ca serve did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for CaServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -6,11 +6,14 @@
 //! | test                | client port | peer port |
 //! |---------------------|-------------|-----------|
 //! | foundation_cluster  | 22379       | 22380     |
+//! | api_cluster         | 22479       | 22480     |
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod api_cluster;
 mod ca_init;
 mod cli_errors;
+mod csr;
 mod foundation_cluster;
 mod helpers;
 mod import;
