@@ -109,6 +109,15 @@ pub struct ServeArgs {
     /// A name or address nodes use to reach this server (repeat); goes into its certificate.
     #[arg(long = "san")]
     pub sans: Vec<San>,
+    /// Close connections that have not finished the TLS handshake within this.
+    #[arg(long, default_value = "10s")]
+    pub handshake_timeout: HumanDuration,
+    /// Close connections that do not send a request's headers within this.
+    #[arg(long, default_value = "10s")]
+    pub header_timeout: HumanDuration,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -496,7 +505,12 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
         listener,
         tls,
         crate::api::app(state),
-        crate::api::server::Limits::default(),
+        crate::api::server::Limits {
+            handshake_timeout: args.handshake_timeout.as_std(),
+            header_timeout: args.header_timeout.as_std(),
+            max_connections: args.max_connections.max(1),
+            ..Default::default()
+        },
         shutdown_signal(),
     )
     .await;

@@ -57,19 +57,30 @@ async fn three_nodes_enroll_over_https_and_form_a_healthy_tls_cluster() {
                 csr::openssl(&root, "n1-server", &[&ip]),
                 csr::openssl(&root, "n1-peer", &[&ip, "127.0.0.1"]),
             ),
-            2 => (csr::cfssl(&node, &[&ip]), csr::cfssl(&node, &[&ip, "127.0.0.1"])),
+            2 => (
+                csr::cfssl(&node, &[&ip]),
+                csr::cfssl(&node, &[&ip, "127.0.0.1"]),
+            ),
             _ => (
                 csr::rcgen(&[&ip], etcd_ca::pki::KeyType::EcdsaP256),
                 csr::rcgen(&[&ip, "127.0.0.1"], etcd_ca::pki::KeyType::EcdsaP384),
             ),
         };
         let body = json!({"token": token, "csrs": {"server": server_csr, "peer": peer_csr}});
-        let enrollment: Value = server.client().post_json("/v1/enroll", &body).await.unwrap();
+        let enrollment: Value = server
+            .client()
+            .post_json("/v1/enroll", &body)
+            .await
+            .unwrap();
         assert_eq!(enrollment["node"], node);
         assert_eq!(enrollment["replayed"], false);
 
         // A lost response: the same token with the same CSRs gets the same certificates back.
-        let again: Value = server.client().post_json("/v1/enroll", &body).await.unwrap();
+        let again: Value = server
+            .client()
+            .post_json("/v1/enroll", &body)
+            .await
+            .unwrap();
         assert_eq!(again["replayed"], true);
         for profile in ["server", "peer"] {
             assert_eq!(
@@ -81,7 +92,12 @@ async fn three_nodes_enroll_over_https_and_form_a_healthy_tls_cluster() {
         let server_sans = &enrollment["certificates"]["server"]["sans"];
         assert_eq!(
             server_sans,
-            &json!([format!("IP:127.0.0.1"), format!("IP:{ip}"), "DNS:localhost", "IP:::1"])
+            &json!([
+                format!("IP:127.0.0.1"),
+                format!("IP:{ip}"),
+                "DNS:localhost",
+                "IP:::1"
+            ])
         );
 
         let dir = root.join(format!("pki-{node}"));
@@ -103,7 +119,10 @@ async fn three_nodes_enroll_over_https_and_form_a_healthy_tls_cluster() {
     let (ops_csr, ops_key) = csr::rcgen(&[], etcd_ca::pki::KeyType::EcdsaP256);
     let ops: Value = server
         .client()
-        .post_json("/v1/enroll", &json!({"token": ops_token, "csrs": {"client": ops_csr}}))
+        .post_json(
+            "/v1/enroll",
+            &json!({"token": ops_token, "csrs": {"client": ops_csr}}),
+        )
         .await
         .unwrap();
     assert_eq!(ops["certificates"]["client"]["common_name"], "ops");
@@ -116,8 +135,18 @@ async fn three_nodes_enroll_over_https_and_form_a_healthy_tls_cluster() {
     let health = etcdctl(&cluster.endpoints(), &ops_creds, &["endpoint", "health"]).ok();
     let text = format!("{}{}", health.stdout, health.stderr);
     assert_eq!(text.matches("is healthy").count(), 3, "{text}");
-    etcdctl(&cluster.endpoint(3), &ops_creds, &["put", "enrolled", "yes"]).ok();
-    let got = etcdctl(&cluster.endpoint(1), &ops_creds, &["get", "enrolled", "--print-value-only"]).ok();
+    etcdctl(
+        &cluster.endpoint(3),
+        &ops_creds,
+        &["put", "enrolled", "yes"],
+    )
+    .ok();
+    let got = etcdctl(
+        &cluster.endpoint(1),
+        &ops_creds,
+        &["get", "enrolled", "--print-value-only"],
+    )
+    .ok();
     assert_eq!(got.stdout.trim(), "yes");
 
     // Every certificate handed out is in the store (7 enrolled + the server's own).

@@ -23,12 +23,25 @@ pub fn openssl(dir: &Path, name: &str, sans: &[&str]) -> (String, String) {
         .collect::<Vec<_>>()
         .join(",");
     let mut cmd = Command::new(require_tool("openssl"));
-    cmd.args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&csr)
-        .args(["-subj", "/CN=whatever-the-node-says", "-addext", "subjectKeyIdentifier=hash"]);
+    cmd.args([
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ])
+    .arg("-keyout")
+    .arg(&key)
+    .arg("-out")
+    .arg(&csr)
+    .args([
+        "-subj",
+        "/CN=whatever-the-node-says",
+        "-addext",
+        "subjectKeyIdentifier=hash",
+    ]);
     if !sans.is_empty() {
         cmd.args(["-addext", &format!("subjectAltName={san_ext}")]);
     }

@@ -453,7 +453,13 @@ impl CaServer {
             .open(&self.log)
             .unwrap();
         let mut child = Command::new(ETCD_CA)
-            .args(["serve", "--data-dir", self.ca.data_dir(), "--listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--data-dir",
+                self.ca.data_dir(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
             .args(serve_args)
             .env("ETCD_CA_LOG", "info")
             .stdin(Stdio::null())
@@ -463,7 +469,9 @@ impl CaServer {
             .expect("start etcd-ca serve");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
         assert!(
             line.starts_with("etcd-ca serving https://"),
             "unexpected first line {line:?}; log:\n{}",
@@ -471,11 +479,7 @@ impl CaServer {
         );
         let mut words = line.split_whitespace();
         self.url = words.nth(2).unwrap().to_string();
-        self.fingerprint = words
-            .nth(2)
-            .unwrap()
-            .trim_end_matches(')')
-            .to_string();
+        self.fingerprint = words.nth(2).unwrap().trim_end_matches(')').to_string();
         self.child = Some(child);
     }
 
@@ -496,7 +500,8 @@ impl CaServer {
 
     /// A client presenting the certificate and key in these PEM files.
     pub fn client_with_certificate(&self, cert: &Path, key: &Path) -> etcd_ca::client::ApiClient {
-        let chain = etcd_ca::pki::pem_certificates(&std::fs::read_to_string(cert).unwrap()).unwrap();
+        let chain =
+            etcd_ca::pki::pem_certificates(&std::fs::read_to_string(cert).unwrap()).unwrap();
         let key = PrivateKeyDer::from_pem_file(key).unwrap();
         etcd_ca::client::ApiClient::new(
             &self.url,
@@ -514,7 +519,9 @@ impl CaServer {
     /// Stops the server with SIGTERM and waits for it; returns its exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = child.try_wait().unwrap() {

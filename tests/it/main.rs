@@ -11,6 +11,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api_cluster;
+mod api_limits;
+mod api_refusals;
+mod api_renewal;
 mod ca_init;
 mod cli_errors;
 mod csr;

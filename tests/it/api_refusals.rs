@@ -1,0 +1,380 @@
+//! Bad input gets a 4xx with a specific code, and nothing is written: no certificate is
+//! recorded and the bootstrap token is not consumed (it still works afterwards). Refusals are
+//! only counted in the metrics and noted in the audit trail.
+
+use std::path::Path;
+
+use hyper::Method;
+use serde_json::{json, Value};
+
+use crate::csr;
+use crate::helpers::{CaServer, TestCa};
+use etcd_ca::client::{ApiClient, Response};
+
+/// Status and error code of a refused request.
+fn refusal(response: Response) -> (u16, String) {
+    let body: Value = serde_json::from_slice(&response.body)
+        .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&response.body)));
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    (
+        response.status.as_u16(),
+        body["code"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn post(client: &ApiClient, path: &str, content_type: &str, body: Vec<u8>) -> (u16, String) {
+    refusal(
+        client
+            .send(Method::POST, path, Some((content_type, body)), &[])
+            .await
+            .unwrap(),
+    )
+}
+
+async fn enroll(client: &ApiClient, token: &str, csrs: Value) -> (u16, String) {
+    let body = json!({"token": token, "csrs": csrs})
+        .to_string()
+        .into_bytes();
+    post(client, "/v1/enroll", "application/json", body).await
+}
+
+async fn certificate_count(server: &CaServer) -> usize {
+    let certs: Vec<Value> = server.admin().get_json("/v1/certs").await.unwrap();
+    certs.len()
+}
+
+/// Signs a leaf with the CA's own key, bypassing the authority: a certificate the store never saw.
+fn unrecorded_certificate(ca_dir: &Path, out: &Path) {
+    let ca_cert = std::fs::read_to_string(ca_dir.join("ca/gen-1.crt")).unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("ca/gen-1.key")).unwrap())
+            .unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::create_dir_all(out).unwrap();
+    std::fs::write(out.join("client.crt"), cert.pem()).unwrap();
+    std::fs::write(out.join("client.key"), key.serialize_pem()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_input_gets_a_specific_4xx_and_writes_nothing() {
+    let server = CaServer::start(&[], &[]);
+    let root = server.ca.tmp.path().to_path_buf();
+    let client = server.client();
+    let admin = server.admin();
+
+    // Fixtures for renewal refusals, made before counting.
+    let revoked_dir = root.join("revoked");
+    let revoked = server.ca.issue(
+        &revoked_dir,
+        &["--profile", "client", "--node", "ops", "--cn", "alice"],
+    );
+    let _: Value = admin
+        .post_json(
+            &format!("/v1/certs/{revoked}/revoke"),
+            &json!({"reason": "keyCompromise"}),
+        )
+        .await
+        .unwrap();
+    let expired_dir = root.join("expired");
+    server.ca.issue(
+        &expired_dir,
+        &[
+            "--profile",
+            "client",
+            "--node",
+            "ops",
+            "--cn",
+            "bob",
+            "--lifetime",
+            "1s",
+        ],
+    );
+    let foreign = TestCa::init(&[]);
+    let foreign_dir = foreign.tmp.path().join("foreign");
+    foreign.issue(
+        &foreign_dir,
+        &["--profile", "client", "--node", "ops", "--cn", "carol"],
+    );
+    let unrecorded_dir = root.join("unrecorded");
+    unrecorded_certificate(&server.ca.dir, &unrecorded_dir);
+
+    let token: Value = admin
+        .post_json(
+            "/v1/tokens",
+            &json!({"node": "n1", "ips": ["10.0.0.1"], "profiles": ["server", "client"], "common_name": "app"}),
+        )
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    let short: Value = admin
+        .post_json(
+            "/v1/tokens",
+            &json!({"node": "n2", "ips": ["10.0.0.2"], "profiles": ["server"], "ttl": "1s"}),
+        )
+        .await
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let before = certificate_count(&server).await;
+
+    let (good_csr, _) = csr::rcgen(&["10.0.0.1"], etcd_ca::pki::KeyType::EcdsaP256);
+
+    // Malformed PEM.
+    let garbage = "-----BEGIN CERTIFICATE REQUEST-----\nnot base64 at all!\n-----END CERTIFICATE REQUEST-----\n";
+    assert_eq!(
+        enroll(&client, &token, json!({"server": garbage})).await,
+        (400, "csr_malformed".into())
+    );
+    assert_eq!(
+        enroll(&client, &token, json!({"server": "hello"})).await,
+        (400, "csr_malformed".into())
+    );
+
+    // A CSR whose signature does not verify.
+    let mut der = pem::parse(&good_csr).unwrap().into_contents();
+    let last = der.len() - 1;
+    der[last] ^= 0x55;
+    let forged = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der));
+    assert_eq!(
+        enroll(&client, &token, json!({"server": forged})).await,
+        (400, "csr_signature_invalid".into())
+    );
+
+    // A key type the CA does not issue for (P-521).
+    let p521 = csr::openssl_with_key(
+        &root,
+        "p521",
+        &["ecparam", "-name", "secp521r1", "-genkey", "-noout"],
+    );
+    assert_eq!(
+        enroll(&client, &token, json!({"server": p521})).await,
+        (400, "key_type_not_allowed".into())
+    );
+
+    // A SAN outside the token's identity.
+    let (wide_csr, _) = csr::rcgen(&["10.0.0.1", "10.0.0.99"], etcd_ca::pki::KeyType::EcdsaP256);
+    assert_eq!(
+        enroll(&client, &token, json!({"server": wide_csr})).await,
+        (403, "san_outside_identity".into())
+    );
+
+    // A profile the token does not allow; no CSR at all.
+    assert_eq!(
+        enroll(&client, &token, json!({"peer": good_csr})).await,
+        (403, "profile_not_allowed".into())
+    );
+    assert_eq!(
+        enroll(&client, &token, json!({})).await,
+        (400, "csr_missing".into())
+    );
+
+    // CN=root through enrollment: a token for root is refused without the explicit flag.
+    let (status, code) = post(
+        &admin,
+        "/v1/tokens",
+        "application/json",
+        json!({"node": "ops", "profiles": ["client"], "common_name": "root"})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (403, "common_name_privileged"));
+
+    // Tokens: unknown, malformed, expired.
+    assert_eq!(
+        enroll(
+            &client,
+            &format!("etcdca_{}_{}", "0".repeat(16), "0".repeat(64)),
+            json!({"server": good_csr})
+        )
+        .await,
+        (401, "token_invalid".into())
+    );
+    assert_eq!(
+        enroll(&client, "guess", json!({"server": good_csr})).await,
+        (401, "token_invalid".into())
+    );
+    assert_eq!(
+        enroll(
+            &client,
+            short["token"].as_str().unwrap(),
+            json!({"server": good_csr})
+        )
+        .await,
+        (401, "token_expired".into())
+    );
+
+    // Bodies: wrong content type, invalid JSON, unknown fields, oversized.
+    let body = json!({"token": token, "csrs": {"server": good_csr}})
+        .to_string()
+        .into_bytes();
+    assert_eq!(
+        post(&client, "/v1/enroll", "text/plain", body.clone()).await,
+        (415, "content_type_unsupported".into())
+    );
+    assert_eq!(
+        post(&client, "/v1/enroll", "application/json", b"{".to_vec()).await,
+        (400, "body_invalid".into())
+    );
+    let extra = json!({"token": token, "csrs": {}, "sans": ["10.9.9.9"]})
+        .to_string()
+        .into_bytes();
+    assert_eq!(
+        post(&client, "/v1/enroll", "application/json", extra).await,
+        (400, "body_invalid".into())
+    );
+    let huge = json!({"token": token, "csrs": {"server": "A".repeat(100 * 1024)}})
+        .to_string()
+        .into_bytes();
+    assert_eq!(
+        post(&client, "/v1/enroll", "application/json", huge).await,
+        (413, "body_too_large".into())
+    );
+
+    // Admin API: missing, wrong and malformed admin tokens.
+    assert_eq!(
+        refusal(
+            client
+                .send(Method::GET, "/v1/certs", None, &[])
+                .await
+                .unwrap()
+        ),
+        (401, "admin_required".into())
+    );
+    let wrong = client
+        .clone()
+        .with_bearer(format!("etcdca_{}_{}", "1".repeat(16), "2".repeat(64)));
+    assert_eq!(
+        refusal(
+            wrong
+                .send(Method::GET, "/v1/certs", None, &[])
+                .await
+                .unwrap()
+        ),
+        (401, "admin_required".into())
+    );
+    let node_token = client.clone().with_bearer(token.clone());
+    assert_eq!(
+        refusal(
+            node_token
+                .send(Method::GET, "/v1/certs", None, &[])
+                .await
+                .unwrap()
+        ),
+        (401, "admin_required".into()),
+        "a bootstrap token is not an admin token"
+    );
+
+    // Unknown serials.
+    assert_eq!(
+        refusal(
+            admin
+                .send(Method::GET, "/v1/certs/00ff", None, &[])
+                .await
+                .unwrap()
+        ),
+        (404, "serial_unknown".into())
+    );
+    assert_eq!(
+        refusal(
+            admin
+                .send(Method::POST, "/v1/certs/00ff/revoke", None, &[])
+                .await
+                .unwrap()
+        ),
+        (404, "serial_unknown".into())
+    );
+    assert_eq!(
+        refusal(
+            admin
+                .send(Method::GET, "/v1/certs/not-hex", None, &[])
+                .await
+                .unwrap()
+        ),
+        (400, "serial_invalid".into())
+    );
+
+    // Renewal: no certificate, a foreign CA's, a revoked one, an expired one, one never recorded.
+    assert_eq!(
+        refusal(
+            client
+                .send(Method::POST, "/v1/renew", None, &[])
+                .await
+                .unwrap()
+        ),
+        (401, "client_certificate_required".into())
+    );
+    let renew_with = |dir: &Path| {
+        server.client_with_certificate(&dir.join("client.crt"), &dir.join("client.key"))
+    };
+    let renew = |c: ApiClient| async move {
+        refusal(c.send(Method::POST, "/v1/renew", None, &[]).await.unwrap())
+    };
+    assert_eq!(
+        renew(renew_with(&foreign_dir)).await,
+        (401, "client_certificate_untrusted".into())
+    );
+    assert_eq!(
+        renew(renew_with(&revoked_dir)).await,
+        (403, "client_certificate_revoked".into())
+    );
+    assert_eq!(
+        renew(renew_with(&expired_dir)).await,
+        (401, "client_certificate_expired".into())
+    );
+    assert_eq!(
+        renew(renew_with(&unrecorded_dir)).await,
+        (403, "client_certificate_unknown".into())
+    );
+
+    // Nothing was written by any of that.
+    assert_eq!(certificate_count(&server).await, before);
+
+    // The token was not consumed: it still enrolls. A CSR asking for CN=root gets the token's CN.
+    let (root_csr, _) = {
+        let key = etcd_ca::pki::KeyType::EcdsaP256.generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "root");
+        (params.serialize_request(&key).unwrap().pem().unwrap(), key)
+    };
+    let enrolled: Value = client
+        .post_json(
+            "/v1/enroll",
+            &json!({"token": token, "csrs": {"server": good_csr, "client": root_csr}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(enrolled["certificates"]["client"]["common_name"], "app");
+    assert_eq!(certificate_count(&server).await, before + 2);
+
+    // Reusing it with other CSRs is refused, and writes nothing.
+    let (other_csr, _) = csr::rcgen(&["10.0.0.1"], etcd_ca::pki::KeyType::EcdsaP256);
+    assert_eq!(
+        enroll(&client, &token, json!({"server": other_csr})).await,
+        (409, "token_used".into())
+    );
+    assert_eq!(certificate_count(&server).await, before + 2);
+
+    // Refusals are counted and audited.
+    let metrics = String::from_utf8(client.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+    assert!(
+        metrics
+            .contains("etcd_ca_requests_refused_total{action=\"enroll\",reason=\"token_used\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("etcd_ca_requests_refused_total{action=\"renew\",reason=\"client_certificate_revoked\"} 1"), "{metrics}");
+    let audit: Vec<Value> = admin.get_json("/v1/audit?limit=200").await.unwrap();
+    assert!(audit.iter().any(|e| e["action"] == "enroll.refused"));
+    assert!(audit.iter().any(|e| e["action"] == "renew.refused"));
+}
