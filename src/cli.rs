@@ -22,7 +22,7 @@ use crate::inspect::{self, Expiry};
 use crate::names::{DnsName, NodeName, San};
 use crate::pki::{KeyType, PkiError};
 use crate::policy::{Policy, PolicyError};
-use crate::store::{CertificateFilter, CertificateRecord, CertificateStatus};
+use crate::store::{AuditEvent, CertificateFilter, CertificateRecord, CertificateStatus};
 
 /// Errors the CLI reports. Each carries enough to act on.
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +214,8 @@ pub struct InitArgs {
 pub struct IssueArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Policy profile: server, peer or client (or any profile your policy defines).
     #[arg(long)]
     pub profile: String,
@@ -247,6 +249,8 @@ pub struct IssueArgs {
 pub struct ListArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Only certificates (still valid) that expire within this window, e.g. 30d.
     #[arg(long)]
     pub expiring_within: Option<HumanDuration>,
@@ -266,6 +270,8 @@ pub struct ListArgs {
 pub struct ShowArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Serial number in hex (colons allowed).
     pub serial: String,
     #[arg(long)]
@@ -276,6 +282,8 @@ pub struct ShowArgs {
 pub struct RevokeArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Serial number in hex (colons allowed).
     pub serial: String,
     /// unspecified, keyCompromise, caCompromise, affiliationChanged, superseded,
@@ -288,6 +296,8 @@ pub struct RevokeArgs {
 pub struct CrlArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Where to write the DER CRL (replaced atomically: etcd re-reads it per connection).
     #[arg(long)]
     pub out: PathBuf,
@@ -332,6 +342,8 @@ pub struct EtcdFlagsArgs {
 pub struct AuditArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// How many of the most recent events to show.
     #[arg(long, default_value_t = 100)]
     pub limit: i64,
@@ -368,14 +380,14 @@ fn local_actor() -> String {
     format!("cli:{user}")
 }
 
-/// Opens the data dir, runs the command's future, and closes the database whatever it returned.
-macro_rules! with_authority {
-    ($args:ident, $authority:ident => $body:expr) => {{
-        let dir = $args.data_dir.data_dir.clone();
-        let $authority = Authority::open(&dir).await?;
+/// Opens the data dir, awaits `$body` with the authority bound to `$authority`, closes the
+/// database whatever happened, and returns the body's result (`?` applied).
+macro_rules! locally {
+    ($dir:expr, $authority:ident => $body:expr) => {{
+        let $authority = Authority::open($dir).await?;
         let result = $body.await;
         $authority.close().await;
-        result
+        result?
     }};
 }
 
@@ -393,11 +405,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             admin_token_create(&data_dir.data_dir, now).await
         }
         Command::Issue(args) => issue(args, now).await,
-        Command::List(args) => with_authority!(args, a => list(&a, args, now)),
-        Command::Show(args) => with_authority!(args, a => show(&a, args, now)),
-        Command::Revoke(args) => with_authority!(args, a => revoke(&a, args, now)),
-        Command::Crl(args) => with_authority!(args, a => crl(&a, args, now)),
-        Command::Audit(args) => with_authority!(args, a => audit(&a, args)),
+        Command::List(args) => list(args, now).await,
+        Command::Show(args) => show(args, now).await,
+        Command::Revoke(args) => revoke(args, now).await,
+        Command::Crl(args) => crl(args, now).await,
+        Command::Audit(args) => audit(args).await,
         Command::Inspect(args) => inspect(args, now),
         Command::EtcdFlags(args) => etcd_flags(args),
         Command::Policy(PolicyCommand::Check { file }) => policy_check(&file),
@@ -702,23 +714,42 @@ async fn init(args: InitArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
 
 async fn issue(args: IssueArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
     check_output_dir(&args.out)?;
-    let authority = Authority::open(&args.data_dir.data_dir).await?;
-    let request = IssueRequest {
-        profile: args.profile.clone(),
-        node: args.node.clone(),
-        ips: args.ips.clone(),
-        dns_names: args.dns_names.clone(),
-        common_name: args.cn.clone(),
-        lifetime: args.lifetime.map(|l| l.as_std()),
-        key_type: args.key_type,
-        allow_privileged_common_name: args.allow_root,
+    let (certificate, key_pem, bundle) = match args.remote.client()? {
+        Some(client) => {
+            let body = serde_json::json!({
+                "profile": args.profile,
+                "node": args.node.to_string(),
+                "ips": args.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+                "dns_names": args.dns_names.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                "common_name": args.cn,
+                "lifetime": args.lifetime.map(|l| l.to_string()),
+                "key_type": args.key_type.to_string(),
+                "allow_root": args.allow_root,
+            });
+            let answer: RemoteIssue = client.post_json("/v1/issue", &body).await?;
+            (
+                answer.certificate,
+                answer.private_key_pem,
+                answer.trust_bundle,
+            )
+        }
+        None => {
+            let request = IssueRequest {
+                profile: args.profile.clone(),
+                node: args.node.clone(),
+                ips: args.ips.clone(),
+                dns_names: args.dns_names.clone(),
+                common_name: args.cn.clone(),
+                lifetime: args.lifetime.map(|l| l.as_std()),
+                key_type: args.key_type,
+                allow_privileged_common_name: args.allow_root,
+            };
+            locally!(&args.data_dir.data_dir, a => async {
+                let issued = a.issue_with_new_key(&request, &local_actor(), now).await?;
+                Ok::<_, CliError>((issued.certificate, issued.key_pem, a.trust_bundle_pem()))
+            })
+        }
     };
-    let issued = authority
-        .issue_with_new_key(&request, &local_actor(), now)
-        .await;
-    let bundle = authority.trust_bundle_pem();
-    authority.close().await;
-    let issued = issued?;
 
     if !args.out.exists() {
         fsutil::create_private_dir(&args.out)?;
@@ -726,15 +757,15 @@ async fn issue(args: IssueArgs, now: OffsetDateTime) -> Result<ExitCode, CliErro
     let cert_file = args.out.join(etcd_flags::files::certificate(&args.profile));
     let key_file = args.out.join(etcd_flags::files::key(&args.profile));
     let ca_file = args.out.join(etcd_flags::files::CA_BUNDLE);
-    fsutil::write_atomic(&key_file, issued.key_pem.as_bytes(), fsutil::PRIVATE)?;
+    fsutil::write_atomic(&key_file, key_pem.as_bytes(), fsutil::PRIVATE)?;
     fsutil::write_atomic(
         &cert_file,
-        issued.certificate.certificate_pem.as_bytes(),
+        certificate.certificate_pem.as_bytes(),
         fsutil::PUBLIC,
     )?;
     fsutil::write_atomic(&ca_file, bundle.as_bytes(), fsutil::PUBLIC)?;
 
-    let c = &issued.certificate;
+    let c = &certificate;
     let mut out = stdout();
     writeln!(
         out,
@@ -742,20 +773,20 @@ async fn issue(args: IssueArgs, now: OffsetDateTime) -> Result<ExitCode, CliErro
         c.profile, c.serial, c.node
     )?;
     writeln!(out, "  common name: {}", c.common_name)?;
-    writeln!(
-        out,
-        "  SANs:        {}",
-        if c.sans.is_empty() {
-            "(none)".to_string()
-        } else {
-            c.sans.join(", ")
-        }
-    )?;
+    writeln!(out, "  SANs:        {}", none_if_empty(&c.sans))?;
     writeln!(out, "  expires:     {}", date(c.not_after))?;
     for file in [&cert_file, &key_file, &ca_file] {
         writeln!(out, "  wrote        {}", file.display())?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `POST /v1/issue` answers.
+#[derive(serde::Deserialize)]
+struct RemoteIssue {
+    certificate: crate::authority::IssuedCertificate,
+    private_key_pem: String,
+    trust_bundle: String,
 }
 
 /// Fails early (before anything is signed) when the output dir cannot be written.
@@ -777,18 +808,36 @@ fn check_output_dir(out: &Path) -> Result<(), CliError> {
         .map_err(|e| FsError::new("write into", existing, e).into())
 }
 
-async fn list(
-    authority: &Authority,
-    args: ListArgs,
-    now: OffsetDateTime,
-) -> Result<ExitCode, CliError> {
-    let filter = CertificateFilter {
-        node: args.node,
-        profile: args.profile,
-        status: args.status,
-        expiring_before: args.expiring_within.map(|d| now + d.as_time()),
+async fn list(args: ListArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
+    let records: Vec<CertificateRecord> = match args.remote.client()? {
+        Some(client) => {
+            let query = serde_urlencoded::to_string(
+                [
+                    ("node", args.node.clone()),
+                    ("profile", args.profile.clone()),
+                    ("status", args.status.map(|s| s.as_str().to_string())),
+                    (
+                        "expiring_within",
+                        args.expiring_within.map(|d| d.to_string()),
+                    ),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect::<Vec<_>>(),
+            )
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+            client.get_json(&format!("/v1/certs?{query}")).await?
+        }
+        None => {
+            let filter = CertificateFilter {
+                node: args.node.clone(),
+                profile: args.profile.clone(),
+                status: args.status,
+                expiring_before: args.expiring_within.map(|d| now + d.as_time()),
+            };
+            locally!(&args.data_dir.data_dir, a => a.certificates(&filter, now))
+        }
     };
-    let records = authority.certificates(&filter, now).await?;
     let mut out = stdout();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &records)?;
@@ -856,12 +905,14 @@ fn write_table(
     Ok(())
 }
 
-async fn show(
-    authority: &Authority,
-    args: ShowArgs,
-    now: OffsetDateTime,
-) -> Result<ExitCode, CliError> {
-    let r = authority.certificate(&args.serial, now).await?;
+async fn show(args: ShowArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
+    let r: CertificateRecord = match args.remote.client()? {
+        Some(client) => {
+            let serial = crate::authority::normalize_serial(&args.serial)?;
+            client.get_json(&format!("/v1/certs/{serial}")).await?
+        }
+        None => locally!(&args.data_dir.data_dir, a => a.certificate(&args.serial, now)),
+    };
     let mut out = stdout();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &r)?;
@@ -896,15 +947,20 @@ async fn show(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn revoke(
-    authority: &Authority,
-    args: RevokeArgs,
-    now: OffsetDateTime,
-) -> Result<ExitCode, CliError> {
+async fn revoke(args: RevokeArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
     let reason: RevocationReason = args.reason.parse()?;
-    let record = authority
-        .revoke(&args.serial, reason, &local_actor(), now)
-        .await?;
+    let record: CertificateRecord = match args.remote.client()? {
+        Some(client) => {
+            let serial = crate::authority::normalize_serial(&args.serial)?;
+            let body = serde_json::json!({ "reason": reason.name() });
+            client
+                .post_json(&format!("/v1/certs/{serial}/revoke"), &body)
+                .await?
+        }
+        None => {
+            locally!(&args.data_dir.data_dir, a => a.revoke(&args.serial, reason, &local_actor(), now))
+        }
+    };
     writeln!(
         stdout(),
         "Revoked {} ({} certificate of node {}, CN {}), reason {}.\nWrite a new CRL where etcd reads it: etcd-ca crl --out PKIDIR/ca.crl",
@@ -917,19 +973,31 @@ async fn revoke(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn crl(
-    authority: &Authority,
-    args: CrlArgs,
-    now: OffsetDateTime,
-) -> Result<ExitCode, CliError> {
-    let der = authority.crl_der(now).await?;
+async fn crl(args: CrlArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
+    let der: Vec<u8> = match args.remote.client()? {
+        Some(client) => client.get("/v1/crl").await?.body.to_vec(),
+        None => locally!(&args.data_dir.data_dir, a => a.crl_der(now)),
+    };
+    // Never install something etcd cannot parse: a broken CRL makes it refuse every client.
+    crate::pki::check_crl_der(&der).map_err(|e| {
+        CliError::Usage(format!(
+            "the CRL received is unusable ({e}); nothing was written"
+        ))
+    })?;
     fsutil::write_atomic(&args.out, &der, fsutil::PUBLIC)?;
     writeln!(stdout(), "Wrote CRL to {}", args.out.display())?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn audit(authority: &Authority, args: AuditArgs) -> Result<ExitCode, CliError> {
-    let events = authority.audit_events(args.limit).await?;
+async fn audit(args: AuditArgs) -> Result<ExitCode, CliError> {
+    let events: Vec<AuditEvent> = match args.remote.client()? {
+        Some(client) => {
+            client
+                .get_json(&format!("/v1/audit?limit={}", args.limit))
+                .await?
+        }
+        None => locally!(&args.data_dir.data_dir, a => a.audit_events(args.limit)),
+    };
     let mut out = stdout();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &events)?;

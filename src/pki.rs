@@ -42,6 +42,8 @@ pub enum PkiError {
     Generate(String),
     #[error("malformed CSR: {0}")]
     Csr(String),
+    #[error("not a valid DER CRL: {0}")]
+    Crl(String),
     #[error("the CSR's signature does not verify: it was not made with the key it carries")]
     CsrSignature,
     #[error("RSA keys must have at least 2048 bits (this one has {bits})")]
@@ -213,6 +215,17 @@ pub fn parse_certificate(der: &[u8]) -> Result<X509Certificate<'_>, PkiError> {
         ));
     }
     Ok(cert)
+}
+
+/// Checks that `der` is a whole, well-formed DER CRL: etcd refuses every connection when its
+/// CRL file is not one, so nothing else may ever be written where it reads.
+pub fn check_crl_der(der: &[u8]) -> Result<(), PkiError> {
+    use x509_parser::revocation_list::CertificateRevocationList;
+    match CertificateRevocationList::from_der(der) {
+        Ok((rest, _)) if rest.is_empty() => Ok(()),
+        Ok(_) => Err(PkiError::Crl("trailing bytes after the CRL".into())),
+        Err(e) => Err(PkiError::Crl(e.to_string())),
+    }
 }
 
 /// Loads a PEM private key of the given type: PKCS#8 (`PRIVATE KEY`), SEC1 (`EC PRIVATE KEY`,

@@ -116,7 +116,7 @@ pub struct NewGeneration {
 }
 
 /// Whether a certificate may still be used; `expired` is derived from `not_after` when read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CertificateStatus {
     Valid,
@@ -149,7 +149,7 @@ impl FromStr for CertificateStatus {
 }
 
 /// An issued certificate as stored.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct CertificateRecord {
     pub serial: String,
     pub ca_generation: i64,
@@ -194,7 +194,7 @@ pub struct NewCertificate {
 }
 
 /// One line of the audit trail.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct AuditEvent {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,

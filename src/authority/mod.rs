@@ -219,7 +219,7 @@ pub struct IssueRequest {
 }
 
 /// A certificate that has been signed and recorded.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct IssuedCertificate {
     pub serial: String,
     pub profile: String,

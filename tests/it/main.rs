@@ -10,6 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin_cli;
 mod api_cluster;
 mod api_limits;
 mod api_refusals;

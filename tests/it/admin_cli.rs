@@ -1,0 +1,151 @@
+//! The admin CLI works against a running server (`--server URL --admin-token-file F`) exactly as
+//! it does on the data dir, and refuses a server whose CA is not the pinned one.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::helpers::{etcd_ca, require_tool, CaServer};
+
+#[test]
+fn admin_commands_work_remotely_with_a_pinned_ca() {
+    let server = CaServer::start(&[], &[]);
+    let root = server.ca.tmp.path();
+    let token_file = root.join("admin.token");
+    std::fs::write(&token_file, format!("{}\n", server.admin_token)).unwrap();
+    let remote = |cmd: &[&str]| {
+        let mut args: Vec<&str> = cmd.to_vec();
+        args.extend([
+            "--server",
+            &server.url,
+            "--ca-fingerprint",
+            &server.fingerprint,
+            "--admin-token-file",
+            token_file.to_str().unwrap(),
+        ]);
+        etcd_ca(&args)
+    };
+
+    // A bootstrap token, with the agent command to paste on the node.
+    let created = remote(&[
+        "token",
+        "create",
+        "--node",
+        "n1",
+        "--ip",
+        "10.0.0.1",
+        "--profiles",
+        "server,peer",
+        "--json",
+    ])
+    .ok();
+    let created: serde_json::Value = serde_json::from_str(&created.stdout).unwrap();
+    let token = created["token"].as_str().unwrap();
+    assert!(token.starts_with("etcdca_"));
+    let command = created["agent_command"].as_str().unwrap();
+    assert!(
+        command.contains(&format!("--server {}", server.url)),
+        "{command}"
+    );
+    assert!(
+        command.contains(&format!("--ca-fingerprint {}", server.fingerprint)),
+        "{command}"
+    );
+    assert!(command.contains(&format!("--token {token}")), "{command}");
+
+    // Server-side key generation for a consumer that cannot run the agent.
+    let out = root.join("kube-apiserver");
+    remote(&[
+        "issue",
+        "--profile",
+        "client",
+        "--node",
+        "kube-apiserver",
+        "--cn",
+        "kube-apiserver",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .ok();
+    let key_mode = std::fs::metadata(out.join("client.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(key_mode, 0o600);
+    let pem_text = std::fs::read_to_string(out.join("client.crt")).unwrap();
+    let summary =
+        etcd_ca::pki::CertSummary::from_der(&etcd_ca::pki::pem_certificates(&pem_text).unwrap()[0])
+            .unwrap();
+    assert_eq!(summary.subject, "CN=kube-apiserver");
+    let serial = summary.serial;
+
+    let listed = remote(&["list", "--profile", "client", "--json"])
+        .ok()
+        .stdout;
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["serial"], serial.as_str());
+    let shown = remote(&["show", &serial]).ok().stdout;
+    assert!(shown.contains("profile:       client"), "{shown}");
+
+    remote(&["revoke", &serial, "--reason", "superseded"]).ok();
+    let crl = root.join("ca.crl");
+    remote(&["crl", "--out", crl.to_str().unwrap()]).ok();
+    let text = Command::new(require_tool("openssl"))
+        .args(["crl", "-inform", "DER", "-noout", "-text", "-in"])
+        .arg(&crl)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).to_uppercase();
+    assert!(text.contains(&serial.to_uppercase()), "{text}");
+    let audit = remote(&["audit"]).ok().stdout;
+    assert!(
+        audit.contains("token.create") && audit.contains("revoke"),
+        "{audit}"
+    );
+
+    // The same server with the wrong pin is refused before anything is sent.
+    let wrong_pin = format!("sha256:{}", "0".repeat(64));
+    let err = etcd_ca([
+        "list",
+        "--server",
+        &server.url,
+        "--ca-fingerprint",
+        &wrong_pin,
+        "--admin-token-file",
+        token_file.to_str().unwrap(),
+    ])
+    .fails();
+    assert!(err.contains("not the pinned one"), "{err}");
+
+    // Without an admin token the server refuses, with its reason.
+    let err = etcd_ca([
+        "list",
+        "--server",
+        &server.url,
+        "--ca-fingerprint",
+        &server.fingerprint,
+    ])
+    .fails();
+    assert!(err.contains("admin_required"), "{err}");
+
+    // Locally on the CA host, token create needs no server.
+    let local = etcd_ca([
+        "token",
+        "create",
+        "--data-dir",
+        server.ca.data_dir(),
+        "--node",
+        "n2",
+        "--ip",
+        "10.0.0.2",
+    ])
+    .ok();
+    assert!(
+        local
+            .stdout
+            .contains("etcd-ca agent --server https://CA-HOST:8443"),
+        "{}",
+        local.stdout
+    );
+}
