@@ -222,7 +222,7 @@ pub fn parse_certificate(der: &[u8]) -> Result<X509Certificate<'_>, PkiError> {
 pub fn check_crl_der(der: &[u8]) -> Result<(), PkiError> {
     use x509_parser::revocation_list::CertificateRevocationList;
     match CertificateRevocationList::from_der(der) {
-        Ok((rest, _)) if rest.is_empty() => Ok(()),
+        Ok(([], _)) => Ok(()),
         Ok(_) => Err(PkiError::Crl("trailing bytes after the CRL".into())),
         Err(e) => Err(PkiError::Crl(e.to_string())),
     }
