@@ -18,6 +18,7 @@ mod api_renewal;
 mod ca_init;
 mod cli_errors;
 mod csr;
+mod curl_walkthrough;
 mod foundation_cluster;
 mod helpers;
 mod import;
