@@ -149,3 +149,36 @@ fn admin_commands_work_remotely_with_a_pinned_ca() {
         local.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_profile_certificate_opens_the_admin_api_and_a_client_certificate_does_not() {
+    let server = CaServer::start(&[], &[]);
+    let root = server.ca.tmp.path();
+    let admin_dir = root.join("alice-admin");
+    server
+        .ca
+        .issue(&admin_dir, &["--profile", "admin", "--node", "alice"]);
+    let user_dir = root.join("alice-user");
+    server.ca.issue(
+        &user_dir,
+        &["--profile", "client", "--node", "alice", "--cn", "alice"],
+    );
+
+    let admin =
+        server.client_with_certificate(&admin_dir.join("admin.crt"), &admin_dir.join("admin.key"));
+    let certs: Vec<serde_json::Value> = admin.get_json("/v1/certs").await.unwrap();
+    assert!(certs
+        .iter()
+        .any(|c| c["common_name"] == "etcd-ca-admin:alice"));
+
+    let user =
+        server.client_with_certificate(&user_dir.join("client.crt"), &user_dir.join("client.key"));
+    let err = user
+        .get_json::<serde_json::Value>("/v1/certs")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("admin_required"));
+
+    let audit: Vec<serde_json::Value> = admin.get_json("/v1/audit").await.unwrap();
+    assert!(audit.iter().any(|e| e["action"] == "admin.refused"));
+}
