@@ -358,7 +358,6 @@ pub fn serial_hex(cert: &X509Certificate<'_>) -> String {
 /// CSR is trusted or used (extensions such as key usages or basic constraints are ignored).
 #[derive(Clone, Debug)]
 pub struct VerifiedCsr {
-    pub der: Vec<u8>,
     /// DER SubjectPublicKeyInfo of the requested key.
     pub public_key: Vec<u8>,
     pub key_type: KeyType,
@@ -452,7 +451,6 @@ impl VerifiedCsr {
             .and_then(|cn| cn.as_str().ok())
             .map(str::to_string);
         Ok(Self {
-            der: der.to_vec(),
             public_key: spki.raw.to_vec(),
             key_type,
             sans,

@@ -1339,14 +1339,16 @@ impl Authority {
     }
 }
 
-/// SHA-256 over the CSRs of an enrollment, in profile order: identifies a retry.
+/// SHA-256 over the profiles and public keys of an enrollment: identifies a retry. Keys, not CSR
+/// bytes, because ECDSA signatures are randomised: a node that re-signs a CSR for the same key
+/// after a restart is making the same request.
 fn enrollment_digest(csrs: &BTreeMap<String, VerifiedCsr>) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     for (profile, csr) in csrs {
         ctx.update(&(profile.len() as u64).to_be_bytes());
         ctx.update(profile.as_bytes());
-        ctx.update(&(csr.der.len() as u64).to_be_bytes());
-        ctx.update(&csr.der);
+        ctx.update(&(csr.public_key.len() as u64).to_be_bytes());
+        ctx.update(&csr.public_key);
     }
     hex::encode(ctx.finish())
 }
