@@ -49,6 +49,8 @@ pub enum CliError {
     Client(#[from] crate::client::ClientError),
     #[error(transparent)]
     Name(#[from] crate::names::NameError),
+    #[error(transparent)]
+    Agent(#[from] crate::agent::AgentError),
 }
 
 /// A certificate authority built for etcd clusters.
@@ -78,6 +80,8 @@ pub enum Command {
     /// Admin tokens for the admin API (run on the CA host).
     #[command(subcommand)]
     AdminToken(AdminTokenCommand),
+    /// The renewal agent: enroll this node, renew before expiry, keep bundle and CRL fresh.
+    Agent(AgentCommand),
     /// Issue a certificate and its key on the CA host, into a directory.
     Issue(IssueArgs),
     /// List issued certificates.
@@ -118,6 +122,139 @@ pub struct ServeArgs {
     /// Connections served at once; more wait in the kernel's accept queue.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentCommand {
+    #[command(subcommand)]
+    pub status: Option<AgentStatusCommand>,
+    #[command(flatten)]
+    pub run: AgentArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentStatusCommand {
+    /// Show each certificate in a PKI dir, its expiry and next renewal, and the agent's state.
+    Status {
+        /// The PKI dir the agent manages.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The CA server, e.g. https://ca.example:8443.
+    #[arg(long, env = "ETCD_CA_SERVER")]
+    pub server: Option<String>,
+    /// The CA's fingerprint (sha256:HEX): the only way the agent trusts the server at first.
+    #[arg(long, env = "ETCD_CA_FINGERPRINT")]
+    pub ca_fingerprint: Option<String>,
+    /// This node's name (the etcd member name the token was created for).
+    #[arg(long)]
+    pub node: Option<NodeName>,
+    /// The PKI dir etcd reads (ca.crt, ca.crl, server.crt/.key, peer.crt/.key...).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// A bootstrap token (prefer --token-file: command lines are visible to other users).
+    #[arg(long, conflicts_with = "token_file", env = "ETCD_CA_TOKEN")]
+    pub token: Option<String>,
+    /// A file holding a bootstrap token; re-read whenever one is needed.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Profiles to keep, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "server,peer")]
+    pub profiles: Vec<String>,
+    /// Command run (sh -c) after certificates change; ETCD_CA_CHANGED_FILES lists them.
+    #[arg(long)]
+    pub on_renew: Option<String>,
+    /// Command run after the trust bundle changes (etcd reads it only at start: restart it).
+    #[arg(long)]
+    pub on_trust_change: Option<String>,
+    /// Enroll or renew what is needed, refresh bundle and CRL, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// How often to check the trust bundle and the CRL.
+    #[arg(long, default_value = "5m")]
+    pub refresh_interval: HumanDuration,
+    /// First retry delay after a failure (it doubles, up to --backoff-max).
+    #[arg(long, default_value = "1s")]
+    pub backoff: HumanDuration,
+    #[arg(long, default_value = "5m")]
+    pub backoff_max: HumanDuration,
+    /// Print a systemd unit running the agent with these flags, and exit.
+    #[arg(long)]
+    pub print_unit: bool,
+}
+
+impl AgentArgs {
+    /// The validated settings, or the first missing or bad flag.
+    fn settings(&self) -> Result<crate::agent::AgentSettings, CliError> {
+        let need = |flag: &str| CliError::Usage(format!("etcd-ca agent needs --{flag}"));
+        let fingerprint = self
+            .ca_fingerprint
+            .clone()
+            .ok_or_else(|| need("ca-fingerprint"))?;
+        let hex_part = fingerprint.strip_prefix("sha256:").unwrap_or("");
+        if hex_part.len() != 64 || !hex_part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(CliError::Usage(format!(
+                "--ca-fingerprint {fingerprint:?}: expected sha256: and 64 hex digits"
+            )));
+        }
+        if self.profiles.is_empty() {
+            return Err(need("profiles"));
+        }
+        Ok(crate::agent::AgentSettings {
+            server: self.server.clone().ok_or_else(|| need("server"))?,
+            ca_fingerprint: fingerprint.to_ascii_lowercase(),
+            node: self.node.clone().ok_or_else(|| need("node"))?,
+            dir: self.dir.clone().ok_or_else(|| need("dir"))?,
+            token: match (&self.token, &self.token_file) {
+                (Some(t), _) => Some(crate::agent::TokenSource::Literal(t.clone())),
+                (None, Some(f)) => Some(crate::agent::TokenSource::File(f.clone())),
+                (None, None) => None,
+            },
+            profiles: self.profiles.clone(),
+            on_renew: self.on_renew.clone(),
+            on_trust_change: self.on_trust_change.clone(),
+            once: self.once,
+            refresh_interval: self.refresh_interval.as_std(),
+            backoff_base: self.backoff.as_std(),
+            backoff_cap: self.backoff_max.as_std(),
+        })
+    }
+
+    /// The flags to put in a unit file (a token only by file).
+    fn unit_args(&self, s: &crate::agent::AgentSettings) -> Vec<String> {
+        let mut args = vec![
+            "--server".into(),
+            s.server.clone(),
+            "--ca-fingerprint".into(),
+            s.ca_fingerprint.clone(),
+            "--node".into(),
+            s.node.to_string(),
+            "--dir".into(),
+            s.dir.display().to_string(),
+            "--profiles".into(),
+            s.profiles.join(","),
+            "--token-file".into(),
+            self.token_file
+                .as_ref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_else(|| "/etc/etcd-ca/token".into()),
+        ];
+        for (flag, value) in [
+            ("--on-renew", &s.on_renew),
+            ("--on-trust-change", &s.on_trust_change),
+        ] {
+            if let Some(v) = value {
+                args.push(flag.into());
+                args.push(v.clone());
+            }
+        }
+        args
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -410,6 +547,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Revoke(args) => revoke(args, now).await,
         Command::Crl(args) => crl(args, now).await,
         Command::Audit(args) => audit(args).await,
+        Command::Agent(AgentCommand {
+            status: Some(AgentStatusCommand::Status { dir }),
+            ..
+        }) => {
+            write!(stdout(), "{}", crate::agent::status_report(&dir, now)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent(AgentCommand { status: None, run }) => agent(run).await,
         Command::Inspect(args) => inspect(args, now),
         Command::EtcdFlags(args) => etcd_flags(args),
         Command::Policy(PolicyCommand::Check { file }) => policy_check(&file),
@@ -546,6 +691,22 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+async fn agent(args: AgentArgs) -> Result<ExitCode, CliError> {
+    let settings = args.settings()?;
+    if args.print_unit {
+        let exe =
+            std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/local/bin/etcd-ca"));
+        write!(
+            stdout(),
+            "{}",
+            crate::agent::systemd_unit(&exe, &args.unit_args(&settings))
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    crate::agent::Agent::new(settings)?.run().await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn token_create(args: TokenCreateArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {

@@ -15,6 +15,7 @@
 //! - [`pki`], [`names`], [`duration`]: validated building blocks (keys, certificates, names, spans).
 //! - [`fsutil`]: atomic file writes; [`inspect`], [`etcd_flags`]: what the CLI prints about files.
 
+pub mod agent;
 pub mod api;
 pub mod authority;
 pub mod cli;

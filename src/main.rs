@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     let cli = etcd_ca::cli::Cli::parse();
     // The server logs what it does; one-shot commands print results and log only trouble.
     let default_level = match cli.command {
-        etcd_ca::cli::Command::Serve(_) => "info",
+        etcd_ca::cli::Command::Serve(_) | etcd_ca::cli::Command::Agent(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()

@@ -1,0 +1,822 @@
+//! The renewal agent: enrolls a node at boot, renews its certificates before they expire, keeps
+//! the trust bundle and the CRL fresh, and runs hooks. It never lets a certificate expire while
+//! the CA is reachable, and never installs a file it has not checked.
+//!
+//! - [`schedule`]: when to renew, back off and warn (pure);
+//! - [`check`]: what a certificate must satisfy before it is installed (pure);
+//! - this module: the files in the PKI dir, the loop, the calls to the CA, the hooks.
+//!
+//! Files in the PKI dir (the names `etcd-ca etcd-flags` prints): `ca.crt`, `ca.crl`,
+//! `PROFILE.crt`, `PROFILE.key` (0600) and `etcd-ca-agent.json` (state, no secrets).
+
+pub mod check;
+pub mod schedule;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::authority::IssuedCertificate;
+use crate::client::{ApiClient, ClientError, Identity, Trust};
+use crate::duration::rfc3339;
+use crate::etcd_flags::files;
+use crate::fsutil::{self, FsError};
+use crate::names::NodeName;
+use crate::pki::{self, KeyType, PkiError};
+use check::{check_certificate, Expected, InstallRefusal};
+use schedule::{Urgency, Validity};
+
+/// The state file's name in the PKI dir.
+pub const STATE_FILE: &str = "etcd-ca-agent.json";
+
+/// Where a bootstrap token comes from. A file is re-read whenever a token is needed, so an
+/// operator can drop a new one in without restarting the agent.
+#[derive(Clone, Debug)]
+pub enum TokenSource {
+    Literal(String),
+    File(PathBuf),
+}
+
+/// Validated agent settings.
+#[derive(Clone, Debug)]
+pub struct AgentSettings {
+    pub server: String,
+    pub ca_fingerprint: String,
+    pub node: NodeName,
+    pub dir: PathBuf,
+    pub token: Option<TokenSource>,
+    pub profiles: Vec<String>,
+    pub on_renew: Option<String>,
+    pub on_trust_change: Option<String>,
+    pub once: bool,
+    /// How often the trust bundle and the CRL are checked.
+    pub refresh_interval: Duration,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+}
+
+/// What stopped a step of the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("a new bootstrap token is needed for {}: {reason}; pass one with --token or write it to the --token-file", profiles.join(", "))]
+    NeedToken {
+        profiles: Vec<String>,
+        reason: String,
+    },
+    #[error("cannot reach the CA: {0}")]
+    Client(#[from] ClientError),
+    #[error("the {profile} certificate from the CA was not installed: {refusal}")]
+    Refused {
+        profile: String,
+        refusal: InstallRefusal,
+    },
+    #[error("the CA sent an unusable {what}: {reason}")]
+    BadAnswer { what: &'static str, reason: String },
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+}
+
+/// The agent's memory between runs. No secrets.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AgentState {
+    pub node: String,
+    pub server: String,
+    pub ca_fingerprint: String,
+    pub profiles: Vec<String>,
+    pub bundle_etag: Option<String>,
+    pub crl_etag: Option<String>,
+    pub last_success: Option<String>,
+    pub last_error: Option<String>,
+    pub renewals: u64,
+}
+
+/// What `POST /v1/enroll` answers.
+#[derive(Deserialize)]
+struct EnrollAnswer {
+    certificates: BTreeMap<String, IssuedCertificate>,
+    trust_bundle: String,
+}
+
+/// One certificate on disk with its key.
+struct Installed {
+    der: Vec<u8>,
+    key: KeyPair,
+    validity: Validity,
+    serial: String,
+}
+
+fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap_or(now)
+}
+
+fn random_unit() -> f64 {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    (u64::from_be_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn to_std(d: time::Duration) -> Duration {
+    Duration::try_from(d).unwrap_or(Duration::ZERO)
+}
+
+/// Reads a certificate and its key from the PKI dir, if both are there and belong together.
+fn load_installed(dir: &Path, profile: &str) -> Option<Installed> {
+    let cert_pem = std::fs::read_to_string(dir.join(files::certificate(profile))).ok()?;
+    let der = pki::pem_certificates(&cert_pem).ok()?.into_iter().next()?;
+    let cert = pki::parse_certificate(&der).ok()?;
+    let key_type = KeyType::of_spki(cert.public_key()).ok()?;
+    let key_pem = std::fs::read_to_string(dir.join(files::key(profile))).ok()?;
+    let key = pki::load_private_key(&key_pem, key_type).ok()?;
+    if !pki::key_matches_certificate(&key, &cert) {
+        return None;
+    }
+    let validity = Validity {
+        not_before: cert.validity().not_before.to_datetime(),
+        not_after: cert.validity().not_after.to_datetime(),
+    };
+    let serial = pki::serial_hex(&cert);
+    Some(Installed {
+        der,
+        key,
+        validity,
+        serial,
+    })
+}
+
+/// When a certificate on disk is due for renewal.
+pub fn renewal_due_at(validity: Validity, serial: &str) -> OffsetDateTime {
+    schedule::renewal_time(validity, schedule::jitter_from(serial.as_bytes()))
+}
+
+fn read_bundle(dir: &Path) -> Result<Vec<Vec<u8>>, AgentError> {
+    let path = dir.join(files::CA_BUNDLE);
+    let text = std::fs::read_to_string(&path).map_err(|e| FsError::new("read", &path, e))?;
+    Ok(pki::pem_certificates(&text)?)
+}
+
+/// The renewal agent for one node.
+pub struct Agent {
+    settings: AgentSettings,
+    state: AgentState,
+    next_refresh: OffsetDateTime,
+}
+
+impl Agent {
+    pub fn new(settings: AgentSettings) -> Result<Self, AgentError> {
+        if !settings.dir.exists() {
+            fsutil::create_private_dir(&settings.dir)?;
+        }
+        let state = std::fs::read(settings.dir.join(STATE_FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        Ok(Self {
+            settings,
+            state,
+            next_refresh: OffsetDateTime::UNIX_EPOCH,
+        })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.settings.dir.join(name)
+    }
+
+    fn save_state(&mut self, error: Option<String>) {
+        let s = &self.settings;
+        self.state.node = s.node.to_string();
+        self.state.server = s.server.clone();
+        self.state.ca_fingerprint = s.ca_fingerprint.clone();
+        self.state.profiles = s.profiles.clone();
+        match error {
+            Some(e) => self.state.last_error = Some(format!("{}: {e}", rfc3339(now()))),
+            None => {
+                self.state.last_success = Some(rfc3339(now()));
+                self.state.last_error = None;
+            }
+        }
+        let path = self.path(STATE_FILE);
+        let written = serde_json::to_vec_pretty(&self.state)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                fsutil::write_atomic(&path, &bytes, fsutil::PUBLIC).map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "cannot write the agent state file");
+        }
+    }
+
+    /// Runs until SIGTERM/SIGINT (or after one pass with `--once`). SIGHUP renews at once.
+    pub async fn run(mut self) -> Result<(), AgentError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = signal(SignalKind::hangup())
+            .map_err(|e| FsError::new("watch SIGHUP for", Path::new("agent"), e))?;
+        let mut terminate = signal(SignalKind::terminate())
+            .map_err(|e| FsError::new("watch SIGTERM for", Path::new("agent"), e))?;
+        let mut interrupt = signal(SignalKind::interrupt())
+            .map_err(|e| FsError::new("watch SIGINT for", Path::new("agent"), e))?;
+        let mut failures: u32 = 0;
+        let mut renew_now = false;
+        tracing::info!(node = %self.settings.node, dir = %self.settings.dir.display(), server = %self.settings.server, "agent started");
+        loop {
+            let wait = match self.step(renew_now).await {
+                Ok(next) => {
+                    failures = 0;
+                    self.save_state(None);
+                    if self.settings.once {
+                        return Ok(());
+                    }
+                    next
+                }
+                Err(e) => {
+                    self.save_state(Some(e.to_string()));
+                    if self.settings.once {
+                        return Err(e);
+                    }
+                    failures = failures.saturating_add(1);
+                    self.report_failure(&e, failures)
+                }
+            };
+            renew_now = false;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: renewing now");
+                    renew_now = true;
+                }
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+            }
+        }
+        tracing::info!("agent stopped");
+        Ok(())
+    }
+
+    /// Logs a failed step as loudly as the certificates' state warrants; returns the delay.
+    fn report_failure(&self, error: &AgentError, attempt: u32) -> Duration {
+        let now = now();
+        let mut worst = Urgency::Calm;
+        let mut remaining = time::Duration::days(365);
+        for profile in &self.settings.profiles {
+            if let Some(installed) = load_installed(&self.settings.dir, profile) {
+                let jitter = schedule::jitter_from(installed.serial.as_bytes());
+                worst = worst.max(schedule::urgency(installed.validity, jitter, now));
+                remaining = remaining.min(installed.validity.remaining(now));
+            }
+        }
+        let delay = match error {
+            // Waiting for an operator: check the token file now and then, quietly.
+            AgentError::NeedToken { .. } => {
+                self.settings.refresh_interval.min(Duration::from_secs(30))
+            }
+            _ => schedule::backoff(
+                attempt,
+                self.settings.backoff_base,
+                self.settings.backoff_cap,
+                remaining,
+                random_unit(),
+            ),
+        };
+        let retry_in = format!("{:.1}s", delay.as_secs_f64());
+        match (error, worst) {
+            (AgentError::NeedToken { .. }, _) | (_, Urgency::Expired) => {
+                tracing::error!(error = %error, retry_in, "certificates cannot be renewed")
+            }
+            (_, Urgency::Critical) => tracing::error!(
+                error = %error, attempt, retry_in,
+                expires_in = %format!("{}s", remaining.whole_seconds()),
+                "renewal failing and a certificate expires soon"
+            ),
+            (_, Urgency::Due) => {
+                tracing::warn!(error = %error, attempt, retry_in, "renewal failed; retrying")
+            }
+            (_, Urgency::Calm) => {
+                tracing::warn!(error = %error, attempt, retry_in, "CA request failed; retrying")
+            }
+        }
+        delay
+    }
+
+    /// One pass: enroll what is missing, renew what is due, refresh bundle and CRL. Returns how
+    /// long to sleep before the next pass.
+    async fn step(&mut self, renew_now: bool) -> Result<Duration, AgentError> {
+        self.enroll_missing().await?;
+        let mut next = now() + time::Duration::hours(1);
+        for profile in self.settings.profiles.clone() {
+            let installed = load_installed(&self.settings.dir, &profile).ok_or_else(|| {
+                AgentError::NeedToken {
+                    profiles: vec![profile.clone()],
+                    reason: "its certificate or key disappeared".into(),
+                }
+            })?;
+            let due = renewal_due_at(installed.validity, &installed.serial);
+            let due = if renew_now || now() >= due {
+                let renewed = self.renew(&profile, installed).await?;
+                renewal_due_at(renewed.validity, &renewed.serial)
+            } else {
+                due
+            };
+            next = next.min(due);
+        }
+        if now() >= self.next_refresh || !self.path(files::CRL).exists() {
+            self.refresh_trust().await?;
+            self.next_refresh = now() + self.settings.refresh_interval;
+        }
+        next = next.min(self.next_refresh);
+        Ok(to_std(next - now()).max(Duration::from_millis(200)))
+    }
+
+    fn read_token(&self) -> Option<String> {
+        match self.settings.token.as_ref()? {
+            TokenSource::Literal(t) => Some(t.clone()),
+            TokenSource::File(path) => std::fs::read_to_string(path)
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
+        }
+    }
+
+    /// Enrolls every profile without a usable certificate (missing, mismatched or expired).
+    async fn enroll_missing(&mut self) -> Result<(), AgentError> {
+        let now = now();
+        let missing: Vec<String> = self
+            .settings
+            .profiles
+            .iter()
+            .filter(|p| {
+                load_installed(&self.settings.dir, p).is_none_or(|i| i.validity.not_after <= now)
+            })
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let Some(token) = self.read_token() else {
+            let reason = if missing
+                .iter()
+                .any(|p| self.path(&files::certificate(p)).exists())
+            {
+                "a certificate expired (the node was off too long to renew over mTLS)"
+            } else {
+                "this node has no certificates yet"
+            };
+            return Err(AgentError::NeedToken {
+                profiles: missing,
+                reason: reason.into(),
+            });
+        };
+
+        // Keys: reuse the key on disk (only the certificate then changes under etcd), else a
+        // pending key kept across retries, else a new one. Keys never leave this host.
+        let mut keys = BTreeMap::new();
+        let mut csrs = BTreeMap::new();
+        for profile in &missing {
+            let key = self.enrollment_key(profile)?;
+            let mut params = CertificateParams::default();
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, self.settings.node.as_str());
+            params.distinguished_name = dn;
+            let csr = params
+                .serialize_request(&key)
+                .and_then(|c| c.pem())
+                .map_err(|e| PkiError::Csr(e.to_string()))?;
+            csrs.insert(profile.clone(), csr);
+            keys.insert(profile.clone(), key);
+        }
+        let client = ApiClient::new(
+            &self.settings.server,
+            Trust::Fingerprint(self.settings.ca_fingerprint.clone()),
+            None,
+        )?;
+        let answer: EnrollAnswer = match client
+            .post_json(
+                "/v1/enroll",
+                &serde_json::json!({"token": token, "csrs": csrs}),
+            )
+            .await
+        {
+            Ok(a) => a,
+            Err(ClientError::Api { code, message, .. })
+                if code.starts_with("token_") || code == "profile_not_allowed" =>
+            {
+                return Err(AgentError::NeedToken {
+                    profiles: missing,
+                    reason: format!("the CA refused the token ({code}: {message})"),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let bundle =
+            pki::pem_certificates(&answer.trust_bundle).map_err(|e| AgentError::BadAnswer {
+                what: "trust bundle",
+                reason: e.to_string(),
+            })?;
+        if !bundle
+            .iter()
+            .any(|c| pki::fingerprint(c) == self.settings.ca_fingerprint)
+        {
+            return Err(AgentError::BadAnswer {
+                what: "trust bundle",
+                reason: "it does not hold the pinned CA".into(),
+            });
+        }
+        let mut checked = BTreeMap::new();
+        for (profile, key) in &keys {
+            let issued = answer
+                .certificates
+                .get(profile)
+                .ok_or(AgentError::BadAnswer {
+                    what: "enrollment",
+                    reason: format!("no {profile} certificate in it"),
+                })?;
+            check_certificate(
+                &issued.certificate_pem,
+                &key.subject_public_key_info(),
+                &bundle,
+                None,
+                now,
+            )
+            .map_err(|refusal| AgentError::Refused {
+                profile: profile.clone(),
+                refusal,
+            })?;
+            checked.insert(profile.clone(), issued);
+        }
+
+        let mut changed = Vec::new();
+        self.install_bundle(&answer.trust_bundle, &mut changed)
+            .await?;
+        for (profile, issued) in checked {
+            let key_path = self.path(&files::key(&profile));
+            let pending = self.path(&pending_key(&profile));
+            if pending.exists() {
+                std::fs::rename(&pending, &key_path)
+                    .map_err(|e| FsError::new("install", &key_path, e))?;
+                fsutil::sync_dir(&self.settings.dir)?;
+                changed.push(key_path);
+            }
+            let cert_path = self.path(&files::certificate(&profile));
+            fsutil::write_atomic(
+                &cert_path,
+                issued.certificate_pem.as_bytes(),
+                fsutil::PUBLIC,
+            )?;
+            tracing::info!(action = "enroll", profile = %profile, serial = %issued.serial, not_after = %rfc3339(issued.not_after), "installed certificate");
+            changed.push(cert_path);
+        }
+        self.refresh_crl(true).await?;
+        self.run_hook(self.settings.on_renew.clone(), "enroll", &changed)
+            .await;
+        Ok(())
+    }
+
+    fn enrollment_key(&self, profile: &str) -> Result<KeyPair, AgentError> {
+        let key_path = self.path(&files::key(profile));
+        if let Ok(pem_text) = std::fs::read_to_string(&key_path) {
+            for key_type in [
+                KeyType::EcdsaP256,
+                KeyType::EcdsaP384,
+                KeyType::Ed25519,
+                KeyType::Rsa,
+            ] {
+                if let Ok(key) = pki::load_private_key(&pem_text, key_type) {
+                    return Ok(key);
+                }
+            }
+        }
+        let pending = self.path(&pending_key(profile));
+        if let Ok(pem_text) = std::fs::read_to_string(&pending) {
+            if let Ok(key) = pki::load_private_key(&pem_text, KeyType::EcdsaP256) {
+                return Ok(key);
+            }
+        }
+        let key = KeyType::EcdsaP256.generate()?;
+        fsutil::write_atomic(&pending, key.serialize_pem().as_bytes(), fsutil::PRIVATE)?;
+        Ok(key)
+    }
+
+    /// Renews one certificate over mTLS with the same key, checks it, installs it atomically.
+    async fn renew(
+        &mut self,
+        profile: &str,
+        installed: Installed,
+    ) -> Result<Installed, AgentError> {
+        let bundle = read_bundle(&self.settings.dir)?;
+        let client = ApiClient::new(
+            &self.settings.server,
+            Trust::Bundle(bundle.clone()),
+            Some(Identity {
+                chain: vec![installed.der.clone()],
+                key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(installed.key.serialize_der())),
+            }),
+        )?;
+        let issued: IssuedCertificate =
+            match client.post_json("/v1/renew", &serde_json::json!({})).await {
+                Ok(i) => i,
+                Err(ClientError::Api { code, message, .. })
+                    if code.starts_with("client_certificate_") =>
+                {
+                    return Err(AgentError::NeedToken {
+                        profiles: vec![profile.to_string()],
+                        reason: format!("the CA will not renew it ({code}: {message})"),
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            };
+        let expected = Expected::of(&installed.der).map_err(|refusal| AgentError::Refused {
+            profile: profile.to_string(),
+            refusal,
+        })?;
+        let der = check_certificate(
+            &issued.certificate_pem,
+            &installed.key.subject_public_key_info(),
+            &bundle,
+            Some(&expected),
+            now(),
+        )
+        .map_err(|refusal| AgentError::Refused {
+            profile: profile.to_string(),
+            refusal,
+        })?;
+        let cert_path = self.path(&files::certificate(profile));
+        fsutil::write_atomic(
+            &cert_path,
+            issued.certificate_pem.as_bytes(),
+            fsutil::PUBLIC,
+        )?;
+        self.state.renewals += 1;
+        tracing::info!(action = "renew", profile, old_serial = %installed.serial, serial = %issued.serial, not_after = %rfc3339(issued.not_after), "renewed certificate");
+        self.run_hook(self.settings.on_renew.clone(), "renew", &[cert_path])
+            .await;
+        Ok(Installed {
+            der,
+            key: installed.key,
+            validity: Validity {
+                not_before: issued.not_before,
+                not_after: issued.not_after,
+            },
+            serial: issued.serial,
+        })
+    }
+
+    /// Writes a new trust bundle if it differs from the one on disk.
+    async fn install_bundle(
+        &mut self,
+        pem_text: &str,
+        changed: &mut Vec<PathBuf>,
+    ) -> Result<(), AgentError> {
+        let path = self.path(files::CA_BUNDLE);
+        let current = std::fs::read_to_string(&path).ok();
+        if current.as_deref() == Some(pem_text) {
+            return Ok(());
+        }
+        fsutil::write_atomic(&path, pem_text.as_bytes(), fsutil::PUBLIC)?;
+        self.state.bundle_etag = Some(etag_of(pem_text.as_bytes()));
+        tracing::info!(
+            action = "trust-bundle",
+            certificates = pem_text.matches("BEGIN CERTIFICATE").count(),
+            "installed trust bundle"
+        );
+        changed.push(path.clone());
+        if current.is_some() {
+            self.run_hook(
+                self.settings.on_trust_change.clone(),
+                "trust-change",
+                &[path],
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Fetches the trust bundle and the CRL if they changed (conditional requests).
+    async fn refresh_trust(&mut self) -> Result<(), AgentError> {
+        let client = ApiClient::new(
+            &self.settings.server,
+            Trust::Bundle(read_bundle(&self.settings.dir)?),
+            None,
+        )?;
+        let etag = self.state.bundle_etag.clone().or_else(|| {
+            std::fs::read(self.path(files::CA_BUNDLE))
+                .ok()
+                .map(|b| etag_of(&b))
+        });
+        let response = conditional_get(&client, "/v1/ca", etag.as_deref()).await?;
+        if let Some(body) = response {
+            let text = String::from_utf8(body).map_err(|e| AgentError::BadAnswer {
+                what: "trust bundle",
+                reason: e.to_string(),
+            })?;
+            pki::pem_certificates(&text).map_err(|e| AgentError::BadAnswer {
+                what: "trust bundle",
+                reason: e.to_string(),
+            })?;
+            let mut changed = Vec::new();
+            self.install_bundle(&text, &mut changed).await?;
+        }
+        self.refresh_crl(false).await
+    }
+
+    async fn refresh_crl(&mut self, force: bool) -> Result<(), AgentError> {
+        let client = ApiClient::new(
+            &self.settings.server,
+            Trust::Bundle(read_bundle(&self.settings.dir)?),
+            None,
+        )?;
+        let path = self.path(files::CRL);
+        let etag = if force || !path.exists() {
+            None
+        } else {
+            self.state.crl_etag.clone()
+        };
+        if let Some(der) = conditional_get(&client, "/v1/crl", etag.as_deref()).await? {
+            // A broken CRL makes etcd refuse every client: never write one.
+            pki::check_crl_der(&der).map_err(|e| AgentError::BadAnswer {
+                what: "CRL",
+                reason: e.to_string(),
+            })?;
+            let unchanged = std::fs::read(&path).is_ok_and(|old| old == der);
+            self.state.crl_etag = Some(etag_of(&der));
+            if !unchanged {
+                fsutil::write_atomic(&path, &der, fsutil::PUBLIC)?;
+                tracing::info!(action = "crl", bytes = der.len(), "installed CRL");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a hook through `sh -c`, telling it what changed. A failing hook is logged, not fatal.
+    async fn run_hook(&self, command: Option<String>, event: &str, changed: &[PathBuf]) {
+        let Some(command) = command else {
+            return;
+        };
+        let files: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+        let run = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .env("ETCD_CA_EVENT", event)
+            .env("ETCD_CA_NODE", self.settings.node.as_str())
+            .env("ETCD_CA_DIR", &self.settings.dir)
+            .env("ETCD_CA_CHANGED_FILES", files.join(" "))
+            .kill_on_drop(true)
+            .status();
+        match tokio::time::timeout(Duration::from_secs(300), run).await {
+            Ok(Ok(status)) if status.success() => tracing::info!(event, "hook ran"),
+            Ok(Ok(status)) => tracing::warn!(event, %status, "hook failed"),
+            Ok(Err(e)) => tracing::warn!(event, error = %e, "cannot run hook"),
+            Err(_) => tracing::warn!(event, "hook did not finish within 5 minutes"),
+        }
+    }
+}
+
+fn pending_key(profile: &str) -> String {
+    format!(".{profile}.key.pending")
+}
+
+/// The ETag the server sends for a body.
+fn etag_of(body: &[u8]) -> String {
+    format!("\"{}\"", pki::sha256_hex(body))
+}
+
+/// GET with If-None-Match: `None` when unchanged.
+async fn conditional_get(
+    client: &ApiClient,
+    path: &str,
+    etag: Option<&str>,
+) -> Result<Option<Vec<u8>>, AgentError> {
+    let headers: Vec<(hyper::header::HeaderName, String)> = etag
+        .map(|e| vec![(hyper::header::IF_NONE_MATCH, e.to_string())])
+        .unwrap_or_default();
+    let response = ApiClient::check(
+        client
+            .send(hyper::Method::GET, path, None, &headers)
+            .await?,
+    )?;
+    if response.status == hyper::StatusCode::NOT_MODIFIED {
+        return Ok(None);
+    }
+    Ok(Some(response.body.to_vec()))
+}
+
+/// `etcd-ca agent status`: each file's subject, serial, expiry and next renewal, and the state.
+pub fn status_report(dir: &Path, now: OffsetDateTime) -> Result<String, AgentError> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let state: Option<AgentState> = std::fs::read(dir.join(STATE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(s) = &state {
+        let _ = writeln!(
+            out,
+            "node {} (server {}, CA {})",
+            s.node, s.server, s.ca_fingerprint
+        );
+        let _ = writeln!(
+            out,
+            "  last success: {}",
+            s.last_success.as_deref().unwrap_or("never")
+        );
+        if let Some(e) = &s.last_error {
+            let _ = writeln!(out, "  last error:   {e}");
+        }
+        let _ = writeln!(out, "  renewals:     {}", s.renewals);
+    }
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| FsError::new("read", dir, e))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".crt"))
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        let _ = writeln!(out, "no certificates in {}", dir.display());
+    }
+    for name in names {
+        let path = dir.join(&name);
+        let text = std::fs::read_to_string(&path).map_err(|e| FsError::new("read", &path, e))?;
+        for der in pki::pem_certificates(&text)? {
+            let s = pki::CertSummary::from_der(&der)?;
+            let _ = writeln!(out, "{}", path.display());
+            let _ = writeln!(out, "  subject:      {}", s.subject);
+            let _ = writeln!(out, "  serial:       {}", s.serial);
+            let _ = writeln!(
+                out,
+                "  not after:    {} ({} days left)",
+                rfc3339(s.not_after),
+                s.days_left(now)
+            );
+            if !s.is_ca {
+                let validity = Validity {
+                    not_before: s.not_before,
+                    not_after: s.not_after,
+                };
+                let due = renewal_due_at(validity, &s.serial);
+                let jitter = schedule::jitter_from(s.serial.as_bytes());
+                let state = match schedule::urgency(validity, jitter, now) {
+                    Urgency::Calm => "ok",
+                    Urgency::Due => "renewal due",
+                    Urgency::Critical => "RENEWAL OVERDUE, EXPIRES SOON",
+                    Urgency::Expired => "EXPIRED: needs a new token",
+                };
+                let _ = writeln!(out, "  next renewal: {} ({state})", rfc3339(due));
+            }
+        }
+    }
+    let crl = dir.join(files::CRL);
+    match std::fs::read(&crl) {
+        Ok(der) => {
+            let verdict = match pki::check_crl_der(&der) {
+                Ok(()) => "valid".to_string(),
+                Err(e) => format!("INVALID: {e}"),
+            };
+            let _ = writeln!(out, "{}: {verdict}", crl.display());
+        }
+        Err(_) => {
+            let _ = writeln!(
+                out,
+                "{}: missing (etcd refuses every client without it)",
+                crl.display()
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// A systemd unit running the agent with these settings.
+pub fn systemd_unit(exe: &Path, args: &[String]) -> String {
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.contains([' ', '"', '\'', '$']) {
+                format!("\"{}\"", a.replace('\\', "\\\\").replace('"', "\\\""))
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    format!(
+        "[Unit]
+Description=etcd-ca renewal agent: enrolls this etcd member and renews its certificates
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+ExecStart={} agent {}
+ExecReload=/bin/kill -HUP $MAINPID
+Restart=always
+RestartSec=10s
+
+[Install]
+WantedBy=multi-user.target
+",
+        exe.display(),
+        quoted.join(" ")
+    )
+}
