@@ -154,7 +154,8 @@ fn load_installed(dir: &Path, profile: &str) -> Option<Installed> {
 
 /// When a certificate on disk is due for renewal.
 pub fn renewal_due_at(validity: Validity, serial: &str) -> OffsetDateTime {
-    schedule::renewal_time(validity, schedule::jitter_from(serial.as_bytes()))
+    let at = schedule::renewal_time(validity, schedule::jitter_from(serial.as_bytes()));
+    at.replace_nanosecond(0).unwrap_or(at)
 }
 
 fn read_bundle(dir: &Path) -> Result<Vec<Vec<u8>>, AgentError> {
@@ -230,6 +231,7 @@ impl Agent {
             let wait = match self.step(renew_now).await {
                 Ok(next) => {
                     failures = 0;
+                    renew_now = false;
                     self.save_state(None);
                     if self.settings.once {
                         return Ok(());
@@ -245,7 +247,7 @@ impl Agent {
                     self.report_failure(&e, failures)
                 }
             };
-            renew_now = false;
+            // A forced renewal (SIGHUP) that failed is retried with the backoff until it succeeds.
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = hangup.recv() => {

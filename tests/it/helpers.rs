@@ -420,6 +420,7 @@ pub struct CaServer {
     pub fingerprint: String,
     pub admin_token: String,
     pub log: PathBuf,
+    serve_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -438,13 +439,20 @@ impl CaServer {
             fingerprint: String::new(),
             admin_token,
             log: PathBuf::new(),
+            serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
-        server.spawn(serve_args);
+        server.spawn();
         server
     }
 
-    fn spawn(&mut self, serve_args: &[&str]) {
+    /// Starts the server again on the same data dir (and the same --listen, if one was given).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
         use std::io::BufRead;
         self.log = self.ca.tmp.path().join("serve.log");
         let log = std::fs::OpenOptions::new()
@@ -452,15 +460,15 @@ impl CaServer {
             .append(true)
             .open(&self.log)
             .unwrap();
+        let listen: &[&str] = if self.serve_args.iter().any(|a| a == "--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(ETCD_CA)
-            .args([
-                "serve",
-                "--data-dir",
-                self.ca.data_dir(),
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .args(serve_args)
+            .args(["serve", "--data-dir", self.ca.data_dir()])
+            .args(listen)
+            .args(&self.serve_args)
             .env("ETCD_CA_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -547,5 +555,85 @@ impl Drop for CaServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A running `etcd-ca agent`, its log, and the file its --on-renew hook appends to.
+pub struct AgentProcess {
+    pub log: PathBuf,
+    pub hooks: PathBuf,
+    child: Child,
+}
+
+impl AgentProcess {
+    pub fn spawn(args: &[&str], log: PathBuf, hooks: PathBuf) -> Self {
+        let log_file = std::fs::File::create(&log).unwrap();
+        let hook = format!(
+            "echo \"$ETCD_CA_EVENT $ETCD_CA_CHANGED_FILES\" >> {}",
+            hooks.display()
+        );
+        let child = Command::new(ETCD_CA)
+            .arg("agent")
+            .args(args)
+            .args(["--on-renew", &hook])
+            .env("ETCD_CA_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start etcd-ca agent");
+        Self { log, hooks, child }
+    }
+
+    /// How many times the hook ran for `event` (enroll, renew).
+    pub fn hook_count(&self, event: &str) -> usize {
+        std::fs::read_to_string(&self.hooks)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with(event))
+            .count()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
+    }
+
+    /// SIGTERM, then wait; returns the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        self.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `condition` every 200 ms until it holds or `timeout` passes; panics with `what`.
+#[track_caller]
+pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -7,10 +7,12 @@
 //! |---------------------|-------------|-----------|
 //! | foundation_cluster  | 22379       | 22380     |
 //! | api_cluster         | 22479       | 22480     |
+//! | agent_cluster       | 22579       | 22580     | (CA server on 22581)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_cli;
+mod agent_cluster;
 mod api_cluster;
 mod api_limits;
 mod api_refusals;
