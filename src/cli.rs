@@ -175,6 +175,9 @@ pub struct AgentArgs {
     /// Enroll or renew what is needed, refresh bundle and CRL, then exit.
     #[arg(long)]
     pub once: bool,
+    /// Renew every certificate now, even if not due (as SIGHUP does to a running agent).
+    #[arg(long)]
+    pub renew_now: bool,
     /// How often to check the trust bundle and the CRL.
     #[arg(long, default_value = "5m")]
     pub refresh_interval: HumanDuration,
@@ -219,6 +222,7 @@ impl AgentArgs {
             on_renew: self.on_renew.clone(),
             on_trust_change: self.on_trust_change.clone(),
             once: self.once,
+            renew_now: self.renew_now,
             refresh_interval: self.refresh_interval.as_std(),
             backoff_base: self.backoff.as_std(),
             backoff_cap: self.backoff_max.as_std(),

@@ -54,6 +54,8 @@ pub struct AgentSettings {
     pub on_renew: Option<String>,
     pub on_trust_change: Option<String>,
     pub once: bool,
+    /// Renew every certificate at the first pass even if it is not due (like SIGHUP).
+    pub renew_now: bool,
     /// How often the trust bundle and the CRL are checked.
     pub refresh_interval: Duration,
     pub backoff_base: Duration,
@@ -225,7 +227,7 @@ impl Agent {
         let mut interrupt = signal(SignalKind::interrupt())
             .map_err(|e| FsError::new("watch SIGINT for", Path::new("agent"), e))?;
         let mut failures: u32 = 0;
-        let mut renew_now = false;
+        let mut renew_now = self.settings.renew_now;
         tracing::info!(node = %self.settings.node, dir = %self.settings.dir.display(), server = %self.settings.server, "agent started");
         loop {
             let wait = match self.step(renew_now).await {

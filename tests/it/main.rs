@@ -13,6 +13,7 @@
 
 mod admin_cli;
 mod agent_cluster;
+mod agent_faults;
 mod api_cluster;
 mod api_limits;
 mod api_refusals;
