@@ -84,6 +84,9 @@ pub enum Command {
     Agent(AgentCommand),
     /// Issue a certificate and its key on the CA host, into a directory.
     Issue(IssueArgs),
+    /// Record certificates this CA signed before etcd-ca managed it (kubeadm, cfssl), so the
+    /// agent renews them like its own.
+    Adopt(AdoptArgs),
     /// List issued certificates.
     List(ListArgs),
     /// Show one issued certificate.
@@ -387,6 +390,21 @@ pub struct IssueArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AdoptArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The profile these certificates belong to (server, peer, client...).
+    #[arg(long)]
+    pub profile: String,
+    /// The node (etcd member name) they belong to.
+    #[arg(long)]
+    pub node: NodeName,
+    /// PEM certificate files, e.g. /etc/kubernetes/pki/etcd/server.crt.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct ListArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
@@ -546,6 +564,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             admin_token_create(&data_dir.data_dir, now).await
         }
         Command::Issue(args) => issue(args, now).await,
+        Command::Adopt(args) => adopt(args, now).await,
         Command::List(args) => list(args, now).await,
         Command::Show(args) => show(args, now).await,
         Command::Revoke(args) => revoke(args, now).await,
@@ -971,6 +990,41 @@ fn check_output_dir(out: &Path) -> Result<(), CliError> {
     tempfile::tempfile_in(existing)
         .map(drop)
         .map_err(|e| FsError::new("write into", existing, e).into())
+}
+
+async fn adopt(args: AdoptArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
+    let mut certificates = Vec::new();
+    for file in &args.files {
+        let ders = crate::pki::pem_certificates(&read_text(file)?).map_err(|source| {
+            CliError::Certificate {
+                path: file.clone(),
+                source,
+            }
+        })?;
+        certificates.push((file.clone(), ders.into_iter().next().unwrap_or_default()));
+    }
+    let adopted = locally!(&args.data_dir.data_dir, a => async {
+        let mut adopted = Vec::new();
+        for (file, der) in &certificates {
+            let c = a.adopt(der, &args.profile, &args.node, &local_actor(), now).await?;
+            adopted.push((file.clone(), c));
+        }
+        Ok::<_, CliError>(adopted)
+    });
+    let mut out = stdout();
+    for (file, c) in adopted {
+        writeln!(
+            out,
+            "Adopted {} as {} certificate {} of node {} (SANs {}; expires {})",
+            file.display(),
+            c.profile,
+            c.serial,
+            c.node,
+            none_if_empty(&c.sans),
+            date(c.not_after)
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn list(args: ListArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {

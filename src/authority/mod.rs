@@ -1145,6 +1145,119 @@ impl Authority {
             .await
     }
 
+    /// Records a certificate this CA signed elsewhere (before it was adopted: kubeadm, cfssl) so
+    /// it renews like one of ours. It must chain to a CA generation, be unexpired, carry only
+    /// DNS and IP names the policy allows, and not be recorded yet.
+    pub async fn adopt(
+        &self,
+        der: &[u8],
+        profile: &str,
+        node: &NodeName,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, AuthorityError> {
+        let refuse = |reason: String| AuthorityError::Import { reason };
+        self.policy.profile(profile)?;
+        let cert = pki::parse_certificate(der)?;
+        if cert.is_ca() {
+            return Err(refuse(
+                "this is a CA certificate; adopt the leaf certificates it signed".into(),
+            ));
+        }
+        let generation = self
+            .generations
+            .iter()
+            .filter(|g| g.state != GenerationState::Retired)
+            .find(|g| {
+                pki::pem_certificates(&g.cert_pem)
+                    .ok()
+                    .and_then(|c| c.into_iter().next())
+                    .is_some_and(|ca_der| {
+                        pki::parse_certificate(&ca_der).is_ok_and(|ca| {
+                            ca.subject().as_raw() == cert.issuer().as_raw()
+                                && cert.verify_signature(Some(ca.public_key())).is_ok()
+                        })
+                    })
+            })
+            .ok_or_else(|| refuse("the certificate was not issued by this CA".into()))?;
+        let not_after = cert.validity().not_after.to_datetime();
+        if not_after <= now {
+            return Err(refuse(format!(
+                "the certificate expired at {}",
+                rfc3339(not_after)
+            )));
+        }
+        let serial = pki::serial_hex(&cert);
+        if self.store.certificate(&serial, now).await?.is_some() {
+            return Err(refuse(format!("certificate {serial} is already recorded")));
+        }
+        let sans = pki::certificate_sans(&cert)
+            .iter()
+            .map(|s| San::parse_loose(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| refuse(format!("unsupported name in the certificate: {e}")))?;
+        let identity = NodeIdentity::new(
+            node.clone(),
+            sans.iter()
+                .filter_map(|s| match s {
+                    San::Ip(ip) => Some(*ip),
+                    San::Dns(_) => None,
+                })
+                .collect(),
+            sans.iter()
+                .filter_map(|s| match s {
+                    San::Dns(d) => Some(d.clone()),
+                    San::Ip(_) => None,
+                })
+                .collect(),
+        );
+        self.policy.check_identity(&identity)?;
+        let key_type = KeyType::of_spki(cert.public_key())?;
+        let common_name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let pem = pki::certificate_pem(der);
+        let record = NewCertificate {
+            serial: serial.clone(),
+            ca_generation: generation.id,
+            profile: profile.to_string(),
+            node: node.clone(),
+            subject: cert.subject().to_string(),
+            common_name: common_name.clone(),
+            sans: sans.iter().map(|s| s.to_string()).collect(),
+            key_type: key_type.to_string(),
+            public_key_sha256: pki::sha256_hex(cert.public_key().raw),
+            not_before: cert.validity().not_before.to_datetime(),
+            not_after,
+            pem: pem.clone(),
+            issued_at: now,
+            renewed_from: None,
+        };
+        let event = AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: "adopt".into(),
+            node: Some(node.to_string()),
+            serial: Some(serial.clone()),
+            detail: format!("profile {profile}, subject {}", cert.subject()),
+        };
+        self.store.record_issue(&identity, &record, &event).await?;
+        Ok(IssuedCertificate {
+            serial,
+            profile: profile.to_string(),
+            node: node.to_string(),
+            common_name,
+            sans: record.sans,
+            not_before: record.not_before,
+            not_after,
+            certificate_pem: pem,
+        })
+    }
+
     /// A TLS certificate for the CA server itself, for the given names, with a fresh key.
     /// Returns the chain (leaf, then the CA certificate) and the key.
     pub async fn issue_server_certificate(

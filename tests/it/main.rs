@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_cli;
+mod adopt;
 mod agent_cluster;
 mod agent_faults;
 mod api_cluster;
