@@ -1024,6 +1024,11 @@ impl Authority {
                 .certificate(serial, now)
                 .await?
                 .ok_or(AuthorityError::TokenUsed)?;
+            // A replay answers a lost response; certificates that expired or were revoked since
+            // would help nobody, so the token counts as spent.
+            if record.status != CertificateStatus::Valid {
+                return Err(AuthorityError::TokenUsed);
+            }
             certificates.insert(profile.clone(), IssuedCertificate::from_record(&record));
         }
         Ok(Enrollment {

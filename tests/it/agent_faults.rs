@@ -282,3 +282,74 @@ async fn faulty_answers_are_never_installed() {
         good_pem
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_needs_a_new_token_and_re_enrolls_with_the_same_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = tmp.path().join("two-seconds.toml");
+    std::fs::write(
+        &policy,
+        etcd_ca::policy::DEFAULT_POLICY
+            .replacen("default_lifetime = \"90d\"", "default_lifetime = \"2s\"", 1)
+            .replacen("backdate = \"5m\"", "backdate = \"1s\"", 1),
+    )
+    .unwrap();
+    let server = CaServer::start(&["--policy", policy.to_str().unwrap()], &[]);
+    let dir = server.ca.tmp.path().join("pki");
+    let token_file = server.ca.tmp.path().join("token");
+    let new_token = || {
+        let t = crate::helpers::etcd_ca([
+            "token",
+            "create",
+            "--data-dir",
+            server.ca.data_dir(),
+            "--node",
+            "n1",
+            "--ip",
+            "10.0.0.11",
+            "--profiles",
+            "server",
+            "--json",
+        ])
+        .ok();
+        let t: serde_json::Value = serde_json::from_str(&t.stdout).unwrap();
+        std::fs::write(&token_file, t["token"].as_str().unwrap()).unwrap();
+    };
+    new_token();
+    let with_file = ["--token-file", token_file.to_str().unwrap()];
+    let (code, err) = agent_once(&server.url, &server.fingerprint, &dir, &with_file).await;
+    assert_eq!(code, Some(0), "{err}");
+    let key = std::fs::read_to_string(dir.join("server.key")).unwrap();
+    let first = std::fs::read_to_string(dir.join("server.crt")).unwrap();
+
+    // The node was off too long: the certificate expired and the old token is spent.
+    tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
+    let (code, err) = agent_once(&server.url, &server.fingerprint, &dir, &with_file).await;
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("a new bootstrap token is needed for server"),
+        "{err}"
+    );
+    assert!(err.contains("token_used"), "{err}");
+    let (code, err) = agent_once(&server.url, &server.fingerprint, &dir, &[]).await;
+    assert_ne!(code, Some(0));
+    assert!(err.contains("a certificate expired"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("server.crt")).unwrap(),
+        first,
+        "nothing changes until a token comes"
+    );
+
+    // A new token in the file: it re-enrolls, keeping its key (only the certificate changes).
+    new_token();
+    let (code, err) = agent_once(&server.url, &server.fingerprint, &dir, &with_file).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_ne!(
+        std::fs::read_to_string(dir.join("server.crt")).unwrap(),
+        first
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("server.key")).unwrap(),
+        key
+    );
+}
