@@ -279,12 +279,8 @@ pub struct TokenCreateArgs {
     /// The node (etcd member name) the token is for.
     #[arg(long)]
     pub node: NodeName,
-    /// An address of the node (repeat): the most its certificates may carry.
-    #[arg(long = "ip")]
-    pub ips: Vec<IpAddr>,
-    /// A DNS name of the node (repeat).
-    #[arg(long = "dns")]
-    pub dns_names: Vec<DnsName>,
+    #[command(flatten)]
+    pub names: NodeNamesArgs,
     /// Profiles the node may enroll, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "server,peer")]
     pub profiles: Vec<String>,
@@ -330,6 +326,28 @@ pub struct RemoteArgs {
     pub ca_file: Option<PathBuf>,
 }
 
+/// A node's addresses and DNS names: the most its certificates may carry. When issuing without
+/// them, the names registered for the node are used.
+#[derive(Debug, Args)]
+pub struct NodeNamesArgs {
+    /// An address of the node (repeat).
+    #[arg(long = "ip")]
+    pub ips: Vec<IpAddr>,
+    /// A DNS name of the node (repeat).
+    #[arg(long = "dns")]
+    pub dns_names: Vec<DnsName>,
+}
+
+impl NodeNamesArgs {
+    /// The names as the JSON strings the API takes.
+    fn json(&self) -> (Vec<String>, Vec<String>) {
+        (
+            self.ips.iter().map(|i| i.to_string()).collect(),
+            self.dns_names.iter().map(|d| d.to_string()).collect(),
+        )
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct InitArgs {
     #[command(flatten)]
@@ -366,12 +384,8 @@ pub struct IssueArgs {
     /// The etcd member (or client) this certificate is for.
     #[arg(long)]
     pub node: NodeName,
-    /// An address of the node (repeat). Without --ip/--dns the node's registered names are used.
-    #[arg(long = "ip")]
-    pub ips: Vec<IpAddr>,
-    /// A DNS name of the node (repeat).
-    #[arg(long = "dns")]
-    pub dns_names: Vec<DnsName>,
+    #[command(flatten)]
+    pub names: NodeNamesArgs,
     /// Common name: the etcd user name of a client certificate.
     #[arg(long)]
     pub cn: Option<String>,
@@ -735,10 +749,11 @@ async fn agent(args: AgentArgs) -> Result<ExitCode, CliError> {
 async fn token_create(args: TokenCreateArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
     let (token, fingerprint) = match args.remote.client()? {
         Some(client) => {
+            let (ips, dns_names) = args.names.json();
             let body = serde_json::json!({
                 "node": args.node.to_string(),
-                "ips": args.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
-                "dns_names": args.dns_names.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                "ips": ips,
+                "dns_names": dns_names,
                 "profiles": args.profiles,
                 "common_name": args.cn,
                 "ttl": args.ttl.to_string(),
@@ -751,8 +766,8 @@ async fn token_create(args: TokenCreateArgs, now: OffsetDateTime) -> Result<Exit
             let authority = Authority::open(&args.data_dir.data_dir).await?;
             let request = TokenRequest {
                 node: args.node.clone(),
-                ips: args.ips.clone(),
-                dns_names: args.dns_names.clone(),
+                ips: args.names.ips.clone(),
+                dns_names: args.names.dns_names.clone(),
                 profiles: args.profiles.clone(),
                 common_name: args.cn.clone(),
                 ttl: args.ttl.as_std(),
@@ -900,11 +915,12 @@ async fn issue(args: IssueArgs, now: OffsetDateTime) -> Result<ExitCode, CliErro
     check_output_dir(&args.out)?;
     let (certificate, key_pem, bundle) = match args.remote.client()? {
         Some(client) => {
+            let (ips, dns_names) = args.names.json();
             let body = serde_json::json!({
                 "profile": args.profile,
                 "node": args.node.to_string(),
-                "ips": args.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
-                "dns_names": args.dns_names.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                "ips": ips,
+                "dns_names": dns_names,
                 "common_name": args.cn,
                 "lifetime": args.lifetime.map(|l| l.to_string()),
                 "key_type": args.key_type.to_string(),
@@ -921,8 +937,8 @@ async fn issue(args: IssueArgs, now: OffsetDateTime) -> Result<ExitCode, CliErro
             let request = IssueRequest {
                 profile: args.profile.clone(),
                 node: args.node.clone(),
-                ips: args.ips.clone(),
-                dns_names: args.dns_names.clone(),
+                ips: args.names.ips.clone(),
+                dns_names: args.names.dns_names.clone(),
                 common_name: args.cn.clone(),
                 lifetime: args.lifetime.map(|l| l.as_std()),
                 key_type: args.key_type,

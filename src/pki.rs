@@ -228,6 +228,15 @@ pub fn check_crl_der(der: &[u8]) -> Result<(), PkiError> {
     }
 }
 
+/// True when `ca_der` issued `cert`: the CA's raw subject is the certificate's raw issuer (how
+/// TLS libraries find the issuer) and the signature verifies with the CA's key.
+pub fn is_issued_by(cert: &X509Certificate<'_>, ca_der: &[u8]) -> bool {
+    parse_certificate(ca_der).is_ok_and(|ca| {
+        ca.subject().as_raw() == cert.issuer().as_raw()
+            && cert.verify_signature(Some(ca.public_key())).is_ok()
+    })
+}
+
 /// Loads a PEM private key of the given type: PKCS#8 (`PRIVATE KEY`), SEC1 (`EC PRIVATE KEY`,
 /// what kubeadm and Go write) or PKCS#1 (`RSA PRIVATE KEY`, what cfssl and older openssl write).
 pub fn load_private_key(pem_text: &str, key_type: KeyType) -> Result<KeyPair, PkiError> {

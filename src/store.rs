@@ -87,7 +87,7 @@ impl FromStr for GenerationState {
     }
 }
 
-/// A CA generation as stored.
+/// A CA generation, as recorded.
 #[derive(Clone, Debug)]
 pub struct GenerationRecord {
     pub id: i64,
@@ -101,18 +101,14 @@ pub struct GenerationRecord {
     pub not_after: OffsetDateTime,
 }
 
-/// A new CA generation to record.
-#[derive(Clone, Debug)]
-pub struct NewGeneration {
-    pub id: i64,
-    pub state: GenerationState,
-    pub key_type: String,
-    pub cert_pem: String,
-    pub fingerprint: String,
-    pub key_file: String,
-    pub imported: bool,
-    pub not_before: OffsetDateTime,
-    pub not_after: OffsetDateTime,
+impl GenerationRecord {
+    /// The generation's CA certificate, DER.
+    pub fn cert_der(&self) -> Option<Vec<u8>> {
+        crate::pki::pem_certificates(&self.cert_pem)
+            .ok()?
+            .into_iter()
+            .next()
+    }
 }
 
 /// Whether a certificate may still be used; `expired` is derived from `not_after` when read.
@@ -340,7 +336,7 @@ impl Store {
 
     pub async fn insert_generation(
         &self,
-        g: &NewGeneration,
+        g: &GenerationRecord,
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         sqlx::query(

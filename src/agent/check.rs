@@ -71,13 +71,7 @@ pub fn check_certificate(
     let der = ders.into_iter().next().unwrap_or_default();
     let cert =
         pki::parse_certificate(&der).map_err(|e| InstallRefusal::Malformed(e.to_string()))?;
-    let chained = bundle.iter().any(|ca_der| {
-        pki::parse_certificate(ca_der).is_ok_and(|ca| {
-            ca.subject().as_raw() == cert.issuer().as_raw()
-                && cert.verify_signature(Some(ca.public_key())).is_ok()
-        })
-    });
-    if !chained {
+    if !bundle.iter().any(|ca_der| pki::is_issued_by(&cert, ca_der)) {
         return Err(InstallRefusal::NotChained);
     }
     if cert.public_key().raw != key_spki {

@@ -35,8 +35,8 @@ use crate::policy::{
 };
 use crate::store::{
     AuditEvent, CertificateFilter, CertificateRecord, CertificateStatus, EnrollmentRecord,
-    GenerationRecord, GenerationState, NewCertificate, NewGeneration, RevokeOutcome, Store,
-    StoreError, TokenKind, TokenRecord,
+    GenerationRecord, GenerationState, NewCertificate, RevokeOutcome, Store, StoreError, TokenKind,
+    TokenRecord,
 };
 
 /// Everything that can go wrong in the authority.
@@ -459,7 +459,7 @@ impl Authority {
         let result = async {
             store
                 .insert_generation(
-                    &NewGeneration {
+                    &GenerationRecord {
                         id: 1,
                         state: GenerationState::Active,
                         key_type: material.key_type.to_string(),
@@ -579,10 +579,7 @@ impl Authority {
             .parse()
             .map_err(|e: String| AuthorityError::Import { reason: e })?;
         let key = pki::load_private_key(&key_pem, key_type)?;
-        let der = pki::pem_certificates(&generation.cert_pem)?
-            .into_iter()
-            .next()
-            .unwrap_or_default();
+        let der = generation.cert_der().unwrap_or_default();
         let cert = pki::parse_certificate(&der)?;
         if !pki::key_matches_certificate(&key, &cert) {
             return Err(AuthorityError::Import {
@@ -1043,6 +1040,17 @@ impl Authority {
         })
     }
 
+    /// The trusted (not retired) generation that issued `cert`, if any.
+    fn issuing_generation(
+        &self,
+        cert: &x509_parser::prelude::X509Certificate<'_>,
+    ) -> Option<&GenerationRecord> {
+        self.generations
+            .iter()
+            .filter(|g| g.state != GenerationState::Retired)
+            .find(|g| g.cert_der().is_some_and(|ca| pki::is_issued_by(cert, &ca)))
+    }
+
     /// Checks a client certificate presented over mTLS: issued by a trusted generation, not
     /// expired, a serial this CA recorded (byte for byte), not revoked.
     pub async fn verify_client_certificate(
@@ -1052,19 +1060,7 @@ impl Authority {
     ) -> Result<CertificateRecord, AuthorityError> {
         let cert =
             pki::parse_certificate(der).map_err(|_| AuthorityError::ClientCertificateUntrusted)?;
-        let trusted = self
-            .generations
-            .iter()
-            .filter(|g| g.state != GenerationState::Retired)
-            .filter_map(|g| pki::pem_certificates(&g.cert_pem).ok()?.into_iter().next())
-            .any(|ca_der| {
-                let Ok(ca) = pki::parse_certificate(&ca_der) else {
-                    return false;
-                };
-                ca.subject().as_raw() == cert.issuer().as_raw()
-                    && cert.verify_signature(Some(ca.public_key())).is_ok()
-            });
-        if !trusted {
+        if self.issuing_generation(&cert).is_none() {
             return Err(AuthorityError::ClientCertificateUntrusted);
         }
         let not_after = cert.validity().not_after.to_datetime();
@@ -1170,20 +1166,7 @@ impl Authority {
             ));
         }
         let generation = self
-            .generations
-            .iter()
-            .filter(|g| g.state != GenerationState::Retired)
-            .find(|g| {
-                pki::pem_certificates(&g.cert_pem)
-                    .ok()
-                    .and_then(|c| c.into_iter().next())
-                    .is_some_and(|ca_der| {
-                        pki::parse_certificate(&ca_der).is_ok_and(|ca| {
-                            ca.subject().as_raw() == cert.issuer().as_raw()
-                                && cert.verify_signature(Some(ca.public_key())).is_ok()
-                        })
-                    })
-            })
+            .issuing_generation(&cert)
             .ok_or_else(|| refuse("the certificate was not issued by this CA".into()))?;
         let not_after = cert.validity().not_after.to_datetime();
         if not_after <= now {
