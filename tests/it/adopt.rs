@@ -2,23 +2,9 @@
 //! anything: its CA is imported, its existing leaf certificates are adopted, and the agent renews
 //! them in place like its own (same key, same names, still chaining to the original ca.crt).
 
-use std::path::Path;
 use std::process::Command;
 
-use crate::helpers::{etcd_ca, require_tool, CaServer};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new(require_tool("openssl"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::helpers::{etcd_ca, openssl, CaServer};
 
 #[test]
 fn kubeadm_style_certificates_are_adopted_and_renewed_in_place() {

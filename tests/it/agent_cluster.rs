@@ -79,11 +79,7 @@ fn agents_renew_a_live_cluster_through_a_ca_outage_without_a_single_failed_reque
         let m = i + 1;
         let node = format!("n{m}");
         let ip = format!("127.0.0.1{m}");
-        let token = etcd_ca([
-            "token",
-            "create",
-            "--data-dir",
-            server.ca.data_dir(),
+        let token = server.ca.token(&[
             "--node",
             &node,
             "--ip",
@@ -94,12 +90,9 @@ fn agents_renew_a_live_cluster_through_a_ca_outage_without_a_single_failed_reque
             "server,peer",
             "--ttl",
             "10m",
-            "--json",
-        ])
-        .ok();
-        let token: serde_json::Value = serde_json::from_str(&token.stdout).unwrap();
+        ]);
         let token_file = root.join(format!("token-{node}"));
-        std::fs::write(&token_file, token["token"].as_str().unwrap()).unwrap();
+        std::fs::write(&token_file, token).unwrap();
         agents.push(AgentProcess::spawn(
             &[
                 "--server",

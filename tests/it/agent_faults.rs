@@ -145,28 +145,11 @@ fn signed_by_ca(ca_dir: &Path, public_key: &impl rcgen::PublicKeyData, sans: &[&
 async fn faulty_answers_are_never_installed() {
     let server = CaServer::start(&[], &[]);
     let dir = server.ca.tmp.path().join("pki");
-    let token = crate::helpers::etcd_ca([
-        "token",
-        "create",
-        "--data-dir",
-        server.ca.data_dir(),
-        "--node",
-        "n1",
-        "--ip",
-        "10.0.0.11",
-        "--profiles",
-        "server",
-        "--json",
-    ])
-    .ok();
-    let token: serde_json::Value = serde_json::from_str(&token.stdout).unwrap();
-    let (code, err) = agent_once(
-        &server.url,
-        &server.fingerprint,
-        &dir,
-        &["--token", token["token"].as_str().unwrap()],
-    )
-    .await;
+    let token = server
+        .ca
+        .token(&["--node", "n1", "--ip", "10.0.0.11", "--profiles", "server"]);
+    let (code, err) =
+        agent_once(&server.url, &server.fingerprint, &dir, &["--token", &token]).await;
     assert_eq!(code, Some(0), "{err}");
     let installed = pki_files(&dir);
     assert!(
@@ -298,22 +281,10 @@ async fn an_expired_certificate_needs_a_new_token_and_re_enrolls_with_the_same_k
     let dir = server.ca.tmp.path().join("pki");
     let token_file = server.ca.tmp.path().join("token");
     let new_token = || {
-        let t = crate::helpers::etcd_ca([
-            "token",
-            "create",
-            "--data-dir",
-            server.ca.data_dir(),
-            "--node",
-            "n1",
-            "--ip",
-            "10.0.0.11",
-            "--profiles",
-            "server",
-            "--json",
-        ])
-        .ok();
-        let t: serde_json::Value = serde_json::from_str(&t.stdout).unwrap();
-        std::fs::write(&token_file, t["token"].as_str().unwrap()).unwrap();
+        let token = server
+            .ca
+            .token(&["--node", "n1", "--ip", "10.0.0.11", "--profiles", "server"]);
+        std::fs::write(&token_file, token).unwrap();
     };
     new_token();
     let with_file = ["--token-file", token_file.to_str().unwrap()];

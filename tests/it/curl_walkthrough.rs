@@ -11,11 +11,7 @@ fn enrollment_with_curl_and_openssl_produces_working_files() {
         require_tool(tool);
     }
     let server = CaServer::start(&[], &[]);
-    let token = crate::helpers::etcd_ca([
-        "token",
-        "create",
-        "--data-dir",
-        server.ca.data_dir(),
+    let token = server.ca.token(&[
         "--node",
         "n1",
         "--ip",
@@ -24,16 +20,13 @@ fn enrollment_with_curl_and_openssl_produces_working_files() {
         "n1.etcd.internal",
         "--profiles",
         "server,peer",
-        "--json",
-    ])
-    .ok();
-    let token: serde_json::Value = serde_json::from_str(&token.stdout).unwrap();
+    ]);
     let dir = server.ca.tmp.path().join("pki");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/enroll-with-curl");
     let run = Command::new(script)
         .env("CA", &server.url)
         .env("FP", &server.fingerprint)
-        .env("TOKEN", token["token"].as_str().unwrap())
+        .env("TOKEN", &token)
         .env("DIR", &dir)
         .output()
         .unwrap();

@@ -74,6 +74,21 @@ where
         .env_remove("ETCD_CA_DATA_DIR"))
 }
 
+/// Runs openssl in `dir`, panicking with its stderr on failure; returns stdout.
+pub fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(require_tool("openssl"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A tool the tests need; the test command installs it, so a missing one is a loud failure.
 pub fn require_tool(name: &str) -> &str {
     let found = std::env::var_os("PATH")
@@ -146,6 +161,16 @@ impl TestCa {
             .nth(1)
             .expect("issue prints the serial")
             .to_string()
+    }
+
+    /// Creates a bootstrap token with `etcd-ca token create ARGS... --json` and returns it.
+    pub fn token(&self, args: &[&str]) -> String {
+        let mut all = vec!["create", "--data-dir", self.data_dir(), "--json"];
+        all.extend_from_slice(args);
+        let mut cmd = vec!["token"];
+        cmd.extend(all);
+        let created: serde_json::Value = serde_json::from_str(&etcd_ca(&cmd).ok().stdout).unwrap();
+        created["token"].as_str().unwrap().to_string()
     }
 
     /// Writes the CRL to `path`.

@@ -4,22 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::helpers::{etcd_ca, require_tool, snapshot, TestCa};
-
-/// Runs openssl, panicking with its output on failure.
-fn openssl(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(require_tool("openssl"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::helpers::{etcd_ca, openssl, snapshot, TestCa};
 
 /// A self-signed CA made by openssl with the given key generation command.
 fn openssl_ca(dir: &Path, keygen: &[&str], subject: &str) {
