@@ -776,7 +776,7 @@ async fn token_create(args: TokenCreateArgs, now: OffsetDateTime) -> Result<Exit
             let created = authority
                 .create_bootstrap_token(&request, &local_actor(), now)
                 .await;
-            let fingerprint = authority.fingerprint().map(str::to_string);
+            let fingerprint = authority.fingerprint();
             authority.close().await;
             (created?, fingerprint?)
         }

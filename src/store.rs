@@ -88,7 +88,7 @@ impl FromStr for GenerationState {
 }
 
 /// A CA generation, as recorded.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GenerationRecord {
     pub id: i64,
     pub state: GenerationState,
@@ -99,6 +99,9 @@ pub struct GenerationRecord {
     pub imported: bool,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+    /// When it started signing (a generation in `next` that has this set is retiring).
+    pub activated_at: Option<OffsetDateTime>,
+    pub retired_at: Option<OffsetDateTime>,
 }
 
 impl GenerationRecord {
@@ -264,6 +267,18 @@ pub struct TokenRecord {
     pub issued_serials: BTreeMap<String, String>,
 }
 
+/// What an agent reports about its node: the bundle it installed, the bundle etcd was last
+/// restarted with, and its certificates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct NodeReport {
+    pub node: String,
+    pub installed_bundle: Vec<String>,
+    pub running_bundle: Vec<String>,
+    pub certificates: BTreeMap<String, String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub reported_at: OffsetDateTime,
+}
+
 /// A completed enrollment to record: the token is consumed, the certificates stored.
 #[derive(Clone, Debug)]
 pub struct EnrollmentRecord<'a> {
@@ -365,12 +380,180 @@ impl Store {
     pub async fn generations(&self) -> Result<Vec<GenerationRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, state, key_type, cert_pem, fingerprint, key_file, imported, not_before,
-                    not_after
+                    not_after, activated_at, retired_at
              FROM ca_generations ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(generation_from_row).collect()
+    }
+
+    /// Moves generations between states in one transaction with its audit event: each
+    /// `(id, state)` in order (the order matters: at most one generation is active at a time).
+    pub async fn set_generation_states(
+        &self,
+        changes: &[(i64, GenerationState)],
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (id, state) in changes {
+            sqlx::query(
+                "UPDATE ca_generations SET state = ?1,
+                   activated_at = CASE WHEN ?1 = 'active' THEN ?2 ELSE activated_at END,
+                   retired_at = CASE WHEN ?1 = 'retired' THEN ?2 ELSE retired_at END
+                 WHERE id = ?3",
+            )
+            .bind(state.as_str())
+            .bind(ts(event.at))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores a new generation with its audit event.
+    pub async fn add_generation(
+        &self,
+        g: &GenerationRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.insert_generation(g, event.at).await?;
+        self.record_audit(event).await
+    }
+
+    /// What an agent last reported.
+    pub async fn upsert_node_report(&self, report: &NodeReport) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO node_reports (node, installed_bundle, running_bundle, certificates, reported_at)
+             VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (node) DO UPDATE SET installed_bundle = excluded.installed_bundle,
+               running_bundle = excluded.running_bundle, certificates = excluded.certificates,
+               reported_at = excluded.reported_at",
+        )
+        .bind(&report.node)
+        .bind(to_json(&report.installed_bundle))
+        .bind(to_json(&report.running_bundle))
+        .bind(to_json(&report.certificates))
+        .bind(ts(report.reported_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn node_reports(&self) -> Result<Vec<NodeReport>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT node, installed_bundle, running_bundle, certificates, reported_at
+             FROM node_reports ORDER BY node",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let corrupt = |detail: String| StoreError::Corrupt {
+            table: "node_reports",
+            detail,
+        };
+        rows.iter()
+            .map(|r| {
+                let json = |c: &str| -> Result<String, StoreError> { Ok(r.try_get(c)?) };
+                Ok(NodeReport {
+                    node: r.try_get("node")?,
+                    installed_bundle: serde_json::from_str(&json("installed_bundle")?)
+                        .map_err(|e| corrupt(e.to_string()))?,
+                    running_bundle: serde_json::from_str(&json("running_bundle")?)
+                        .map_err(|e| corrupt(e.to_string()))?,
+                    certificates: serde_json::from_str(&json("certificates")?)
+                        .map_err(|e| corrupt(e.to_string()))?,
+                    reported_at: from_ts("node_reports", r.try_get("reported_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// For each node and profile, the generation that signed its newest valid certificate.
+    pub async fn signing_generations(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.node, c.profile, c.ca_generation FROM certificates c
+             WHERE c.status = 'valid' AND c.not_after > ?1
+               AND c.issued_at = (SELECT MAX(issued_at) FROM certificates d
+                                  WHERE d.node = c.node AND d.profile = c.profile
+                                    AND d.status = 'valid' AND d.not_after > ?1)
+             GROUP BY c.node, c.profile ORDER BY c.node, c.profile",
+        )
+        .bind(ts(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("node")?,
+                    r.try_get("profile")?,
+                    r.try_get("ca_generation")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Takes the restart lease for `node` until `expires_at`, if it is free, expired or already
+    /// held by `node`. Returns who holds it afterwards.
+    pub async fn take_restart_lease(
+        &self,
+        node: &str,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(String, OffsetDateTime), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO restart_lease (id, node, expires_at) VALUES (1, ?1, ?3)
+             ON CONFLICT (id) DO UPDATE SET node = ?1, expires_at = ?3
+             WHERE restart_lease.node = ?1 OR restart_lease.expires_at <= ?2",
+        )
+        .bind(node)
+        .bind(ts(now))
+        .bind(ts(expires_at))
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT node, expires_at FROM restart_lease WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((
+            row.try_get("node")?,
+            from_ts("restart_lease", row.try_get("expires_at")?)?,
+        ))
+    }
+
+    /// Gives the lease back if `node` holds it.
+    pub async fn release_restart_lease(&self, node: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM restart_lease WHERE id = 1 AND node = ?")
+            .bind(node)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Who holds the restart lease now, if anyone.
+    pub async fn restart_lease(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Option<(String, OffsetDateTime)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT node, expires_at FROM restart_lease WHERE id = 1 AND expires_at > ?",
+        )
+        .bind(ts(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get("node")?,
+                from_ts("restart_lease", r.try_get("expires_at")?)?,
+            ))
+        })
+        .transpose()
     }
 
     /// The registered identity of a node, if any.
@@ -811,6 +994,14 @@ fn generation_from_row(row: &SqliteRow) -> Result<GenerationRecord, StoreError> 
         imported: row.try_get("imported")?,
         not_before: from_ts("ca_generations", row.try_get("not_before")?)?,
         not_after: from_ts("ca_generations", row.try_get("not_after")?)?,
+        activated_at: row
+            .try_get::<Option<i64>, _>("activated_at")?
+            .map(|t| from_ts("ca_generations", t))
+            .transpose()?,
+        retired_at: row
+            .try_get::<Option<i64>, _>("retired_at")?
+            .map(|t| from_ts("ca_generations", t))
+            .transpose()?,
     })
 }
 

@@ -6,6 +6,7 @@
 
 mod ca;
 mod datadir;
+pub mod rotation;
 mod tokens;
 
 use std::collections::BTreeMap;
@@ -100,6 +101,21 @@ pub enum AuthorityError {
     ClientCertificateUnknown { serial: String },
     #[error("admin access needs an admin token or a client certificate of the admin profile")]
     AdminRequired,
+    #[error("cannot {step} now: the rotation is {phase:?} (see `etcd-ca ca rotate status`)")]
+    RotationPhase {
+        step: &'static str,
+        phase: rotation::Phase,
+    },
+    #[error("cannot {step} yet, these nodes have not converged: {}; wait, or pass --force", nodes.join("; "))]
+    NotConverged {
+        step: &'static str,
+        nodes: Vec<String>,
+    },
+    #[error("the restart lease is held by {holder} until {}", rfc3339(*until))]
+    LeaseHeld {
+        holder: String,
+        until: OffsetDateTime,
+    },
     #[error("signing failed: {0}")]
     Sign(String),
     #[error("the system random number generator failed")]
@@ -331,9 +347,32 @@ pub struct Authority {
     dir: DataDir,
     store: Store,
     policy: Policy,
-    generations: Vec<GenerationRecord>,
-    signer: OnceLock<Signer>,
+    /// Replaced as a whole when a rotation step (possibly by another process) changes them.
+    generations: std::sync::RwLock<Arc<Generations>>,
     crl_cache: tokio::sync::Mutex<Option<CachedCrl>>,
+}
+
+/// The CA generations as last read from the store, and the active one's signer (its key is read
+/// on first use).
+struct Generations {
+    records: Vec<GenerationRecord>,
+    signer: OnceLock<Arc<Signer>>,
+}
+
+impl Generations {
+    fn new(records: Vec<GenerationRecord>) -> Arc<Self> {
+        Arc::new(Self {
+            records,
+            signer: OnceLock::new(),
+        })
+    }
+
+    fn active(&self) -> Result<&GenerationRecord, AuthorityError> {
+        self.records
+            .iter()
+            .find(|g| g.state == GenerationState::Active)
+            .ok_or(AuthorityError::NoActiveGeneration)
+    }
 }
 
 impl Authority {
@@ -469,6 +508,8 @@ impl Authority {
                         imported,
                         not_before: material.not_before,
                         not_after: material.not_after,
+                        activated_at: Some(now),
+                        retired_at: None,
                     },
                     now,
                 )
@@ -512,8 +553,7 @@ impl Authority {
             dir: layout,
             store,
             policy,
-            generations,
-            signer: OnceLock::new(),
+            generations: std::sync::RwLock::new(Generations::new(generations)),
             crl_cache: tokio::sync::Mutex::new(None),
         };
         if authority.active_generation().is_err() {
@@ -536,16 +576,27 @@ impl Authority {
         &self.dir
     }
 
-    pub fn active_generation(&self) -> Result<&GenerationRecord, AuthorityError> {
+    fn current(&self) -> Arc<Generations> {
+        // A poisoned lock means a panic while swapping an Arc; the Arc itself is always whole.
         self.generations
-            .iter()
-            .find(|g| g.state == GenerationState::Active)
-            .ok_or(AuthorityError::NoActiveGeneration)
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn active_generation(&self) -> Result<GenerationRecord, AuthorityError> {
+        self.current().active().cloned()
+    }
+
+    /// Every generation, oldest first.
+    pub fn generations(&self) -> Vec<GenerationRecord> {
+        self.current().records.clone()
     }
 
     /// Every trusted CA certificate (all generations not retired), PEM, oldest first.
     pub fn trust_bundle_pem(&self) -> String {
-        self.generations
+        self.current()
+            .records
             .iter()
             .filter(|g| g.state != GenerationState::Retired)
             .map(|g| g.cert_pem.as_str())
@@ -553,15 +604,30 @@ impl Authority {
     }
 
     /// `sha256:` fingerprint of the active CA certificate.
-    pub fn fingerprint(&self) -> Result<&str, AuthorityError> {
-        Ok(&self.active_generation()?.fingerprint)
+    pub fn fingerprint(&self) -> Result<String, AuthorityError> {
+        Ok(self.active_generation()?.fingerprint)
     }
 
-    fn signer(&self) -> Result<&Signer, AuthorityError> {
-        if let Some(signer) = self.signer.get() {
-            return Ok(signer);
+    /// Re-reads the generations from the store (a rotation step may have run in another
+    /// process). Returns true when they changed; the signer and the CRL follow the new state.
+    pub async fn reload_generations(&self) -> Result<bool, AuthorityError> {
+        let fresh = self.store.generations().await?;
+        if fresh == self.current().records {
+            return Ok(false);
         }
-        let generation = self.active_generation()?;
+        let generations = Generations::new(fresh);
+        generations.active()?;
+        *self.generations.write().unwrap_or_else(|e| e.into_inner()) = generations;
+        *self.crl_cache.lock().await = None;
+        Ok(true)
+    }
+
+    fn signer(&self) -> Result<Arc<Signer>, AuthorityError> {
+        let generations = self.current();
+        if let Some(signer) = generations.signer.get() {
+            return Ok(signer.clone());
+        }
+        let generation = generations.active()?;
         let key_path = self.dir.resolve(&generation.key_file);
         let metadata =
             std::fs::metadata(&key_path).map_err(|e| FsError::new("read", &key_path, e))?;
@@ -592,12 +658,16 @@ impl Authority {
         }
         let (issuer, key_id) = ca::issuer(&cert, key)?;
         // Another thread may have won the race; either signer is the same generation.
-        let _ = self.signer.set(Signer {
+        let _ = generations.signer.set(Arc::new(Signer {
             generation: generation.id,
             issuer,
             key_id,
-        });
-        self.signer.get().ok_or(AuthorityError::NoActiveGeneration)
+        }));
+        generations
+            .signer
+            .get()
+            .cloned()
+            .ok_or(AuthorityError::NoActiveGeneration)
     }
 
     /// The identity a request is issued for: the names it gives, or the node's registered names.
@@ -1044,11 +1114,13 @@ impl Authority {
     fn issuing_generation(
         &self,
         cert: &x509_parser::prelude::X509Certificate<'_>,
-    ) -> Option<&GenerationRecord> {
-        self.generations
+    ) -> Option<GenerationRecord> {
+        self.current()
+            .records
             .iter()
             .filter(|g| g.state != GenerationState::Retired)
             .find(|g| g.cert_der().is_some_and(|ca| pki::is_issued_by(cert, &ca)))
+            .cloned()
     }
 
     /// Checks a client certificate presented over mTLS: issued by a trusted generation, not
@@ -1339,11 +1411,6 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<Vec<(String, String, OffsetDateTime)>, AuthorityError> {
         Ok(self.store.expiry_by_node_and_profile(now).await?)
-    }
-
-    /// Every generation not retired, for metrics and status.
-    pub fn generations(&self) -> &[GenerationRecord] {
-        &self.generations
     }
 
     pub async fn certificates(

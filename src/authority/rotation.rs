@@ -1,0 +1,476 @@
+//! CA rotation: a new generation is introduced (`next`: trusted, not signing), activated (it
+//! signs; the old one stays trusted while it retires), then the old one is retired (no longer
+//! trusted). Each step refuses while a registered node has not converged on the previous one,
+//! and names the nodes, unless forced.
+//!
+//! The phase is derived from the generations, never stored twice:
+//! idle = one active; started = active + a `next` never activated; activated = active + a `next`
+//! that was active before (the retiring one).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::{ca, Authority, AuthorityError, DataDir};
+use crate::duration::rfc3339;
+use crate::fsutil;
+use crate::pki::{self, KeyType};
+use crate::store::{AuditEvent, GenerationRecord, GenerationState, NodeReport};
+
+/// Where a rotation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// One generation, signing.
+    Idle,
+    /// A new generation is trusted but not signing yet: members restart to trust it.
+    Started,
+    /// The new generation signs; the old one is still trusted while certificates are re-issued.
+    Activated,
+}
+
+/// A generation as rotation status shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct GenerationView {
+    pub id: i64,
+    pub fingerprint: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+}
+
+impl From<&GenerationRecord> for GenerationView {
+    fn from(g: &GenerationRecord) -> Self {
+        Self {
+            id: g.id,
+            fingerprint: g.fingerprint.clone(),
+            not_after: g.not_after,
+        }
+    }
+}
+
+/// One node's state in a rotation.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeView {
+    pub node: String,
+    /// Runs etcd (holds a server or peer certificate), so it restarts to trust a new CA.
+    pub member: bool,
+    /// Generations in the bundle its agent installed / etcd was restarted with (None: no agent
+    /// report).
+    pub installed_bundle: Option<Vec<i64>>,
+    pub running_bundle: Option<Vec<i64>>,
+    /// For each profile, the generation that signed its newest valid certificate.
+    pub certificates: BTreeMap<String, i64>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub reported_at: Option<OffsetDateTime>,
+    /// What it still has to do before the next step, if anything.
+    pub waiting_for: Option<String>,
+}
+
+/// The whole picture `etcd-ca ca rotate status` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct RotationStatus {
+    pub phase: Phase,
+    pub active: GenerationView,
+    /// The generation being introduced (started) or retired (activated).
+    pub other: Option<GenerationView>,
+    pub nodes: Vec<NodeView>,
+    /// The next step, and the nodes it waits for.
+    pub next_step: Option<&'static str>,
+    pub blocked_by: Vec<String>,
+    /// Who holds the restart lease, and until when.
+    pub restart_lease: Option<(String, String)>,
+}
+
+/// How long a restart lease lasts unless returned (an agent that died loses it).
+pub const LEASE_TTL: Duration = Duration::from_secs(120);
+
+/// The node of the CA server's own certificate: not an etcd node.
+const SERVER_NODE: &str = "etcd-ca-server";
+
+impl Authority {
+    /// The phase, the active generation and the other non-retired one, if any.
+    pub fn rotation_phase(
+        &self,
+    ) -> Result<(Phase, GenerationRecord, Option<GenerationRecord>), AuthorityError> {
+        let generations = self.generations();
+        let active = self.active_generation()?;
+        let other = generations
+            .iter()
+            .find(|g| g.state == GenerationState::Next)
+            .cloned();
+        let phase = match &other {
+            None => Phase::Idle,
+            Some(g) if g.activated_at.is_some() => Phase::Activated,
+            Some(_) => Phase::Started,
+        };
+        Ok((phase, active, other))
+    }
+
+    /// Every node's state and what blocks the next step.
+    pub async fn rotation_status(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<RotationStatus, AuthorityError> {
+        let (phase, active, other) = self.rotation_phase()?;
+        let generations = self.generations();
+        let generation_of = |fingerprint: &String| {
+            generations
+                .iter()
+                .find(|g| &g.fingerprint == fingerprint)
+                .map(|g| g.id)
+                .unwrap_or(0)
+        };
+        let reports: BTreeMap<String, NodeReport> = self
+            .store
+            .node_reports()
+            .await?
+            .into_iter()
+            .map(|r| (r.node.clone(), r))
+            .collect();
+        let mut certificates: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+        for (node, profile, generation) in self.store.signing_generations(now).await? {
+            if node != SERVER_NODE {
+                certificates
+                    .entry(node)
+                    .or_default()
+                    .insert(profile, generation);
+            }
+        }
+        let mut nodes = Vec::new();
+        for (node, certs) in certificates {
+            let member = certs.contains_key("server") || certs.contains_key("peer");
+            let report = reports.get(&node);
+            let installed: Option<Vec<i64>> =
+                report.map(|r| r.installed_bundle.iter().map(generation_of).collect());
+            let running: Option<Vec<i64>> =
+                report.map(|r| r.running_bundle.iter().map(generation_of).collect());
+            let waiting_for = match (phase, &other) {
+                (Phase::Started, Some(new)) if member => match &running {
+                    None => {
+                        Some("an agent report: none received (is its agent running?)".to_string())
+                    }
+                    Some(r) if !r.contains(&new.id) => Some(format!(
+                        "a restart trusting generation {} (etcd runs with {:?})",
+                        new.id, r
+                    )),
+                    _ => None,
+                },
+                (Phase::Activated, Some(_)) => {
+                    let old: Vec<String> = certs
+                        .iter()
+                        .filter(|(_, g)| **g != active.id)
+                        .map(|(p, g)| format!("{p} (generation {g})"))
+                        .collect();
+                    (!old.is_empty()).then(|| {
+                        format!(
+                            "certificates re-issued by generation {}: {}",
+                            active.id,
+                            old.join(", ")
+                        )
+                    })
+                }
+                _ => None,
+            };
+            nodes.push(NodeView {
+                node,
+                member,
+                installed_bundle: installed,
+                running_bundle: running,
+                certificates: certs,
+                reported_at: report.map(|r| r.reported_at),
+                waiting_for,
+            });
+        }
+        let blocked_by = nodes
+            .iter()
+            .filter(|n| n.waiting_for.is_some())
+            .map(|n| n.node.clone())
+            .collect();
+        let restart_lease = self
+            .store
+            .restart_lease(now)
+            .await?
+            .map(|(node, until)| (node, rfc3339(until)));
+        Ok(RotationStatus {
+            phase,
+            active: (&active).into(),
+            other: other.as_ref().map(Into::into),
+            nodes,
+            next_step: match phase {
+                Phase::Idle => None,
+                Phase::Started => Some("activate"),
+                Phase::Activated => Some("finish"),
+            },
+            blocked_by,
+            restart_lease,
+        })
+    }
+
+    fn check_phase(
+        &self,
+        expected: Phase,
+        step: &'static str,
+    ) -> Result<(GenerationRecord, Option<GenerationRecord>), AuthorityError> {
+        let (phase, active, other) = self.rotation_phase()?;
+        if phase != expected {
+            return Err(AuthorityError::RotationPhase { step, phase });
+        }
+        Ok((active, other))
+    }
+
+    async fn check_converged(
+        &self,
+        step: &'static str,
+        force: bool,
+        now: OffsetDateTime,
+    ) -> Result<(), AuthorityError> {
+        if force {
+            return Ok(());
+        }
+        let status = self.rotation_status(now).await?;
+        let lagging: Vec<String> = status
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                Some(format!(
+                    "{} (waiting for {})",
+                    n.node,
+                    n.waiting_for.as_ref()?
+                ))
+            })
+            .collect();
+        if lagging.is_empty() {
+            Ok(())
+        } else {
+            Err(AuthorityError::NotConverged {
+                step,
+                nodes: lagging,
+            })
+        }
+    }
+
+    /// Starts a rotation: a new CA generation, trusted but not signing. The bundle now holds
+    /// both; agents install it and restart their members one at a time.
+    pub async fn rotate_start(
+        &self,
+        key_type: KeyType,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<GenerationRecord, AuthorityError> {
+        let (active, _) = self.check_phase(Phase::Idle, "start")?;
+        let id = self.generations().iter().map(|g| g.id).max().unwrap_or(0) + 1;
+        let validity = (active.not_after - active.not_before).max(time::Duration::days(365));
+        let common_name = match active.cert_der().and_then(|d| {
+            let cert = pki::parse_certificate(&d).ok()?;
+            let cn = cert
+                .subject()
+                .iter_common_name()
+                .next()?
+                .as_str()
+                .ok()?
+                .to_string();
+            Some(cn)
+        }) {
+            Some(cn) => match cn.rsplit_once(" generation ") {
+                Some((base, _)) => format!("{base} generation {id}"),
+                None => format!("{cn} generation {id}"),
+            },
+            None => format!("etcd-ca generation {id}"),
+        };
+        let material = ca::create(
+            &common_name,
+            key_type,
+            Duration::try_from(validity).unwrap_or(Duration::from_secs(10 * 365 * 86400)),
+            self.policy.backdate,
+            now,
+        )?;
+        let key_file = DataDir::generation_key_file(id);
+        fsutil::write_new(
+            &self.dir.resolve(&key_file),
+            material.key.serialize_pem().as_bytes(),
+            fsutil::PRIVATE,
+        )?;
+        let cert_pem = pki::certificate_pem(&material.cert_der);
+        fsutil::write_atomic(
+            &self.dir.resolve(&DataDir::generation_cert_file(id)),
+            cert_pem.as_bytes(),
+            fsutil::PUBLIC,
+        )?;
+        let record = GenerationRecord {
+            id,
+            state: GenerationState::Next,
+            key_type: key_type.to_string(),
+            cert_pem,
+            fingerprint: pki::fingerprint(&material.cert_der),
+            key_file,
+            imported: false,
+            not_before: material.not_before,
+            not_after: material.not_after,
+            activated_at: None,
+            retired_at: None,
+        };
+        let event = AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: "ca.rotate.start".into(),
+            node: None,
+            serial: None,
+            detail: format!(
+                "generation {id} ({}) trusted, not signing",
+                record.fingerprint
+            ),
+        };
+        self.store.add_generation(&record, &event).await?;
+        self.reload_generations().await?;
+        Ok(record)
+    }
+
+    /// The new generation signs; the old one stays trusted. Agents see that their certificates
+    /// come from a retiring issuer and re-issue them.
+    pub async fn rotate_activate(
+        &self,
+        force: bool,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), AuthorityError> {
+        let (old, new) = self.check_phase(Phase::Started, "activate")?;
+        let new = new.ok_or(AuthorityError::NoActiveGeneration)?;
+        self.check_converged("activate", force, now).await?;
+        let event = AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: "ca.rotate.activate".into(),
+            node: None,
+            serial: None,
+            detail: format!(
+                "generation {} signs, generation {} retiring{}",
+                new.id,
+                old.id,
+                forced(force)
+            ),
+        };
+        self.store
+            .set_generation_states(
+                &[
+                    (old.id, GenerationState::Next),
+                    (new.id, GenerationState::Active),
+                ],
+                &event,
+            )
+            .await?;
+        self.reload_generations().await?;
+        Ok(())
+    }
+
+    /// Retires the old generation: the bundle holds only the new one.
+    pub async fn rotate_finish(
+        &self,
+        force: bool,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), AuthorityError> {
+        let (_, old) = self.check_phase(Phase::Activated, "finish")?;
+        let old = old.ok_or(AuthorityError::NoActiveGeneration)?;
+        self.check_converged("finish", force, now).await?;
+        let event = AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: "ca.rotate.finish".into(),
+            node: None,
+            serial: None,
+            detail: format!("generation {} retired{}", old.id, forced(force)),
+        };
+        self.store
+            .set_generation_states(&[(old.id, GenerationState::Retired)], &event)
+            .await?;
+        self.reload_generations().await?;
+        Ok(())
+    }
+
+    /// Goes back from `start`: the new generation, which never signed, is retired.
+    pub async fn rotate_abort(
+        &self,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), AuthorityError> {
+        let (_, new) = self.check_phase(Phase::Started, "abort")?;
+        let new = new.ok_or(AuthorityError::NoActiveGeneration)?;
+        let event = AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: "ca.rotate.abort".into(),
+            node: None,
+            serial: None,
+            detail: format!("generation {} retired before it signed", new.id),
+        };
+        self.store
+            .set_generation_states(&[(new.id, GenerationState::Retired)], &event)
+            .await?;
+        self.reload_generations().await?;
+        Ok(())
+    }
+
+    /// Records what a node's agent has installed and runs with. `node` comes from the client
+    /// certificate the report was made with.
+    pub async fn record_node_report(
+        &self,
+        node: &str,
+        installed_bundle: Vec<String>,
+        running_bundle: Vec<String>,
+        certificates: BTreeMap<String, String>,
+        now: OffsetDateTime,
+    ) -> Result<(), AuthorityError> {
+        let known: BTreeSet<String> = self
+            .generations()
+            .into_iter()
+            .map(|g| g.fingerprint)
+            .collect();
+        let keep = |v: Vec<String>| {
+            v.into_iter()
+                .filter(|f| known.contains(f))
+                .collect::<Vec<_>>()
+        };
+        self.store
+            .upsert_node_report(&NodeReport {
+                node: node.to_string(),
+                installed_bundle: keep(installed_bundle),
+                running_bundle: keep(running_bundle),
+                certificates,
+                reported_at: now,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the restart lease for `node`: only one member restarts at a time.
+    pub async fn take_restart_lease(
+        &self,
+        node: &str,
+        now: OffsetDateTime,
+    ) -> Result<OffsetDateTime, AuthorityError> {
+        let until = now + time::Duration::try_from(LEASE_TTL).unwrap_or(time::Duration::minutes(2));
+        let (holder, expires_at) = self.store.take_restart_lease(node, now, until).await?;
+        if holder == node {
+            Ok(expires_at)
+        } else {
+            Err(AuthorityError::LeaseHeld {
+                holder,
+                until: expires_at,
+            })
+        }
+    }
+
+    pub async fn release_restart_lease(&self, node: &str) -> Result<(), AuthorityError> {
+        Ok(self.store.release_restart_lease(node).await?)
+    }
+}
+
+fn forced(force: bool) -> &'static str {
+    if force {
+        " (forced)"
+    } else {
+        ""
+    }
+}
