@@ -82,6 +82,9 @@ pub enum Command {
     AdminToken(AdminTokenCommand),
     /// The renewal agent: enroll this node, renew before expiry, keep bundle and CRL fresh.
     Agent(AgentCommand),
+    /// CA operations.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Issue a certificate and its key on the CA host, into a directory.
     Issue(IssueArgs),
     /// Record certificates this CA signed before etcd-ca managed it (kubeadm, cfssl), so the
@@ -262,6 +265,44 @@ impl AgentArgs {
         }
         args
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Rotate the CA with the cluster serving throughout: start, activate, finish.
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RotateStep {
+    /// Create the next CA generation: trusted, not signing. Members restart one at a time.
+    Start,
+    /// Show each node's bundle and certificates, and what blocks the next step.
+    Status,
+    /// The new generation signs; agents re-issue their certificates.
+    Activate,
+    /// Retire the old generation; the bundle holds only the new one.
+    Finish,
+    /// Go back from start: retire the new generation, which never signed.
+    Abort,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    #[arg(value_enum)]
+    pub step: RotateStep,
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Take the step although some nodes have not converged.
+    #[arg(long)]
+    pub force: bool,
+    /// Key type of the new generation (start).
+    #[arg(long, default_value = "ecdsa-p256", value_parser = parse_key_type)]
+    pub key_type: KeyType,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -592,6 +633,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Agent(AgentCommand { status: None, run }) => agent(run).await,
+        Command::Ca(CaCommand::Rotate(args)) => rotate(args, now).await,
         Command::Inspect(args) => inspect(args, now),
         Command::EtcdFlags(args) => etcd_flags(args),
         Command::Policy(PolicyCommand::Check { file }) => policy_check(&file),
@@ -672,8 +714,13 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
             )
         })
         .collect();
-    let tls = crate::api::tls::server_config(chain, key.serialize_der(), subjects)
+    let serving = crate::api::tls::ServingCertificate::new(chain, key.serialize_der())
         .map_err(|e| CliError::Usage(e.to_string()))?;
+    let tls = crate::api::tls::server_config(serving.clone(), subjects)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    // Rotation steps may run in another process (the CLI on the data dir): notice them, and
+    // present a certificate from the active generation.
+    let watcher = tokio::spawn(follow_rotation(authority.clone(), serving, sans.clone()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -708,8 +755,42 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
         shutdown_signal(),
     )
     .await;
+    watcher.abort();
     tracing::info!("etcd-ca server stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every two seconds: reload the CA generations; when they changed, re-issue the server's own
+/// certificate from the active generation.
+async fn follow_rotation(
+    authority: Arc<Authority>,
+    serving: Arc<crate::api::tls::ServingCertificate>,
+    sans: Vec<San>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        match authority.reload_generations().await {
+            Ok(false) => {}
+            Ok(true) => {
+                let fingerprint = authority.fingerprint().unwrap_or_default();
+                tracing::info!(ca_fingerprint = %fingerprint, "CA generations changed");
+                let renewed = authority
+                    .issue_server_certificate(sans.clone(), OffsetDateTime::now_utc())
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|(chain, key)| {
+                        serving
+                            .replace(chain, key.serialize_der())
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(e) = renewed {
+                    tracing::error!(error = %e, "cannot re-issue the server certificate");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot reload the CA generations"),
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -744,6 +825,142 @@ async fn agent(args: AgentArgs) -> Result<ExitCode, CliError> {
     }
     crate::agent::Agent::new(settings)?.run().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn rotate(args: RotateArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
+    use crate::authority::rotation::RotationStatus;
+    let step = match args.step {
+        RotateStep::Start => "start",
+        RotateStep::Status => "status",
+        RotateStep::Activate => "activate",
+        RotateStep::Finish => "finish",
+        RotateStep::Abort => "abort",
+    };
+    let status: serde_json::Value = match args.remote.client()? {
+        Some(client) => {
+            if step == "status" {
+                client.get_json("/v1/rotation").await?
+            } else {
+                let body =
+                    serde_json::json!({"force": args.force, "key_type": args.key_type.to_string()});
+                client
+                    .post_json(&format!("/v1/rotation/{step}"), &body)
+                    .await?
+            }
+        }
+        None => {
+            let status: RotationStatus = locally!(&args.data_dir.data_dir, a => async {
+                let actor = local_actor();
+                match args.step {
+                    RotateStep::Start => { a.rotate_start(args.key_type, &actor, now).await?; }
+                    RotateStep::Status => {}
+                    RotateStep::Activate => a.rotate_activate(args.force, &actor, now).await?,
+                    RotateStep::Finish => a.rotate_finish(args.force, &actor, now).await?,
+                    RotateStep::Abort => a.rotate_abort(&actor, now).await?,
+                }
+                Ok::<_, CliError>(a.rotation_status(now).await?)
+            });
+            serde_json::to_value(status)?
+        }
+    };
+    let mut out = stdout();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &status)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    write_rotation_status(&mut out, &status)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The rotation status as a short explanation and a table.
+fn write_rotation_status(out: &mut impl Write, s: &serde_json::Value) -> std::io::Result<()> {
+    let generation = |g: &serde_json::Value| {
+        format!(
+            "generation {} ({})",
+            g["id"],
+            g["fingerprint"].as_str().unwrap_or("")
+        )
+    };
+    match s["phase"].as_str().unwrap_or("") {
+        "started" => writeln!(
+            out,
+            "Rotation started: {} is trusted but not signing; {} signs.",
+            generation(&s["other"]),
+            generation(&s["active"])
+        )?,
+        "activated" => writeln!(
+            out,
+            "Rotation activated: {} signs; {} is still trusted while it retires.",
+            generation(&s["active"]),
+            generation(&s["other"])
+        )?,
+        _ => writeln!(
+            out,
+            "No rotation in progress: {} signs.",
+            generation(&s["active"])
+        )?,
+    }
+    if let Some(step) = s["next_step"].as_str() {
+        let blocked: Vec<&str> = s["blocked_by"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        if blocked.is_empty() {
+            writeln!(
+                out,
+                "Next step: etcd-ca ca rotate {step} (every node has converged)"
+            )?;
+        } else {
+            writeln!(
+                out,
+                "Next step: etcd-ca ca rotate {step}, waiting for: {}",
+                blocked.join(", ")
+            )?;
+        }
+    }
+    if let Some(lease) = s["restart_lease"].as_array() {
+        writeln!(
+            out,
+            "Restart lease: {} until {}",
+            lease[0].as_str().unwrap_or(""),
+            lease[1].as_str().unwrap_or("")
+        )?;
+    }
+    let list = |v: &serde_json::Value| match v.as_array() {
+        Some(a) => a
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        None => "-".into(),
+    };
+    writeln!(
+        out,
+        "{:<14} {:<6} {:<9} {:<9} {:<28} WAITING FOR",
+        "NODE", "MEMBER", "INSTALLED", "RUNNING", "CERTIFICATES (generation)"
+    )?;
+    for n in s["nodes"].as_array().into_iter().flatten() {
+        let certs: Vec<String> = n["certificates"]
+            .as_object()
+            .map(|m| m.iter().map(|(p, g)| format!("{p}:{g}")).collect())
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{:<14} {:<6} {:<9} {:<9} {:<28} {}",
+            n["node"].as_str().unwrap_or(""),
+            if n["member"].as_bool().unwrap_or(false) {
+                "yes"
+            } else {
+                "no"
+            },
+            list(&n["installed_bundle"]),
+            list(&n["running_bundle"]),
+            certs.join(" "),
+            n["waiting_for"].as_str().unwrap_or("-")
+        )?;
+    }
+    Ok(())
 }
 
 async fn token_create(args: TokenCreateArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {

@@ -471,18 +471,18 @@ impl Store {
             .collect()
     }
 
-    /// For each node and profile, the generation that signed its newest valid certificate.
+    /// For each node and profile, the generation that signed its newest valid certificate
+    /// (newest by insertion order: several may be issued within one second).
     pub async fn signing_generations(
         &self,
         now: OffsetDateTime,
     ) -> Result<Vec<(String, String, i64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT c.node, c.profile, c.ca_generation FROM certificates c
-             WHERE c.status = 'valid' AND c.not_after > ?1
-               AND c.issued_at = (SELECT MAX(issued_at) FROM certificates d
-                                  WHERE d.node = c.node AND d.profile = c.profile
-                                    AND d.status = 'valid' AND d.not_after > ?1)
-             GROUP BY c.node, c.profile ORDER BY c.node, c.profile",
+             WHERE c.rowid = (SELECT MAX(d.rowid) FROM certificates d
+                              WHERE d.node = c.node AND d.profile = c.profile
+                                AND d.status = 'valid' AND d.not_after > ?1)
+             ORDER BY c.node, c.profile",
         )
         .bind(ts(now))
         .fetch_all(&self.pool)

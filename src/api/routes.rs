@@ -424,3 +424,125 @@ pub async fn audit(
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     Ok(Json(state.authority.audit_events(limit).await?))
 }
+
+// ---- rotation ----
+
+/// The node behind the client certificate of this connection.
+async fn node_of(
+    state: &AppState,
+    presented: Option<std::sync::Arc<Vec<u8>>>,
+    action: &str,
+) -> Result<String, ApiError> {
+    let Some(der) = presented else {
+        return Err(refused(
+            state,
+            action,
+            "anonymous",
+            AuthorityError::ClientCertificateRequired,
+        )
+        .await);
+    };
+    match state.authority.verify_client_certificate(&der, now()).await {
+        Ok(record) => Ok(record.node),
+        Err(e) => Err(refused(state, action, "client-certificate", e).await),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBody {
+    installed_bundle: Vec<String>,
+    running_bundle: Vec<String>,
+    #[serde(default)]
+    certificates: BTreeMap<String, String>,
+}
+
+/// An agent reports what it installed and what etcd runs with (mTLS).
+pub async fn agent_report(
+    State(state): State<AppState>,
+    ClientCertificate(presented): ClientCertificate,
+    ApiJson(body): ApiJson<ReportBody>,
+) -> Result<StatusCode, ApiError> {
+    let node = node_of(&state, presented, "report").await?;
+    state
+        .authority
+        .record_node_report(
+            &node,
+            body.installed_bundle,
+            body.running_bundle,
+            body.certificates,
+            now(),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+pub struct Lease {
+    node: String,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+/// Takes the restart lease (mTLS): one member restarts at a time.
+pub async fn take_lease(
+    State(state): State<AppState>,
+    ClientCertificate(presented): ClientCertificate,
+) -> Result<Json<Lease>, ApiError> {
+    let node = node_of(&state, presented, "lease").await?;
+    let expires_at = state.authority.take_restart_lease(&node, now()).await?;
+    Ok(Json(Lease { node, expires_at }))
+}
+
+pub async fn release_lease(
+    State(state): State<AppState>,
+    ClientCertificate(presented): ClientCertificate,
+) -> Result<StatusCode, ApiError> {
+    let node = node_of(&state, presented, "lease").await?;
+    state.authority.release_restart_lease(&node).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn rotation_status(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+) -> Result<Json<crate::authority::rotation::RotationStatus>, ApiError> {
+    Ok(Json(state.authority.rotation_status(now()).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    #[serde(default)]
+    force: bool,
+    key_type: Option<String>,
+}
+
+/// `POST /v1/rotation/{step}`: start, activate, finish or abort.
+pub async fn rotate(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(step): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<crate::authority::rotation::RotationStatus>, ApiError> {
+    let body: RotateBody = optional_json(&headers, &body)?.unwrap_or_default();
+    let authority = &state.authority;
+    let now = now();
+    match step.as_str() {
+        "start" => {
+            let key_type = match body.key_type.as_deref() {
+                Some(k) => k
+                    .parse::<KeyType>()
+                    .map_err(|e| ApiError::bad_request("body_invalid", e))?,
+                None => KeyType::EcdsaP256,
+            };
+            authority.rotate_start(key_type, &admin.0, now).await?;
+        }
+        "activate" => authority.rotate_activate(body.force, &admin.0, now).await?,
+        "finish" => authority.rotate_finish(body.force, &admin.0, now).await?,
+        "abort" => authority.rotate_abort(&admin.0, now).await?,
+        _ => return Err(ApiError::NotFound),
+    }
+    Ok(Json(authority.rotation_status(now).await?))
+}

@@ -12,6 +12,8 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 
 /// Errors building the TLS configuration.
@@ -76,11 +78,53 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Server config: `chain` is the server certificate then the CA, `key` its PKCS#8 key;
-/// `trusted_ca_subjects` are the raw subjects hinted to clients choosing a certificate.
+/// The server's own certificate, replaceable while serving (after a CA rotation step the server
+/// presents a certificate from the new active generation without a restart).
+#[derive(Debug)]
+pub struct ServingCertificate {
+    current: std::sync::RwLock<Arc<CertifiedKey>>,
+}
+
+fn certified_key(chain: Vec<Vec<u8>>, key_pkcs8: Vec<u8>) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = chain.into_iter().map(CertificateDer::from).collect();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8));
+    CertifiedKey::from_der(chain, key, &provider())
+        .map(Arc::new)
+        .map_err(|e| TlsError(e.to_string()))
+}
+
+impl ServingCertificate {
+    /// `chain` is the server certificate then the CA, `key` its PKCS#8 key.
+    pub fn new(chain: Vec<Vec<u8>>, key_pkcs8: Vec<u8>) -> Result<Arc<Self>, TlsError> {
+        Ok(Arc::new(Self {
+            current: std::sync::RwLock::new(certified_key(chain, key_pkcs8)?),
+        }))
+    }
+
+    /// Presents this chain from the next handshake on.
+    pub fn replace(&self, chain: Vec<Vec<u8>>, key_pkcs8: Vec<u8>) -> Result<(), TlsError> {
+        let fresh = certified_key(chain, key_pkcs8)?;
+        // A poisoned lock only means a panic while swapping an Arc; the Arc is whole.
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ServingCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// Server config presenting `serving`; `trusted_ca_subjects` are the raw subjects hinted to
+/// clients choosing a certificate.
 pub fn server_config(
-    chain: Vec<Vec<u8>>,
-    key_pkcs8: Vec<u8>,
+    serving: Arc<ServingCertificate>,
     trusted_ca_subjects: Vec<Vec<u8>>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
@@ -91,14 +135,11 @@ pub fn server_config(
             .collect(),
         algorithms: provider.signature_verification_algorithms,
     });
-    let chain = chain.into_iter().map(CertificateDer::from).collect();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8));
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| TlsError(e.to_string()))?;
+        .with_cert_resolver(serving);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -101,7 +101,7 @@ pub enum AuthorityError {
     ClientCertificateUnknown { serial: String },
     #[error("admin access needs an admin token or a client certificate of the admin profile")]
     AdminRequired,
-    #[error("cannot {step} now: the rotation is {phase:?} (see `etcd-ca ca rotate status`)")]
+    #[error("cannot {step} now: the rotation is {phase} (see `etcd-ca ca rotate status`)")]
     RotationPhase {
         step: &'static str,
         phase: rotation::Phase,

@@ -31,6 +31,16 @@ pub enum Phase {
     Activated,
 }
 
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Idle => "idle",
+            Phase::Started => "started",
+            Phase::Activated => "activated",
+        })
+    }
+}
+
 /// A generation as rotation status shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct GenerationView {
