@@ -176,8 +176,13 @@ pub struct AgentArgs {
     #[arg(long)]
     pub on_renew: Option<String>,
     /// Command run after the trust bundle changes (etcd reads it only at start: restart it).
+    /// Runs while holding the cluster-wide restart lease: one member at a time.
     #[arg(long)]
     pub on_trust_change: Option<String>,
+    /// The local member's client URL (https://IP:2379): after a restart, wait until it is
+    /// healthy with the new bundle before the next member may restart.
+    #[arg(long)]
+    pub etcd_endpoint: Option<String>,
     /// Enroll or renew what is needed, refresh bundle and CRL, then exit.
     #[arg(long)]
     pub once: bool,
@@ -227,6 +232,7 @@ impl AgentArgs {
             profiles: self.profiles.clone(),
             on_renew: self.on_renew.clone(),
             on_trust_change: self.on_trust_change.clone(),
+            etcd_endpoint: self.etcd_endpoint.clone(),
             once: self.once,
             renew_now: self.renew_now,
             refresh_interval: self.refresh_interval.as_std(),

@@ -53,6 +53,9 @@ pub struct AgentSettings {
     pub profiles: Vec<String>,
     pub on_renew: Option<String>,
     pub on_trust_change: Option<String>,
+    /// The local member's client URL: after a trust change restart the agent waits until it
+    /// answers /health over TLS with the new bundle before letting the next member restart.
+    pub etcd_endpoint: Option<String>,
     pub once: bool,
     /// Renew every certificate at the first pass even if it is not due (like SIGHUP).
     pub renew_now: bool,
@@ -97,6 +100,9 @@ pub struct AgentState {
     pub last_success: Option<String>,
     pub last_error: Option<String>,
     pub renewals: u64,
+    /// Fingerprints of the bundle etcd was last (re)started with.
+    #[serde(default)]
+    pub running_bundle: Vec<String>,
 }
 
 /// What `POST /v1/enroll` answers.
@@ -171,6 +177,8 @@ pub struct Agent {
     settings: AgentSettings,
     state: AgentState,
     next_refresh: OffsetDateTime,
+    /// The fingerprint of the CA that signs now, as the server last said.
+    active_ca: Option<String>,
 }
 
 impl Agent {
@@ -178,14 +186,20 @@ impl Agent {
         if !settings.dir.exists() {
             fsutil::create_private_dir(&settings.dir)?;
         }
-        let state = std::fs::read(settings.dir.join(STATE_FILE))
+        let mut state: AgentState = std::fs::read(settings.dir.join(STATE_FILE))
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
+        if state.running_bundle.is_empty() {
+            // Certificates that were in place before this agent (adopted, or an old state file):
+            // etcd was started with the bundle on disk.
+            state.running_bundle = bundle_fingerprints(&settings.dir);
+        }
         Ok(Self {
             settings,
             state,
             next_refresh: OffsetDateTime::UNIX_EPOCH,
+            active_ca: None,
         })
     }
 
@@ -313,6 +327,10 @@ impl Agent {
     /// long to sleep before the next pass.
     async fn step(&mut self, renew_now: bool) -> Result<Duration, AgentError> {
         self.enroll_missing().await?;
+        if now() >= self.next_refresh || !self.path(files::CRL).exists() {
+            self.refresh_trust().await?;
+            self.next_refresh = now() + self.settings.refresh_interval;
+        }
         let mut next = now() + time::Duration::hours(1);
         for profile in self.settings.profiles.clone() {
             let installed = load_installed(&self.settings.dir, &profile).ok_or_else(|| {
@@ -322,17 +340,17 @@ impl Agent {
                 }
             })?;
             let due = renewal_due_at(installed.validity, &installed.serial);
-            let due = if renew_now || now() >= due {
+            let retiring = self.issued_by_retiring_ca(&installed.der);
+            if retiring {
+                tracing::info!(profile = %profile, serial = %installed.serial, "certificate comes from a retiring CA: re-issuing it now");
+            }
+            let due = if renew_now || retiring || now() >= due {
                 let renewed = self.renew(&profile, installed).await?;
                 renewal_due_at(renewed.validity, &renewed.serial)
             } else {
                 due
             };
             next = next.min(due);
-        }
-        if now() >= self.next_refresh || !self.path(files::CRL).exists() {
-            self.refresh_trust().await?;
-            self.next_refresh = now() + self.settings.refresh_interval;
         }
         next = next.min(self.next_refresh);
         Ok(to_std(next - now()).max(Duration::from_millis(200)))
@@ -590,15 +608,182 @@ impl Agent {
             "installed trust bundle"
         );
         changed.push(path.clone());
-        if current.is_some() {
-            self.run_hook(
-                self.settings.on_trust_change.clone(),
-                "trust-change",
-                &[path],
-            )
-            .await;
+        if current.is_none() {
+            // First enrollment: etcd starts with this bundle.
+            self.state.running_bundle = bundle_fingerprints(&self.settings.dir);
         }
         Ok(())
+    }
+
+    /// True when the server says another CA signs now and that CA is in our bundle: the
+    /// certificate comes from a retiring issuer and is re-issued at once.
+    fn issued_by_retiring_ca(&self, der: &[u8]) -> bool {
+        let Some(active) = &self.active_ca else {
+            return false;
+        };
+        let Ok(bundle) = read_bundle(&self.settings.dir) else {
+            return false;
+        };
+        let Some(active_der) = bundle.iter().find(|c| &pki::fingerprint(c) == active) else {
+            return false;
+        };
+        pki::parse_certificate(der).is_ok_and(|cert| !pki::is_issued_by(&cert, active_der))
+    }
+
+    /// A client presenting this node's certificate (mTLS), trusting the installed bundle.
+    fn node_client(&self) -> Result<ApiClient, AgentError> {
+        let installed = self
+            .settings
+            .profiles
+            .iter()
+            .find_map(|p| load_installed(&self.settings.dir, p))
+            .ok_or_else(|| AgentError::NeedToken {
+                profiles: self.settings.profiles.clone(),
+                reason: "no certificate to authenticate with".into(),
+            })?;
+        Ok(ApiClient::new(
+            &self.settings.server,
+            Trust::Bundle(read_bundle(&self.settings.dir)?),
+            Some(Identity {
+                chain: vec![installed.der],
+                key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(installed.key.serialize_der())),
+            }),
+        )?)
+    }
+
+    /// Tells the CA what this node has installed and runs with, so rotation status is truthful.
+    async fn report(&self) -> Result<(), AgentError> {
+        let certificates: BTreeMap<String, String> = self
+            .settings
+            .profiles
+            .iter()
+            .filter_map(|p| Some((p.clone(), load_installed(&self.settings.dir, p)?.serial)))
+            .collect();
+        let body = serde_json::json!({
+            "installed_bundle": bundle_fingerprints(&self.settings.dir),
+            "running_bundle": self.state.running_bundle,
+            "certificates": certificates,
+        });
+        let bytes = serde_json::to_vec(&body).map_err(|e| AgentError::BadAnswer {
+            what: "report",
+            reason: e.to_string(),
+        })?;
+        ApiClient::check(
+            self.node_client()?
+                .send(
+                    hyper::Method::POST,
+                    "/v1/agent/report",
+                    Some(("application/json", bytes)),
+                    &[],
+                )
+                .await?,
+        )?;
+        Ok(())
+    }
+
+    /// A changed trust bundle. etcd reads it only at start, so with an --on-trust-change hook
+    /// this is one step of a rolling restart: take the cluster-wide restart lease, install the
+    /// bundle, run the hook, wait until the local member is healthy with the new bundle, report,
+    /// give the lease back. Returns false when another member holds the lease (try later).
+    async fn change_trust(&mut self, pem_text: &str) -> Result<bool, AgentError> {
+        let path = self.path(files::CA_BUNDLE);
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(pem_text) {
+            return Ok(true);
+        }
+        let Some(hook) = self.settings.on_trust_change.clone() else {
+            // Nothing restarts etcd: install it; etcd keeps running with what it started with.
+            let mut changed = Vec::new();
+            self.install_bundle(pem_text, &mut changed).await?;
+            return Ok(true);
+        };
+        let client = self.node_client()?;
+        let lease = ApiClient::check(
+            client
+                .send(hyper::Method::POST, "/v1/rotation/lease", None, &[])
+                .await?,
+        );
+        match lease {
+            Ok(_) => {}
+            Err(ClientError::Api { code, message, .. }) if code == "lease_held" => {
+                tracing::info!(reason = %message, "trust bundle changed; waiting for the restart lease");
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let restarted = async {
+            let mut changed = Vec::new();
+            self.install_bundle(pem_text, &mut changed).await?;
+            self.run_hook(Some(hook), "trust-change", &[path.clone()]).await;
+            self.wait_member_healthy().await?;
+            self.state.running_bundle = bundle_fingerprints(&self.settings.dir);
+            tracing::info!(action = "trust-change", running_bundle = ?self.state.running_bundle, "member restarted with the new trust bundle");
+            self.report().await
+        }
+        .await;
+        let released = client
+            .send(hyper::Method::POST, "/v1/rotation/lease/release", None, &[])
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "cannot return the restart lease; it expires on its own");
+        }
+        restarted.map(|()| true)
+    }
+
+    /// Waits until the local member answers /health over TLS trusting the installed bundle.
+    async fn wait_member_healthy(&self) -> Result<(), AgentError> {
+        let Some(endpoint) = &self.settings.etcd_endpoint else {
+            return Ok(());
+        };
+        let deadline = now() + time::Duration::minutes(2);
+        loop {
+            let answer = match self.member_client(endpoint) {
+                Ok(c) => c
+                    .send(hyper::Method::GET, "/health", None, &[])
+                    .await
+                    .map_err(AgentError::from),
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(r)
+                    if r.status.is_success()
+                        && String::from_utf8_lossy(&r.body).contains("true") =>
+                {
+                    return Ok(())
+                }
+                other => {
+                    if now() > deadline {
+                        return Err(AgentError::BadAnswer {
+                            what: "member health",
+                            reason: format!(
+                                "{endpoint} is not healthy after the restart: {other:?}"
+                            ),
+                        });
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn member_client(&self, endpoint: &str) -> Result<ApiClient, AgentError> {
+        let installed = self
+            .settings
+            .profiles
+            .iter()
+            .find_map(|p| load_installed(&self.settings.dir, p))
+            .ok_or_else(|| AgentError::BadAnswer {
+                what: "member health",
+                reason: "no certificate to authenticate with".into(),
+            })?;
+        Ok(ApiClient::new(
+            endpoint,
+            Trust::Bundle(read_bundle(&self.settings.dir)?),
+            Some(Identity {
+                chain: vec![installed.der],
+                key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(installed.key.serialize_der())),
+            }),
+        )?
+        .with_timeout(Duration::from_secs(3)))
     }
 
     /// Fetches the trust bundle and the CRL if they changed (conditional requests).
@@ -623,10 +808,22 @@ impl Agent {
                 what: "trust bundle",
                 reason: e.to_string(),
             })?;
-            let mut changed = Vec::new();
-            self.install_bundle(&text, &mut changed).await?;
+            if !self.change_trust(&text).await? {
+                // Not installed yet: ask again next time (the ETag must not say we have it).
+                self.state.bundle_etag = None;
+            }
         }
-        self.refresh_crl(false).await
+        self.refresh_crl(false).await?;
+        #[derive(Deserialize)]
+        struct Health {
+            ca_fingerprint: String,
+        }
+        let health: Health = client.get_json("/v1/health").await?;
+        self.active_ca = Some(health.ca_fingerprint);
+        if let Err(e) = self.report().await {
+            tracing::warn!(error = %e, "cannot report to the CA");
+        }
+        Ok(())
     }
 
     async fn refresh_crl(&mut self, force: bool) -> Result<(), AgentError> {
@@ -679,6 +876,13 @@ impl Agent {
             Err(_) => tracing::warn!(event, "hook did not finish within 5 minutes"),
         }
     }
+}
+
+/// Fingerprints of the CA certificates in the installed bundle.
+fn bundle_fingerprints(dir: &Path) -> Vec<String> {
+    read_bundle(dir)
+        .map(|b| b.iter().map(|c| pki::fingerprint(c)).collect())
+        .unwrap_or_default()
 }
 
 fn pending_key(profile: &str) -> String {

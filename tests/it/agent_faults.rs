@@ -208,7 +208,20 @@ async fn faulty_answers_are_never_installed() {
         ),
     ];
     for (name, answer, expected) in renewals {
-        let url = impostor(&server.ca.dir, Arc::new(move |_path: &str| answer.clone())).await;
+        // Faulty renewals; everything else answers as the real CA would.
+        let health = serde_json::json!({"status": "ok", "ca_fingerprint": server.fingerprint})
+            .to_string()
+            .into_bytes();
+        let url = impostor(
+            &server.ca.dir,
+            Arc::new(move |path: &str| match path {
+                "/v1/renew" => answer.clone(),
+                "/v1/health" => (200, "application/json", health.clone()),
+                "/v1/ca" | "/v1/crl" => (304, "text/plain", Vec::new()),
+                _ => (204, "text/plain", Vec::new()),
+            }),
+        )
+        .await;
         let (code, err) = agent_once(&url, &server.fingerprint, &dir, &["--renew-now"]).await;
         assert_ne!(code, Some(0), "{name}: the agent must report the failure");
         assert!(
