@@ -713,7 +713,8 @@ impl Agent {
         let restarted = async {
             let mut changed = Vec::new();
             self.install_bundle(pem_text, &mut changed).await?;
-            self.run_hook(Some(hook), "trust-change", &[path.clone()]).await;
+            self.run_hook(Some(hook), "trust-change", std::slice::from_ref(&path))
+                .await;
             self.wait_member_healthy().await?;
             self.state.running_bundle = bundle_fingerprints(&self.settings.dir);
             tracing::info!(action = "trust-change", running_bundle = ?self.state.running_bundle, "member restarted with the new trust bundle");
