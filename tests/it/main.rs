@@ -8,6 +8,7 @@
 //! | foundation_cluster  | 22379       | 22380     |
 //! | api_cluster         | 22479       | 22480     |
 //! | agent_cluster       | 22579       | 22580     | (CA server on 22581)
+//! | rotation            | 22679       | 22680     | (CA server on 22681)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,3 +27,4 @@ mod curl_walkthrough;
 mod foundation_cluster;
 mod helpers;
 mod import;
+mod rotation;
