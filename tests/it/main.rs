@@ -28,3 +28,4 @@ mod foundation_cluster;
 mod helpers;
 mod import;
 mod rotation;
+mod rotation_steps;
