@@ -12,8 +12,10 @@ use time::OffsetDateTime;
 
 use std::sync::Arc;
 
+use crate::authority::keyfile::Passphrase;
 use crate::authority::{
-    Authority, AuthorityError, DataDir, InitOptions, IssueRequest, RevocationReason, TokenRequest,
+    Authority, AuthorityError, DataDir, InitOptions, IssueRequest, KeyProtection, RevocationReason,
+    TokenRequest,
 };
 use crate::duration::{rfc3339, HumanDuration};
 use crate::etcd_flags::{self, FlagFormat};
@@ -66,6 +68,59 @@ pub struct DataDirArg {
     /// The CA's data dir (database, CA keys, policy).
     #[arg(long, env = "ETCD_CA_DATA_DIR", default_value = "/var/lib/etcd-ca")]
     pub data_dir: PathBuf,
+    /// File holding the passphrase of the CA keys (or set ETCD_CA_PASSPHRASE).
+    #[arg(long, env = "ETCD_CA_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    /// The passphrase, from --passphrase-file or ETCD_CA_PASSPHRASE, if one was given.
+    fn passphrase(&self) -> Result<Option<Passphrase>, CliError> {
+        if let Some(file) = &self.passphrase_file {
+            let text = zeroize::Zeroizing::new(read_text(file)?);
+            return Ok(Some(Passphrase::new(&text)?));
+        }
+        match std::env::var("ETCD_CA_PASSPHRASE") {
+            Ok(text) => Ok(Some(Passphrase::new(&zeroize::Zeroizing::new(text))?)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Opens the data dir with its passphrase.
+    async fn open(&self) -> Result<Authority, CliError> {
+        let passphrase = self.passphrase()?;
+        Ok(Authority::open(&self.data_dir)
+            .await?
+            .with_passphrase(passphrase))
+    }
+
+    /// How `init` (or a first `serve`) keeps the new CA key.
+    fn key_protection(
+        &self,
+        unencrypted: bool,
+        iterations: u32,
+    ) -> Result<KeyProtection, CliError> {
+        match (self.passphrase()?, unencrypted) {
+            (Some(p), _) => Ok(KeyProtection::Passphrase(p, iterations)),
+            (None, true) => Ok(KeyProtection::Unencrypted),
+            (None, false) => Err(CliError::Usage(
+                "the CA key is encrypted with a passphrase: give one with --passphrase-file FILE or ETCD_CA_PASSPHRASE \
+                 (or pass --insecure-unencrypted-key to store it in the clear)"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// How a new CA key is protected.
+#[derive(Debug, Args)]
+pub struct KeyProtectionArgs {
+    /// Store the CA key unencrypted (anyone who can read the file can sign as this CA).
+    #[arg(long)]
+    pub insecure_unencrypted_key: bool,
+    /// PBKDF2 iterations when sealing the CA key.
+    #[arg(long, default_value_t = crate::authority::keyfile::DEFAULT_ITERATIONS, hide = true)]
+    pub kdf_iterations: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,6 +183,8 @@ pub struct ServeArgs {
     /// Connections served at once; more wait in the kernel's accept queue.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    #[command(flatten)]
+    pub protection: KeyProtectionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -417,6 +474,8 @@ pub struct InitArgs {
     /// The adopted CA's private key (PKCS#8, SEC1 or PKCS#1 PEM).
     #[arg(long, requires = "import_cert")]
     pub import_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub protection: KeyProtectionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -603,8 +662,8 @@ fn local_actor() -> String {
 /// Opens the data dir, awaits `$body` with the authority bound to `$authority`, closes the
 /// database whatever happened, and returns the body's result (`?` applied).
 macro_rules! locally {
-    ($dir:expr, $authority:ident => $body:expr) => {{
-        let $authority = Authority::open($dir).await?;
+    ($data_dir:expr, $authority:ident => $body:expr) => {{
+        let $authority = $data_dir.open().await?;
         let result = $body.await;
         $authority.close().await;
         result?
@@ -622,7 +681,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Init(args) => init(args, now).await,
         Command::Token(TokenCommand::Create(args)) => token_create(args, now).await,
         Command::AdminToken(AdminTokenCommand::Create { data_dir }) => {
-            admin_token_create(&data_dir.data_dir, now).await
+            admin_token_create(&data_dir, now).await
         }
         Command::Issue(args) => issue(args, now).await,
         Command::Adopt(args) => adopt(args, now).await,
@@ -662,6 +721,19 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let dir = &args.data_dir.data_dir;
     let now = OffsetDateTime::now_utc();
     if DataDir::new(dir).existing_ca_marker().is_none() {
+        // A first start with --passphrase-file naming a file that does not exist yet: make a
+        // strong passphrase there (only its owner can read it), so one command starts a CA.
+        if let Some(file) = &args.data_dir.passphrase_file {
+            if !file.exists() && !args.protection.insecure_unencrypted_key {
+                let (_, text) = Passphrase::generate()?;
+                fsutil::write_new(
+                    file,
+                    format!("{}\n", text.as_str()).as_bytes(),
+                    fsutil::PRIVATE,
+                )?;
+                tracing::info!(file = %file.display(), "generated the CA key passphrase; keep a copy somewhere safe");
+            }
+        }
         let report = Authority::init(
             dir,
             InitOptions {
@@ -670,6 +742,10 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
                 common_name: "etcd-ca".into(),
                 policy: None,
                 import: None,
+                key_protection: args.data_dir.key_protection(
+                    args.protection.insecure_unencrypted_key,
+                    args.protection.kdf_iterations,
+                )?,
             },
             "etcd-ca serve",
             now,
@@ -677,7 +753,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         .await?;
         tracing::info!(data_dir = %dir.display(), ca_fingerprint = %report.fingerprint, "created a new CA");
     }
-    let authority = Arc::new(Authority::open(dir).await?);
+    let authority = Arc::new(args.data_dir.open().await?);
     let result = run_server(&authority, &args).await;
     authority.close().await;
     result
@@ -855,7 +931,7 @@ async fn rotate(args: RotateArgs, now: OffsetDateTime) -> Result<ExitCode, CliEr
             }
         }
         None => {
-            let status: RotationStatus = locally!(&args.data_dir.data_dir, a => async {
+            let status: RotationStatus = locally!(args.data_dir, a => async {
                 let actor = local_actor();
                 match args.step {
                     RotateStep::Start => { a.rotate_start(args.key_type, &actor, now).await?; }
@@ -986,7 +1062,7 @@ async fn token_create(args: TokenCreateArgs, now: OffsetDateTime) -> Result<Exit
             (answer.token, answer.ca_fingerprint)
         }
         None => {
-            let authority = Authority::open(&args.data_dir.data_dir).await?;
+            let authority = args.data_dir.open().await?;
             let request = TokenRequest {
                 node: args.node.clone(),
                 ips: args.names.ips.clone(),
@@ -1052,8 +1128,11 @@ struct RemoteToken {
     ca_fingerprint: String,
 }
 
-async fn admin_token_create(dir: &Path, now: OffsetDateTime) -> Result<ExitCode, CliError> {
-    let authority = Authority::open(dir).await?;
+async fn admin_token_create(
+    data_dir: &DataDirArg,
+    now: OffsetDateTime,
+) -> Result<ExitCode, CliError> {
+    let authority = data_dir.open().await?;
     let created = authority.create_admin_token(&local_actor(), now).await;
     authority.close().await;
     let created = created?;
@@ -1112,6 +1191,10 @@ async fn init(args: InitArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
             common_name: args.common_name,
             policy,
             import,
+            key_protection: args.data_dir.key_protection(
+                args.protection.insecure_unencrypted_key,
+                args.protection.kdf_iterations,
+            )?,
         },
         &local_actor(),
         now,
@@ -1167,7 +1250,7 @@ async fn issue(args: IssueArgs, now: OffsetDateTime) -> Result<ExitCode, CliErro
                 key_type: args.key_type,
                 allow_privileged_common_name: args.allow_root,
             };
-            locally!(&args.data_dir.data_dir, a => async {
+            locally!(args.data_dir, a => async {
                 let issued = a.issue_with_new_key(&request, &local_actor(), now).await?;
                 Ok::<_, CliError>((issued.certificate, issued.key_pem, a.trust_bundle_pem()))
             })
@@ -1242,7 +1325,7 @@ async fn adopt(args: AdoptArgs, now: OffsetDateTime) -> Result<ExitCode, CliErro
         })?;
         certificates.push((file.clone(), ders.into_iter().next().unwrap_or_default()));
     }
-    let adopted = locally!(&args.data_dir.data_dir, a => async {
+    let adopted = locally!(args.data_dir, a => async {
         let mut adopted = Vec::new();
         for (file, der) in &certificates {
             let c = a.adopt(der, &args.profile, &args.node, &local_actor(), now).await?;
@@ -1293,7 +1376,7 @@ async fn list(args: ListArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
                 status: args.status,
                 expiring_before: args.expiring_within.map(|d| now + d.as_time()),
             };
-            locally!(&args.data_dir.data_dir, a => a.certificates(&filter, now))
+            locally!(args.data_dir, a => a.certificates(&filter, now))
         }
     };
     let mut out = stdout();
@@ -1369,7 +1452,7 @@ async fn show(args: ShowArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
             let serial = crate::authority::normalize_serial(&args.serial)?;
             client.get_json(&format!("/v1/certs/{serial}")).await?
         }
-        None => locally!(&args.data_dir.data_dir, a => a.certificate(&args.serial, now)),
+        None => locally!(args.data_dir, a => a.certificate(&args.serial, now)),
     };
     let mut out = stdout();
     if args.json {
@@ -1416,7 +1499,7 @@ async fn revoke(args: RevokeArgs, now: OffsetDateTime) -> Result<ExitCode, CliEr
                 .await?
         }
         None => {
-            locally!(&args.data_dir.data_dir, a => a.revoke(&args.serial, reason, &local_actor(), now))
+            locally!(args.data_dir, a => a.revoke(&args.serial, reason, &local_actor(), now))
         }
     };
     writeln!(
@@ -1434,7 +1517,7 @@ async fn revoke(args: RevokeArgs, now: OffsetDateTime) -> Result<ExitCode, CliEr
 async fn crl(args: CrlArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
     let der: Vec<u8> = match args.remote.client()? {
         Some(client) => client.get("/v1/crl").await?.body.to_vec(),
-        None => locally!(&args.data_dir.data_dir, a => a.crl_der(now)),
+        None => locally!(args.data_dir, a => a.crl_der(now)),
     };
     // Never install something etcd cannot parse: a broken CRL makes it refuse every client.
     crate::pki::check_crl_der(&der).map_err(|e| {
@@ -1454,7 +1537,7 @@ async fn audit(args: AuditArgs) -> Result<ExitCode, CliError> {
                 .get_json(&format!("/v1/audit?limit={}", args.limit))
                 .await?
         }
-        None => locally!(&args.data_dir.data_dir, a => a.audit_events(args.limit)),
+        None => locally!(args.data_dir, a => a.audit_events(args.limit)),
     };
     let mut out = stdout();
     if args.json {

@@ -99,6 +99,7 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, &'static str) {
         | E::NoActiveGeneration
         | E::Sign(_)
         | E::Random
+        | E::Passphrase(_)
         | E::Store(_)
         | E::Fs(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }

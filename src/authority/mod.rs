@@ -6,6 +6,7 @@
 
 mod ca;
 mod datadir;
+pub mod keyfile;
 pub mod rotation;
 mod tokens;
 
@@ -120,6 +121,8 @@ pub enum AuthorityError {
     Sign(String),
     #[error("the system random number generator failed")]
     Random,
+    #[error("CA key: {0}")]
+    Passphrase(String),
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error(transparent)]
@@ -206,6 +209,29 @@ pub struct InitOptions {
     pub policy: Option<(PathBuf, String)>,
     /// An existing CA to adopt: certificate PEM and key PEM.
     pub import: Option<(String, String)>,
+    /// How the CA key is kept on disk.
+    pub key_protection: KeyProtection,
+}
+
+/// How CA keys are kept on disk.
+#[derive(Clone, Debug)]
+pub enum KeyProtection {
+    /// Sealed with a passphrase (PBKDF2 with this many iterations, then AES-256-GCM).
+    Passphrase(keyfile::Passphrase, u32),
+    /// Plain PKCS#8, readable by whoever can read the file: only on explicit request.
+    Unencrypted,
+}
+
+impl KeyProtection {
+    /// The key file's text for a key.
+    fn key_file_text(&self, key: &KeyPair) -> Result<zeroize::Zeroizing<String>, AuthorityError> {
+        match self {
+            KeyProtection::Passphrase(passphrase, iterations) => Ok(zeroize::Zeroizing::new(
+                keyfile::seal(key.serialized_der(), passphrase, *iterations)?,
+            )),
+            KeyProtection::Unencrypted => Ok(zeroize::Zeroizing::new(key.serialize_pem())),
+        }
+    }
 }
 
 /// What `init` created.
@@ -349,6 +375,8 @@ pub struct Authority {
     policy: Policy,
     /// Replaced as a whole when a rotation step (possibly by another process) changes them.
     generations: std::sync::RwLock<Arc<Generations>>,
+    /// Opens sealed CA keys (and seals new ones).
+    passphrase: Option<keyfile::Passphrase>,
     crl_cache: tokio::sync::Mutex<Option<CachedCrl>>,
 }
 
@@ -436,9 +464,11 @@ impl Authority {
             hex::encode(&ca::random_serial()?[..6])
         );
         let staging = parent.join(staging_name);
+        let key_text = options.key_protection.key_file_text(&material.key)?;
         let result = Self::populate(
             &DataDir::new(&staging),
             &material,
+            &key_text,
             imported,
             &policy_text,
             actor,
@@ -469,9 +499,11 @@ impl Authority {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn populate(
         layout: &DataDir,
         material: &ca::CaMaterial,
+        key_text: &str,
         imported: bool,
         policy_text: &str,
         actor: &str,
@@ -483,7 +515,7 @@ impl Authority {
         let cert_file = DataDir::generation_cert_file(1);
         fsutil::write_new(
             &layout.resolve(&key_file),
-            material.key.serialize_pem().as_bytes(),
+            key_text.as_bytes(),
             fsutil::PRIVATE,
         )?;
         let cert_pem = pki::certificate_pem(&material.cert_der);
@@ -554,6 +586,7 @@ impl Authority {
             store,
             policy,
             generations: std::sync::RwLock::new(Generations::new(generations)),
+            passphrase: None,
             crl_cache: tokio::sync::Mutex::new(None),
         };
         if authority.active_generation().is_err() {
@@ -561,6 +594,32 @@ impl Authority {
             return Err(AuthorityError::NoActiveGeneration);
         }
         Ok(authority)
+    }
+
+    /// The passphrase that opens the CA keys, for operations that sign.
+    pub fn with_passphrase(mut self, passphrase: Option<keyfile::Passphrase>) -> Self {
+        self.passphrase = passphrase;
+        self
+    }
+
+    /// How new CA keys are kept: like the active one.
+    fn key_protection(&self) -> Result<KeyProtection, AuthorityError> {
+        let active = self.active_generation()?;
+        let path = self.dir.resolve(&active.key_file);
+        let text = std::fs::read_to_string(&path).map_err(|e| FsError::new("read", &path, e))?;
+        if !keyfile::is_sealed(&text) {
+            return Ok(KeyProtection::Unencrypted);
+        }
+        let passphrase = self.passphrase.clone().ok_or_else(|| {
+            AuthorityError::Passphrase(
+                "the CA keys are encrypted: give the passphrase with --passphrase-file or ETCD_CA_PASSPHRASE".into(),
+            )
+        })?;
+        keyfile::open(&text, Some(&passphrase))?;
+        Ok(KeyProtection::Passphrase(
+            passphrase,
+            keyfile::DEFAULT_ITERATIONS,
+        ))
     }
 
     /// Closes the database cleanly.
@@ -638,8 +697,9 @@ impl Authority {
                 mode,
             });
         }
-        let key_pem =
+        let key_text =
             std::fs::read_to_string(&key_path).map_err(|e| FsError::new("read", &key_path, e))?;
+        let key_pem = keyfile::open(&key_text, self.passphrase.as_ref())?;
         let key_type: KeyType = generation
             .key_type
             .parse()

@@ -297,9 +297,10 @@ impl Authority {
             now,
         )?;
         let key_file = DataDir::generation_key_file(id);
+        let key_text = self.key_protection()?.key_file_text(&material.key)?;
         fsutil::write_new(
             &self.dir.resolve(&key_file),
-            material.key.serialize_pem().as_bytes(),
+            key_text.as_bytes(),
             fsutil::PRIVATE,
         )?;
         let cert_pem = pki::certificate_pem(&material.cert_der);

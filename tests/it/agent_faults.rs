@@ -20,9 +20,7 @@ type Answer = (u16, &'static str, Vec<u8>);
 /// Serves `answer(path)` to every request over TLS with a certificate the real CA signed.
 async fn impostor(ca_dir: &Path, answer: Arc<dyn Fn(&str) -> Answer + Send + Sync>) -> String {
     let ca_cert = std::fs::read_to_string(ca_dir.join("ca/gen-1.crt")).unwrap();
-    let ca_key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("ca/gen-1.key")).unwrap())
-            .unwrap();
+    let ca_key = crate::helpers::ca_key(ca_dir);
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
@@ -125,9 +123,7 @@ fn renewal_answer(certificate_pem: &str) -> Vec<u8> {
 /// A certificate the real CA signed for `key`'s public key with the given names.
 fn signed_by_ca(ca_dir: &Path, public_key: &impl rcgen::PublicKeyData, sans: &[&str]) -> String {
     let ca_cert = std::fs::read_to_string(ca_dir.join("ca/gen-1.crt")).unwrap();
-    let ca_key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("ca/gen-1.key")).unwrap())
-            .unwrap();
+    let ca_key = crate::helpers::ca_key(ca_dir);
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).unwrap();
     let mut params =
         rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())

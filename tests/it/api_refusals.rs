@@ -49,9 +49,7 @@ async fn certificate_count(server: &CaServer) -> usize {
 /// Signs a leaf with the CA's own key, bypassing the authority: a certificate the store never saw.
 fn unrecorded_certificate(ca_dir: &Path, out: &Path) {
     let ca_cert = std::fs::read_to_string(ca_dir.join("ca/gen-1.crt")).unwrap();
-    let ca_key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("ca/gen-1.key")).unwrap())
-            .unwrap();
+    let ca_key = crate::helpers::ca_key(ca_dir);
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();

@@ -63,7 +63,10 @@ fn run(cmd: &mut Command) -> Run {
     }
 }
 
-/// Runs `etcd-ca ARGS...`.
+/// The passphrase of every test CA's keys.
+pub const PASSPHRASE: &str = "test passphrase, not a secret";
+
+/// Runs `etcd-ca ARGS...` (with the test CAs' passphrase in the environment).
 pub fn etcd_ca<I, S>(args: I) -> Run
 where
     I: IntoIterator<Item = S>,
@@ -71,7 +74,17 @@ where
 {
     run(Command::new(ETCD_CA)
         .args(args)
-        .env_remove("ETCD_CA_DATA_DIR"))
+        .env_remove("ETCD_CA_DATA_DIR")
+        .env_remove("ETCD_CA_PASSPHRASE_FILE")
+        .env("ETCD_CA_PASSPHRASE", PASSPHRASE))
+}
+
+/// The CA key of a test data dir, opened with the test passphrase (for tests that forge).
+pub fn ca_key(ca_dir: &Path) -> rcgen::KeyPair {
+    let sealed = std::fs::read_to_string(ca_dir.join("ca/gen-1.key")).unwrap();
+    let passphrase = etcd_ca::authority::keyfile::Passphrase::new(PASSPHRASE).unwrap();
+    let pem_text = etcd_ca::authority::keyfile::open(&sealed, Some(&passphrase)).unwrap();
+    rcgen::KeyPair::from_pem(&pem_text).unwrap()
 }
 
 /// Runs openssl in `dir`, panicking with its stderr on failure; returns stdout.
@@ -133,7 +146,14 @@ impl TestCa {
     pub fn init(extra: &[&str]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("ca");
-        let mut args = vec!["init", "--data-dir", dir.to_str().unwrap()];
+        // Few KDF iterations: tests open the key in many short-lived processes.
+        let mut args = vec![
+            "init",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--kdf-iterations",
+            "1000",
+        ];
         args.extend_from_slice(extra);
         etcd_ca(&args).ok();
         Self { tmp, dir }
@@ -495,6 +515,7 @@ impl CaServer {
             .args(listen)
             .args(&self.serve_args)
             .env("ETCD_CA_LOG", "info")
+            .env("ETCD_CA_PASSPHRASE", PASSPHRASE)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

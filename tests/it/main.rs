@@ -27,5 +27,6 @@ mod curl_walkthrough;
 mod foundation_cluster;
 mod helpers;
 mod import;
+mod key_at_rest;
 mod rotation;
 mod rotation_steps;
