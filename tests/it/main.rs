@@ -30,3 +30,4 @@ mod import;
 mod key_at_rest;
 mod rotation;
 mod rotation_steps;
+mod secrets_in_logs;
