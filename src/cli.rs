@@ -140,6 +140,11 @@ pub enum Command {
     /// CA operations.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Write a consistent copy of the CA (database, policy, CA certificates and sealed keys) to
+    /// one file; safe while the server runs.
+    Backup(BackupArgs),
+    /// Bring a backup back into a new data dir (on a fresh host).
+    Restore(RestoreArgs),
     /// Issue a certificate and its key on the CA host, into a directory.
     Issue(IssueArgs),
     /// Record certificates this CA signed before etcd-ca managed it (kubeadm, cfssl), so the
@@ -328,6 +333,24 @@ impl AgentArgs {
         }
         args
     }
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The backup file to write (mode 0600; it holds the sealed CA keys).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The backup file written by `etcd-ca backup`.
+    #[arg(long)]
+    pub from: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -699,6 +722,30 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Agent(AgentCommand { status: None, run }) => agent(run).await,
         Command::Ca(CaCommand::Rotate(args)) => rotate(args, now).await,
+        Command::Backup(args) => {
+            let report = locally!(args.data_dir, a => a.backup(&args.out));
+            writeln!(
+                stdout(),
+                "Wrote backup {} ({} CA generations, {} certificates; files: {})",
+                report.file.display(),
+                report.generations,
+                report.certificates,
+                report.files.join(", ")
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore(args) => {
+            let report = Authority::restore(&args.from, &args.data_dir.data_dir).await?;
+            writeln!(
+                stdout(),
+                "Restored {} into {} ({} CA generations, {} certificates)",
+                report.file.display(),
+                args.data_dir.data_dir.display(),
+                report.generations,
+                report.certificates
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Inspect(args) => inspect(args, now),
         Command::EtcdFlags(args) => etcd_flags(args),
         Command::Policy(PolicyCommand::Check { file }) => policy_check(&file),

@@ -344,6 +344,34 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// A consistent copy of the live database at `path` (SQLite `VACUUM INTO`: one read
+    /// transaction, so writers keep going and the copy is a single point in time).
+    pub async fn backup_into(&self, path: &Path) -> Result<(), StoreError> {
+        let target = path.to_string_lossy().into_owned();
+        sqlx::query("VACUUM INTO ?")
+            .bind(target)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// SQLite's own consistency check: "ok" when the file is sound.
+    pub async fn integrity_check(&self) -> Result<String, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.join("; "))
+    }
+
+    /// Certificates recorded, and how many distinct serials they have.
+    pub async fn certificate_counts(&self) -> Result<(i64, i64), StoreError> {
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n, COUNT(DISTINCT serial) AS d FROM certificates")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((row.try_get("n")?, row.try_get("d")?))
+    }
+
     /// Closes every connection, checkpointing the WAL so the file is whole on its own.
     pub async fn close(&self) {
         self.pool.close().await;

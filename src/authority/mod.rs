@@ -4,6 +4,7 @@
 //! store. Every certificate goes `request -> policy -> Grant -> sign -> store -> caller`: nothing
 //! is signed that policy did not grant, and nothing is handed out before it is recorded.
 
+mod backup;
 mod ca;
 mod datadir;
 pub mod keyfile;
@@ -26,6 +27,7 @@ use rcgen::{
 use serde::Serialize;
 use time::OffsetDateTime;
 
+pub use backup::BackupReport;
 pub use datadir::DataDir;
 
 use crate::duration::{rfc3339, HumanDuration};

@@ -491,6 +491,28 @@ impl CaServer {
         server
     }
 
+    /// Starts a server on an existing data dir (e.g. a restored one) with a new admin token.
+    pub fn start_on(dir: PathBuf, serve_args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = TestCa { tmp, dir };
+        let admin_token = etcd_ca(["admin-token", "create", "--data-dir", ca.data_dir()])
+            .ok()
+            .stdout
+            .trim()
+            .to_string();
+        let mut server = Self {
+            ca,
+            url: String::new(),
+            fingerprint: String::new(),
+            admin_token,
+            log: PathBuf::new(),
+            serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
     /// Starts the server again on the same data dir (and the same --listen, if one was given).
     pub fn restart(&mut self) {
         self.stop();

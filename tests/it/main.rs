@@ -20,6 +20,7 @@ mod api_cluster;
 mod api_limits;
 mod api_refusals;
 mod api_renewal;
+mod backup;
 mod ca_init;
 mod cli_errors;
 mod csr;

@@ -1,0 +1,186 @@
+//! Backup and restore of a whole CA: database, policy, CA certificates and (sealed) keys in one
+//! tar file, taken online; restored on a fresh host into a new data dir.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{Authority, AuthorityError, DataDir};
+use crate::fsutil::{self, FsError};
+use crate::policy::Policy;
+use crate::store::Store;
+
+/// What a backup holds.
+#[derive(Debug, Serialize)]
+pub struct BackupReport {
+    pub file: PathBuf,
+    pub generations: usize,
+    pub certificates: i64,
+    pub files: Vec<String>,
+}
+
+/// Names a backup may contain (nothing else is ever written on restore).
+fn allowed(name: &str) -> bool {
+    name == "etcd-ca.db"
+        || name == "policy.toml"
+        || name.strip_prefix("ca/gen-").is_some_and(|rest| {
+            let (number, ext) = rest.split_once('.').unwrap_or(("", ""));
+            !number.is_empty()
+                && number.bytes().all(|b| b.is_ascii_digit())
+                && (ext == "crt" || ext == "key")
+        })
+}
+
+impl Authority {
+    /// Writes a consistent copy of this (possibly running) CA to `out` (mode 0600).
+    pub async fn backup(&self, out: &Path) -> Result<BackupReport, AuthorityError> {
+        let parent = fsutil::parent_of(out);
+        let staging = tempfile::Builder::new()
+            .prefix(".etcd-ca-backup.")
+            .tempdir_in(parent)
+            .map_err(|e| FsError::new("create a staging directory in", parent, e))?;
+        let db_copy = staging.path().join("etcd-ca.db");
+        self.store.backup_into(&db_copy).await?;
+
+        let mut files = vec![
+            ("etcd-ca.db".to_string(), db_copy),
+            ("policy.toml".to_string(), self.dir.policy()),
+        ];
+        let ca_dir = self.dir.ca_dir();
+        let mut entries: Vec<String> = std::fs::read_dir(&ca_dir)
+            .map_err(|e| FsError::new("read", &ca_dir, e))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .map(|n| format!("ca/{n}"))
+            .filter(|n| allowed(n))
+            .collect();
+        entries.sort();
+        files.extend(
+            entries
+                .into_iter()
+                .map(|n| (n.clone(), self.dir.resolve(&n))),
+        );
+
+        let tmp = staging.path().join("backup.tar");
+        {
+            let file = std::fs::File::create(&tmp).map_err(|e| FsError::new("create", &tmp, e))?;
+            let mut tar = tar::Builder::new(file);
+            for (name, path) in &files {
+                tar.append_path_with_name(path, name)
+                    .map_err(|e| FsError::new("archive", path, e))?;
+            }
+            let file = tar
+                .into_inner()
+                .map_err(|e| FsError::new("write", &tmp, e))?;
+            file.sync_all()
+                .map_err(|e| FsError::new("fsync", &tmp, e))?;
+        }
+        let bytes = std::fs::read(&tmp).map_err(|e| FsError::new("read", &tmp, e))?;
+        fsutil::write_atomic(out, &bytes, fsutil::PRIVATE)?;
+        let (certificates, _) = self.store.certificate_counts().await?;
+        Ok(BackupReport {
+            file: out.to_path_buf(),
+            generations: self.generations().len(),
+            certificates,
+            files: files.into_iter().map(|(n, _)| n).collect(),
+        })
+    }
+
+    /// Restores a backup into `dir`, which must not hold a CA. Everything is unpacked and
+    /// checked in a staging directory first; nothing is left behind on failure.
+    pub async fn restore(archive: &Path, dir: &Path) -> Result<BackupReport, AuthorityError> {
+        let layout = DataDir::new(dir);
+        if let Some(found) = layout.existing_ca_marker() {
+            return Err(AuthorityError::AlreadyInitialised {
+                dir: dir.to_path_buf(),
+                found,
+            });
+        }
+        let parent = fsutil::parent_of(dir);
+        std::fs::create_dir_all(parent).map_err(|e| FsError::new("create directory", parent, e))?;
+        let staging = tempfile::Builder::new()
+            .prefix(".etcd-ca-restore.")
+            .tempdir_in(parent)
+            .map_err(|e| FsError::new("create a staging directory in", parent, e))?;
+        let staged = DataDir::new(staging.path());
+        fsutil::create_private_dir(staging.path())?;
+        fsutil::create_private_dir(&staged.ca_dir())?;
+
+        let refuse = |reason: String| AuthorityError::Import { reason };
+        let file = std::fs::File::open(archive).map_err(|e| FsError::new("open", archive, e))?;
+        let mut tar = tar::Archive::new(file);
+        let mut names = Vec::new();
+        for entry in tar
+            .entries()
+            .map_err(|e| FsError::new("read", archive, e))?
+        {
+            let mut entry = entry.map_err(|e| FsError::new("read", archive, e))?;
+            let name = entry
+                .path()
+                .map_err(|e| FsError::new("read", archive, e))?
+                .to_string_lossy()
+                .into_owned();
+            if !allowed(&name) {
+                return Err(refuse(format!(
+                    "the backup holds an unexpected file {name:?}"
+                )));
+            }
+            let mut bytes = Vec::new();
+            entry
+                .read_to_end(&mut bytes)
+                .map_err(|e| FsError::new("read", archive, e))?;
+            let mode = if name.ends_with(".key") || name == "etcd-ca.db" {
+                fsutil::PRIVATE
+            } else {
+                fsutil::PUBLIC
+            };
+            fsutil::write_new(&staged.resolve(&name), &bytes, mode)?;
+            names.push(name);
+        }
+        if !names.iter().any(|n| n == "etcd-ca.db") {
+            return Err(refuse("the backup holds no database".into()));
+        }
+        Policy::load(&staged.policy())?;
+        let store = Store::open(&staged.database()).await?;
+        let checked = async {
+            let integrity = store.integrity_check().await?;
+            if integrity != "ok" {
+                return Err(refuse(format!(
+                    "the backed-up database is damaged: {integrity}"
+                )));
+            }
+            let generations = store.generations().await?;
+            for g in generations
+                .iter()
+                .filter(|g| g.state != crate::store::GenerationState::Retired)
+            {
+                if !staged.resolve(&g.key_file).exists() {
+                    return Err(refuse(format!(
+                        "the key of CA generation {} is missing",
+                        g.id
+                    )));
+                }
+            }
+            let (certificates, _) = store.certificate_counts().await?;
+            Ok((generations.len(), certificates))
+        }
+        .await;
+        store.close().await;
+        let (generations, certificates) = checked?;
+        if dir.exists() {
+            std::fs::remove_dir(dir).map_err(|e| FsError::new("replace", dir, e))?;
+        }
+        let staging = staging.keep();
+        std::fs::rename(&staging, dir).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&staging);
+            FsError::new("move into place", dir, e)
+        })?;
+        fsutil::sync_dir(parent)?;
+        Ok(BackupReport {
+            file: archive.to_path_buf(),
+            generations,
+            certificates,
+            files: names,
+        })
+    }
+}
