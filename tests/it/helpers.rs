@@ -513,6 +513,15 @@ impl CaServer {
         server
     }
 
+    /// SIGKILLs the server (no chance to clean up) and starts it again on the same data dir.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn();
+    }
+
     /// Starts the server again on the same data dir (and the same --listen, if one was given).
     pub fn restart(&mut self) {
         self.stop();

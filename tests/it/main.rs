@@ -9,6 +9,7 @@
 //! | api_cluster         | 22479       | 22480     |
 //! | agent_cluster       | 22579       | 22580     | (CA server on 22581)
 //! | rotation            | 22679       | 22680     | (CA server on 22681)
+//! | crash               | -           | -         | (CA server on 22781)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -23,6 +24,7 @@ mod api_renewal;
 mod backup;
 mod ca_init;
 mod cli_errors;
+mod crash;
 mod csr;
 mod curl_walkthrough;
 mod foundation_cluster;
