@@ -190,6 +190,15 @@ pub struct ServeArgs {
     pub max_connections: usize,
     #[command(flatten)]
     pub protection: KeyProtectionArgs,
+    /// Failed token authentications (bootstrap or admin) from one address before it is
+    /// refused (429) for --failed-attempts-window.
+    #[arg(long, default_value_t = 20)]
+    pub max_failed_attempts_per_source: u32,
+    /// Wrong secrets for one bootstrap token before it is locked.
+    #[arg(long, default_value_t = 5)]
+    pub max_failed_attempts_per_token: u32,
+    #[arg(long, default_value = "5m")]
+    pub failed_attempts_window: HumanDuration,
 }
 
 #[derive(Debug, Args)]
@@ -870,6 +879,13 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
     let state = crate::api::AppState {
         authority: authority.clone(),
         metrics: Arc::new(crate::api::metrics::Metrics::default()),
+        limiter: Arc::new(crate::api::limits::AttemptLimiter::new(
+            crate::api::limits::AttemptLimits {
+                per_source: args.max_failed_attempts_per_source,
+                per_token: args.max_failed_attempts_per_token,
+                window: args.failed_attempts_window.as_std(),
+            },
+        )),
     };
     crate::api::server::serve(
         listener,

@@ -31,6 +31,22 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientCertificate {
     }
 }
 
+/// The address the connection came from (unspecified when served without the accept loop).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<ClientAddr>()
+            .copied()
+            .unwrap_or(ClientAddr(std::net::IpAddr::from([0, 0, 0, 0]))))
+    }
+}
+
 /// A JSON body; malformed bodies, wrong content types and oversized bodies become `ApiError`s.
 pub struct ApiJson<T>(pub T);
 
@@ -70,6 +86,10 @@ impl FromRequestParts<AppState> for Admin {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let authority = &state.authority;
+        let ClientAddr(source) = ClientAddr::from_request_parts(parts, state).await?;
+        state
+            .limiter
+            .check(source, None, std::time::Instant::now())?;
         let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -89,6 +109,9 @@ impl FromRequestParts<AppState> for Admin {
         match result {
             Ok(actor) => Ok(Admin(actor)),
             Err(e) => {
+                state
+                    .limiter
+                    .failed(source, None, std::time::Instant::now());
                 state.metrics.refused("admin", authority_status(&e).1);
                 authority
                     .audit_refusal("admin", "unauthenticated", &e, OffsetDateTime::now_utc())

@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod metrics;
 pub mod routes;
 pub mod server;
@@ -37,6 +38,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct AppState {
     pub authority: Arc<Authority>,
     pub metrics: Arc<metrics::Metrics>,
+    pub limiter: Arc<limits::AttemptLimiter>,
 }
 
 /// The whole API.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::error::{authority_status, ApiError};
-use super::extract::{Admin, ApiJson, ClientCertificate};
+use super::extract::{Admin, ApiJson, ClientAddr, ClientCertificate};
 use super::AppState;
 use crate::authority::{
     AuthorityError, Enrollment, IssueRequest, IssuedCertificate, RevocationReason, TokenRequest,
@@ -174,8 +174,12 @@ pub struct EnrollBody {
 
 pub async fn enroll(
     State(state): State<AppState>,
+    ClientAddr(source): ClientAddr,
     ApiJson(body): ApiJson<EnrollBody>,
 ) -> Result<Json<Enrollment>, ApiError> {
+    let token_id = crate::authority::token_id(&body.token);
+    let started = std::time::Instant::now();
+    state.limiter.check(source, token_id, started)?;
     match state.authority.enroll(&body.token, &body.csrs, now()).await {
         Ok(enrollment) => {
             if !enrollment.replayed {
@@ -185,7 +189,17 @@ pub async fn enroll(
             }
             Ok(Json(enrollment))
         }
-        Err(e) => Err(refused(&state, "enroll", "token", e).await),
+        Err(e) => {
+            if matches!(
+                e,
+                AuthorityError::TokenInvalid
+                    | AuthorityError::TokenExpired { .. }
+                    | AuthorityError::TokenUsed
+            ) {
+                state.limiter.failed(source, token_id, started);
+            }
+            Err(refused(&state, "enroll", "token", e).await)
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-use super::extract::ClientCertificate;
+use super::extract::{ClientAddr, ClientCertificate};
 
 /// Connection limits.
 #[derive(Clone, Copy, Debug)]
@@ -99,8 +99,10 @@ pub async fn serve(
                     .and_then(|chain| chain.first())
                     .map(|c| Arc::new(c.to_vec())),
             );
+            let client_addr = ClientAddr(peer.ip());
             let service = app.map_request(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(client_certificate.clone());
+                req.extensions_mut().insert(client_addr);
                 req
             });
             let mut http = hyper::server::conn::http1::Builder::new();

@@ -315,6 +315,11 @@ pub struct CreatedToken {
     pub profiles: Vec<String>,
 }
 
+/// The public id of a token, when the text is shaped like one (for attempt limits).
+pub fn token_id(text: &str) -> Option<&str> {
+    tokens::parse(text).map(|(id, _)| id)
+}
+
 /// The longest a bootstrap token may live: it is a boot-time credential.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
