@@ -389,28 +389,44 @@ impl Drop for EtcdCluster {
 /// A TLS client (rustls, ring) trusting the CA bundle at `ca`, optionally presenting a client
 /// certificate.
 pub fn tls_client_config(ca: &Path, client: Option<&ClientCreds>) -> Arc<rustls::ClientConfig> {
+    build_tls_client_config(ca, client).expect("TLS client configuration")
+}
+
+/// The same, or None while the files are being replaced (a key that does not match its
+/// certificate yet): clients that reload their files per connection retry.
+pub fn try_tls_client_config(ca: &Path, client: &ClientCreds) -> Option<Arc<rustls::ClientConfig>> {
+    build_tls_client_config(ca, Some(client)).ok()
+}
+
+fn build_tls_client_config(
+    ca: &Path,
+    client: Option<&ClientCreds>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|x| e(&x))? {
+        roots.add(cert.map_err(|x| e(&x))?).map_err(|x| e(&x))?;
     }
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .unwrap()
+    .map_err(|x| e(&x))?
     .with_root_certificates(roots);
     let config = match client {
         Some(c) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&c.cert)
-                .unwrap()
-                .map(|c| c.unwrap())
-                .collect();
-            let key = PrivateKeyDer::from_pem_file(&c.key).unwrap();
-            builder.with_client_auth_cert(chain, key).unwrap()
+            let chain = CertificateDer::pem_file_iter(&c.cert)
+                .map_err(|x| e(&x))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|x| e(&x))?;
+            let key = PrivateKeyDer::from_pem_file(&c.key).map_err(|x| e(&x))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|x| e(&x))?
         }
         None => builder.with_no_client_auth(),
     };
-    Arc::new(config)
+    Ok(Arc::new(config))
 }
 
 /// Connects to `addr` and completes a TLS handshake expecting the server to be `name`.

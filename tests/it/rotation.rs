@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::helpers::{
-    etcd_ca, etcdctl, https_post_json, require_tool, tls_client_config, tls_connect, wait_for,
-    AgentProcess, CaServer, ClientCreds, EtcdCluster, Ports,
+    etcd_ca, etcdctl, https_post_json, require_tool, tls_client_config, tls_connect,
+    try_tls_client_config, wait_for, AgentProcess, CaServer, ClientCreds, EtcdCluster, Ports,
 };
 
 const PORTS: Ports = Ports {
@@ -279,8 +279,9 @@ fn the_ca_rotates_with_rolling_restarts_while_the_cluster_keeps_serving() {
                 );
                 for attempt in 0..60 {
                     let m = (i + attempt) % 3 + 1;
-                    let config = tls_client_config(&ops.ca, Some(&ops));
-                    let put = tls_connect(addr(m), EtcdCluster::ip(m), config)
+                    let put = try_tls_client_config(&ops.ca, &ops)
+                        .ok_or_else(|| "client files being replaced".to_string())
+                        .and_then(|config| tls_connect(addr(m), EtcdCluster::ip(m), config))
                         .map(|s| https_post_json(s, "etcd", "/v3/kv/put", &body));
                     if matches!(put, Ok((200, _))) {
                         acked.lock().unwrap().push(i);
