@@ -141,11 +141,14 @@ fn b64(text: &str) -> String {
 /// True when the member answers at all (GET /version over TLS). /health would also say false
 /// while a surviving member waits out an election after the leader restarted.
 fn up(member: usize, creds: &ClientCreds) -> bool {
-    let Ok(mut stream) = tls_connect(
-        addr(member),
-        EtcdCluster::ip(member),
-        tls_client_config(&creds.ca, Some(creds)),
-    ) else {
+    // While the client's own files are being replaced, try again rather than call it down.
+    let config = loop {
+        match try_tls_client_config(&creds.ca, creds) {
+            Some(c) => break c,
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let Ok(mut stream) = tls_connect(addr(member), EtcdCluster::ip(member), config) else {
         return false;
     };
     use std::io::{Read, Write};
