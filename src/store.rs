@@ -363,6 +363,14 @@ impl Store {
         Ok(rows.join("; "))
     }
 
+    /// How many tokens exist, and how many were used.
+    pub async fn token_counts(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n, COUNT(used_at) AS used FROM tokens")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("n")?, row.try_get("used")?))
+    }
+
     /// Certificates recorded, and how many distinct serials they have.
     pub async fn certificate_counts(&self) -> Result<(i64, i64), StoreError> {
         let row =

@@ -30,6 +30,7 @@ mod csr;
 mod curl_walkthrough;
 mod foundation_cluster;
 mod helpers;
+mod hostile;
 mod import;
 mod key_at_rest;
 mod rotation;
