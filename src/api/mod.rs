@@ -49,6 +49,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/crl", get(routes::crl))
         .route("/v1/enroll", post(routes::enroll))
         .route("/v1/renew", post(routes::renew))
+        .route("/v1/renew/node", post(routes::renew_node))
+        .route("/v1/sign", post(routes::sign))
         .route("/v1/tokens", post(routes::create_token))
         .route("/v1/certs", get(routes::list_certs))
         .route("/v1/certs/{serial}", get(routes::show_cert))

@@ -240,7 +240,92 @@ pub async fn renew(
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewNodeBody {
+    /// Other certificates of the same node to renew, by serial.
+    #[serde(default)]
+    serials: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct RenewedNode {
+    certificates: Vec<IssuedCertificate>,
+}
+
+/// Renews the presented certificate and the node's other listed certificates (mTLS).
+pub async fn renew_node(
+    State(state): State<AppState>,
+    ClientCertificate(presented): ClientCertificate,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<RenewedNode>, ApiError> {
+    let Some(presented) = presented else {
+        return Err(refused(
+            &state,
+            "renew",
+            "anonymous",
+            AuthorityError::ClientCertificateRequired,
+        )
+        .await);
+    };
+    let body: RenewNodeBody = optional_json(&headers, &body)?.unwrap_or(RenewNodeBody {
+        serials: Vec::new(),
+    });
+    match state
+        .authority
+        .renew_node(&presented, &body.serials, now())
+        .await
+    {
+        Ok(certificates) => {
+            for c in &certificates {
+                state.metrics.renewed(&c.profile);
+            }
+            Ok(Json(RenewedNode { certificates }))
+        }
+        Err(e) => Err(refused(&state, "renew", "client-certificate", e).await),
+    }
+}
+
 // ---- admin ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignBody {
+    profile: String,
+    node: String,
+    csr: String,
+    /// The node's names; without them, the CSR's names are taken as the node's.
+    ips: Option<Vec<String>>,
+    dns_names: Option<Vec<String>>,
+    common_name: Option<String>,
+}
+
+/// Signs a CSR on an admin's word (`cfssl sign`): for consumers that make their own keys.
+pub async fn sign(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiJson(body): ApiJson<SignBody>,
+) -> Result<Json<IssuedCertificate>, ApiError> {
+    let ips = body.ips.unwrap_or_default();
+    let dns = body.dns_names.unwrap_or_default();
+    let (node, ips, dns) = parse_names(&body.node, &ips, &dns)?;
+    let names = (!ips.is_empty() || !dns.is_empty()).then_some((ips, dns));
+    let issued = state
+        .authority
+        .sign_csr(
+            &body.profile,
+            &node,
+            names,
+            &body.csr,
+            body.common_name.as_deref(),
+            &admin.0,
+            now(),
+        )
+        .await?;
+    state.metrics.issued(&issued.profile);
+    Ok(Json(issued))
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1241,12 +1241,23 @@ impl Authority {
                     })?;
                 (csr.public_key, csr.key_type)
             }
-            None => {
-                let cert = pki::parse_certificate(presented)?;
-                let key_type = KeyType::of_spki(cert.public_key())?;
-                (cert.public_key().raw.to_vec(), key_type)
-            }
+            None => public_key_of(presented)?,
         };
+        let actor = format!("cert:{}", record.serial);
+        self.renew_record(&record, &public_key, key_type, &actor, now)
+            .await
+    }
+
+    /// Renews, with its recorded identity, a certificate recorded as `record` for the key
+    /// `public_key` (DER SubjectPublicKeyInfo).
+    async fn renew_record(
+        &self,
+        record: &CertificateRecord,
+        public_key: &[u8],
+        key_type: KeyType,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, AuthorityError> {
         let sans = record
             .sans
             .iter()
@@ -1268,20 +1279,123 @@ impl Authority {
             now,
             self.active_generation()?.not_after,
         )?;
-        let public_key = rcgen::SubjectPublicKeyInfo::from_der(&public_key)
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(public_key)
             .map_err(|e| AuthorityError::Sign(e.to_string()))?;
         let identity = self
             .store
             .node(&node)
             .await?
             .unwrap_or_else(|| NodeIdentity::new(node.clone(), Vec::new(), Vec::new()));
-        let actor = format!("cert:{}", record.serial);
         let origin = Origin {
             action: "renew",
-            actor: &actor,
+            actor,
             renewed_from: Some(record.serial.clone()),
         };
         self.sign_and_record(&grant, &identity, &public_key, origin, now)
+            .await
+    }
+
+    /// Renews the presented certificate and the node's other certificates listed by serial, each
+    /// with its own recorded identity and key: one connection renews a whole node.
+    pub async fn renew_node(
+        &self,
+        presented: &[u8],
+        serials: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Vec<IssuedCertificate>, AuthorityError> {
+        let record = self.verify_client_certificate(presented, now).await?;
+        let actor = format!("cert:{}", record.serial);
+        let (public_key, key_type) = public_key_of(presented)?;
+        let mut renewed = vec![
+            self.renew_record(&record, &public_key, key_type, &actor, now)
+                .await?,
+        ];
+        for serial in serials {
+            let serial = normalize_serial(serial)?;
+            if serial == record.serial {
+                continue;
+            }
+            let sibling = self
+                .store
+                .certificate(&serial, now)
+                .await?
+                .filter(|c| c.node == record.node)
+                .ok_or_else(|| AuthorityError::UnknownSerial {
+                    serial: serial.clone(),
+                })?;
+            match sibling.status {
+                CertificateStatus::Valid => {}
+                CertificateStatus::Revoked => {
+                    return Err(AuthorityError::ClientCertificateRevoked { serial })
+                }
+                CertificateStatus::Expired => {
+                    return Err(AuthorityError::ClientCertificateExpired {
+                        not_after: sibling.not_after,
+                    })
+                }
+            }
+            let der = pki::pem_certificates(&sibling.pem)?
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            let (public_key, key_type) = public_key_of(&der)?;
+            renewed.push(
+                self.renew_record(&sibling, &public_key, key_type, &actor, now)
+                    .await?,
+            );
+        }
+        Ok(renewed)
+    }
+
+    /// Signs a CSR for a node on an admin's word (the equivalent of `cfssl sign`): the node's
+    /// names are the ones given, or else the CSR's; policy decides everything else.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn sign_csr(
+        &self,
+        profile: &str,
+        node: &NodeName,
+        names: Option<(Vec<IpAddr>, Vec<DnsName>)>,
+        csr_pem: &str,
+        common_name: Option<&str>,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, AuthorityError> {
+        let csr = VerifiedCsr::from_pem(csr_pem).map_err(|source| AuthorityError::Csr {
+            profile: profile.to_string(),
+            source,
+        })?;
+        let (ips, dns) = names.unwrap_or_else(|| {
+            let mut ips = Vec::new();
+            let mut dns = Vec::new();
+            for san in &csr.sans {
+                match san {
+                    San::Ip(ip) => ips.push(*ip),
+                    San::Dns(d) => dns.push(d.clone()),
+                }
+            }
+            (ips, dns)
+        });
+        let identity = NodeIdentity::new(node.clone(), ips, dns);
+        let grant = self.policy.evaluate(
+            &Request {
+                profile,
+                node: &identity,
+                common_name: self.token_common_name(profile, common_name),
+                requested_sans: &csr.sans,
+                lifetime: None,
+                key_type: csr.key_type,
+                allow_privileged_common_name: false,
+            },
+            now,
+            self.active_generation()?.not_after,
+        )?;
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(&csr.public_key).map_err(|e| {
+            AuthorityError::Csr {
+                profile: profile.to_string(),
+                source: PkiError::Csr(e.to_string()),
+            }
+        })?;
+        self.sign_and_record(&grant, &identity, &public_key, Origin::issue(actor), now)
             .await
     }
 
@@ -1572,6 +1686,13 @@ impl Authority {
     pub async fn audit_events(&self, limit: i64) -> Result<Vec<AuditEvent>, AuthorityError> {
         Ok(self.store.audit_events(limit).await?)
     }
+}
+
+/// The SubjectPublicKeyInfo (DER) of a certificate and its key type.
+fn public_key_of(der: &[u8]) -> Result<(Vec<u8>, KeyType), AuthorityError> {
+    let cert = pki::parse_certificate(der)?;
+    let key_type = KeyType::of_spki(cert.public_key())?;
+    Ok((cert.public_key().raw.to_vec(), key_type))
 }
 
 /// SHA-256 over the profiles and public keys of an enrollment: identifies a retry. Keys, not CSR

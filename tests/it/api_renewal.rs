@@ -96,3 +96,108 @@ async fn renewal_keeps_identity_and_key_and_never_widens_names() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_renews_a_whole_node_and_admins_sign_csrs() {
+    let server = CaServer::start(&[], &[]);
+    let dir = server.ca.tmp.path().join("node");
+    std::fs::create_dir_all(&dir).unwrap();
+    let token: Value = server
+        .admin()
+        .post_json(
+            "/v1/tokens",
+            &json!({"node": "n1", "ips": ["10.0.0.1"], "profiles": ["server", "peer", "client"], "common_name": "n1-client"}),
+        )
+        .await
+        .unwrap();
+    let mut csrs = serde_json::Map::new();
+    let mut keys = Vec::new();
+    for profile in ["server", "peer", "client"] {
+        let (csr_pem, key) = csr::rcgen(&[], etcd_ca::pki::KeyType::EcdsaP256);
+        csrs.insert(profile.into(), csr_pem.into());
+        keys.push((profile, key));
+    }
+    let enrolled: Value = server
+        .client()
+        .post_json(
+            "/v1/enroll",
+            &json!({"token": token["token"], "csrs": csrs}),
+        )
+        .await
+        .unwrap();
+    for (profile, key) in &keys {
+        std::fs::write(
+            dir.join(format!("{profile}.crt")),
+            enrolled["certificates"][profile]["certificate_pem"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.join(format!("{profile}.key")), key).unwrap();
+    }
+    let serial = |p: &str| {
+        enrolled["certificates"][p]["serial"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    let node = server.client_with_certificate(&dir.join("client.crt"), &dir.join("client.key"));
+    let renewed: Value = node
+        .post_json(
+            "/v1/renew/node",
+            &json!({"serials": [serial("server"), serial("peer")]}),
+        )
+        .await
+        .unwrap();
+    let certs = renewed["certificates"].as_array().unwrap();
+    let profiles: Vec<&str> = certs
+        .iter()
+        .map(|c| c["profile"].as_str().unwrap())
+        .collect();
+    assert_eq!(profiles, ["client", "server", "peer"]);
+    for c in certs {
+        let p = c["profile"].as_str().unwrap();
+        assert_ne!(c["serial"].as_str().unwrap(), serial(p));
+        assert_eq!(c["sans"], enrolled["certificates"][p]["sans"]);
+        assert_eq!(
+            public_key_of(c["certificate_pem"].as_str().unwrap()),
+            public_key_of(
+                enrolled["certificates"][p]["certificate_pem"]
+                    .as_str()
+                    .unwrap()
+            )
+        );
+    }
+
+    // Another node's certificate cannot be renewed this way.
+    let other = server.ca.tmp.path().join("other");
+    let other_serial = server.ca.issue(
+        &other,
+        &["--profile", "peer", "--node", "n2", "--ip", "10.0.0.2"],
+    );
+    let err = node
+        .post_json::<_, Value>("/v1/renew/node", &json!({"serials": [other_serial]}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("serial_unknown"));
+
+    // An admin signs a CSR (cfssl sign); a node cannot.
+    let (csr_pem, _) = csr::rcgen(&["10.0.0.9"], etcd_ca::pki::KeyType::EcdsaP256);
+    let body = json!({"profile": "peer", "node": "n9", "csr": csr_pem});
+    let signed: Value = server.admin().post_json("/v1/sign", &body).await.unwrap();
+    assert_eq!(signed["sans"], json!(["IP:10.0.0.9"]));
+    assert_eq!(signed["common_name"], "etcd-peer");
+    let err = node
+        .post_json::<_, Value>("/v1/sign", &body)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("admin_required"));
+    let public: Value = json!({"profile": "peer", "node": "n9", "csr": csr::rcgen(&["8.8.8.8"], etcd_ca::pki::KeyType::EcdsaP256).0});
+    let err = server
+        .admin()
+        .post_json::<_, Value>("/v1/sign", &public)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("san_not_allowed"));
+}
