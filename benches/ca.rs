@@ -10,6 +10,9 @@
 //!
 //! Run with `scripts/bench` (or `cargo bench --bench ca -- [--quick] [--json FILE]`).
 
+// A harness: any setup failure should stop the run loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
