@@ -336,9 +336,15 @@ async fn start_ours(dir: &Path) -> (Process, String, Vec<u8>, String) {
             "--data-dir",
         ])
         .arg(&data)
-        .env("ETCD_CA_LOG", "warn")
+        .env(
+            "ETCD_CA_LOG",
+            std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr({
+            let _ = std::fs::create_dir_all("target/bench");
+            std::fs::File::create("target/bench/server.log").expect("log")
+        })
         .spawn()
         .expect("serve");
     let mut line = String::new();

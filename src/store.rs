@@ -294,6 +294,71 @@ pub struct EnrollmentRecord<'a> {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// Issued certificates go through the group committer.
+    committer: tokio::sync::mpsc::Sender<PendingIssue>,
+}
+
+/// An issued certificate waiting for its group commit, and who to tell when it is durable.
+#[derive(Debug)]
+struct PendingIssue {
+    node: NodeIdentity,
+    cert: NewCertificate,
+    event: AuditEvent,
+    done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The most writes one group commit takes.
+const MAX_GROUP: usize = 512;
+
+/// Group commit: takes every issued certificate waiting at that moment, writes them all in one
+/// transaction (one fsync), then answers each. While one group commits, the next one gathers.
+async fn commit_loop(pool: SqlitePool, mut pending: tokio::sync::mpsc::Receiver<PendingIssue>) {
+    while let Some(first) = pending.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match pending.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let committed = commit_group(&pool, &group).await;
+        tracing::trace!(
+            size = group.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "group commit"
+        );
+        match committed {
+            Ok(()) => {
+                for p in group {
+                    let _ = p.done.send(Ok(()));
+                }
+            }
+            Err(e) if group.len() == 1 => {
+                if let Some(p) = group.pop() {
+                    let _ = p.done.send(Err(e));
+                }
+            }
+            Err(_) => {
+                // One bad write must not fail its neighbours: commit them one by one.
+                for p in group {
+                    let result = commit_group(&pool, std::slice::from_ref(&p)).await;
+                    let _ = p.done.send(result);
+                }
+            }
+        }
+    }
+}
+
+async fn commit_group(pool: &SqlitePool, group: &[PendingIssue]) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    for p in group {
+        upsert_node(&mut tx, &p.node, p.cert.issued_at).await?;
+        insert_certificate(&mut tx, &p.cert).await?;
+        insert_audit(&mut tx, &p.event).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 fn ts(t: OffsetDateTime) -> i64 {
@@ -341,7 +406,9 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok(Self { pool })
+        let (committer, pending) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
+        tokio::spawn(commit_loop(pool.clone(), pending));
+        Ok(Self { pool, committer })
     }
 
     /// A consistent copy of the live database at `path` (SQLite `VACUUM INTO`: one read
@@ -615,19 +682,28 @@ impl Store {
     }
 
     /// Records an issued certificate, the node identity it was issued for and the audit event,
-    /// in one transaction. Returns only once the transaction is durable.
+    /// in one transaction (shared with whatever else is being issued at that moment: group
+    /// commit). Returns only once the transaction is durable.
     pub async fn record_issue(
         &self,
         node: &NodeIdentity,
         cert: &NewCertificate,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        upsert_node(&mut tx, node, cert.issued_at).await?;
-        insert_certificate(&mut tx, cert).await?;
-        insert_audit(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(())
+        let (done, committed) = tokio::sync::oneshot::channel();
+        let pending = PendingIssue {
+            node: node.clone(),
+            cert: cert.clone(),
+            event: event.clone(),
+            done,
+        };
+        self.committer
+            .send(pending)
+            .await
+            .map_err(|_| StoreError::Sql(sqlx::Error::PoolClosed))?;
+        committed
+            .await
+            .map_err(|_| StoreError::Sql(sqlx::Error::PoolClosed))?
     }
 
     pub async fn certificate(
