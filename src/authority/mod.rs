@@ -11,7 +11,7 @@ pub mod keyfile;
 pub mod rotation;
 mod tokens;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -384,6 +384,9 @@ pub struct Authority {
     generations: std::sync::RwLock<Arc<Generations>>,
     /// Opens sealed CA keys (and seals new ones).
     passphrase: Option<keyfile::Passphrase>,
+    /// Admin tokens verified recently, by the SHA-256 of their text: a busy admin client does
+    /// not cost a database read per request.
+    admin_cache: std::sync::Mutex<HashMap<Vec<u8>, (AdminActor, std::time::Instant)>>,
     crl_cache: tokio::sync::Mutex<Option<CachedCrl>>,
 }
 
@@ -594,6 +597,7 @@ impl Authority {
             policy,
             generations: std::sync::RwLock::new(Generations::new(generations)),
             passphrase: None,
+            admin_cache: std::sync::Mutex::new(HashMap::new()),
             crl_cache: tokio::sync::Mutex::new(None),
         };
         if authority.active_generation().is_err() {
@@ -1015,8 +1019,30 @@ impl Authority {
 
     /// The admin behind a bearer token.
     pub async fn authenticate_admin_token(&self, text: &str) -> Result<AdminActor, AuthorityError> {
+        const FRESH: std::time::Duration = std::time::Duration::from_secs(30);
+        let key = ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
+            .as_ref()
+            .to_vec();
+        let now = std::time::Instant::now();
+        {
+            // A poisoned lock only means a panic while updating the cache; entries stay whole.
+            let cache = self.admin_cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((actor, at)) = cache.get(&key) {
+                if now.duration_since(*at) < FRESH {
+                    return Ok(actor.clone());
+                }
+            }
+        }
         match self.find_token(text, TokenKind::Admin).await {
-            Ok(token) => Ok(AdminActor(format!("admin-token:{}", token.id))),
+            Ok(token) => {
+                let actor = AdminActor(format!("admin-token:{}", token.id));
+                let mut cache = self.admin_cache.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() > 1024 {
+                    cache.clear();
+                }
+                cache.insert(key, (actor.clone(), now));
+                Ok(actor)
+            }
             Err(AuthorityError::TokenInvalid) => Err(AuthorityError::AdminRequired),
             Err(e) => Err(e),
         }
@@ -1244,7 +1270,7 @@ impl Authority {
             None => public_key_of(presented)?,
         };
         let actor = format!("cert:{}", record.serial);
-        self.renew_record(&record, &public_key, key_type, &actor, now)
+        self.renew_record(&record, None, &public_key, key_type, &actor, now)
             .await
     }
 
@@ -1253,6 +1279,7 @@ impl Authority {
     async fn renew_record(
         &self,
         record: &CertificateRecord,
+        identity: Option<&NodeIdentity>,
         public_key: &[u8],
         key_type: KeyType,
         actor: &str,
@@ -1281,11 +1308,14 @@ impl Authority {
         )?;
         let public_key = rcgen::SubjectPublicKeyInfo::from_der(public_key)
             .map_err(|e| AuthorityError::Sign(e.to_string()))?;
-        let identity = self
-            .store
-            .node(&node)
-            .await?
-            .unwrap_or_else(|| NodeIdentity::new(node.clone(), Vec::new(), Vec::new()));
+        let identity = match identity {
+            Some(known) => known.clone(),
+            None => self
+                .store
+                .node(&node)
+                .await?
+                .unwrap_or_else(|| NodeIdentity::new(node.clone(), Vec::new(), Vec::new())),
+        };
         let origin = Origin {
             action: "renew",
             actor,
@@ -1306,8 +1336,18 @@ impl Authority {
         let record = self.verify_client_certificate(presented, now).await?;
         let actor = format!("cert:{}", record.serial);
         let (public_key, key_type) = public_key_of(presented)?;
+        // Every certificate of a node shares its identity: read it once.
+        let node: NodeName = record
+            .node
+            .parse()
+            .map_err(|e: crate::names::NameError| AuthorityError::Sign(e.to_string()))?;
+        let identity = self
+            .store
+            .node(&node)
+            .await?
+            .unwrap_or_else(|| NodeIdentity::new(node, Vec::new(), Vec::new()));
         let mut renewed = vec![
-            self.renew_record(&record, &public_key, key_type, &actor, now)
+            self.renew_record(&record, Some(&identity), &public_key, key_type, &actor, now)
                 .await?,
         ];
         for serial in serials {
@@ -1340,8 +1380,15 @@ impl Authority {
                 .unwrap_or_default();
             let (public_key, key_type) = public_key_of(&der)?;
             renewed.push(
-                self.renew_record(&sibling, &public_key, key_type, &actor, now)
-                    .await?,
+                self.renew_record(
+                    &sibling,
+                    Some(&identity),
+                    &public_key,
+                    key_type,
+                    &actor,
+                    now,
+                )
+                .await?,
             );
         }
         Ok(renewed)
