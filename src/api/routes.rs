@@ -203,6 +203,24 @@ pub async fn enroll(
     }
 }
 
+/// The client certificate of this connection, or a counted and audited refusal.
+async fn required_certificate(
+    state: &AppState,
+    presented: Option<std::sync::Arc<Vec<u8>>>,
+    action: &str,
+) -> Result<std::sync::Arc<Vec<u8>>, ApiError> {
+    match presented {
+        Some(der) => Ok(der),
+        None => Err(refused(
+            state,
+            action,
+            "anonymous",
+            AuthorityError::ClientCertificateRequired,
+        )
+        .await),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RenewBody {
@@ -216,15 +234,7 @@ pub async fn renew(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<IssuedCertificate>, ApiError> {
-    let Some(presented) = presented else {
-        return Err(refused(
-            &state,
-            "renew",
-            "anonymous",
-            AuthorityError::ClientCertificateRequired,
-        )
-        .await);
-    };
+    let presented = required_certificate(&state, presented, "renew").await?;
     let body: Option<RenewBody> = optional_json(&headers, &body)?;
     let csr = body.and_then(|b| b.csr);
     match state
@@ -260,15 +270,7 @@ pub async fn renew_node(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<RenewedNode>, ApiError> {
-    let Some(presented) = presented else {
-        return Err(refused(
-            &state,
-            "renew",
-            "anonymous",
-            AuthorityError::ClientCertificateRequired,
-        )
-        .await);
-    };
+    let presented = required_certificate(&state, presented, "renew").await?;
     let body: RenewNodeBody = optional_json(&headers, &body)?.unwrap_or(RenewNodeBody {
         serials: Vec::new(),
     });
@@ -532,15 +534,7 @@ async fn node_of(
     presented: Option<std::sync::Arc<Vec<u8>>>,
     action: &str,
 ) -> Result<String, ApiError> {
-    let Some(der) = presented else {
-        return Err(refused(
-            state,
-            action,
-            "anonymous",
-            AuthorityError::ClientCertificateRequired,
-        )
-        .await);
-    };
+    let der = required_certificate(state, presented, action).await?;
     match state.authority.verify_client_certificate(&der, now()).await {
         Ok(record) => Ok(record.node),
         Err(e) => Err(refused(state, action, "client-certificate", e).await),
