@@ -488,29 +488,16 @@ pub struct CaServer {
 impl CaServer {
     /// Initialises a CA (with `init_args`), creates an admin token, starts the server.
     pub fn start(init_args: &[&str], serve_args: &[&str]) -> Self {
-        let ca = TestCa::init(init_args);
-        let admin_token = etcd_ca(["admin-token", "create", "--data-dir", ca.data_dir()])
-            .ok()
-            .stdout
-            .trim()
-            .to_string();
-        let mut server = Self {
-            ca,
-            url: String::new(),
-            fingerprint: String::new(),
-            admin_token,
-            log: PathBuf::new(),
-            serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
-            child: None,
-        };
-        server.spawn();
-        server
+        Self::serve(TestCa::init(init_args), serve_args)
     }
 
     /// Starts a server on an existing data dir (e.g. a restored one) with a new admin token.
     pub fn start_on(dir: PathBuf, serve_args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let ca = TestCa { tmp, dir };
+        Self::serve(TestCa { tmp, dir }, serve_args)
+    }
+
+    fn serve(ca: TestCa, serve_args: &[&str]) -> Self {
         let admin_token = etcd_ca(["admin-token", "create", "--data-dir", ca.data_dir()])
             .ok()
             .stdout
