@@ -33,6 +33,10 @@ const CONCURRENCY: [usize; 3] = [1, 8, 32];
 struct Options {
     quick: bool,
     json: PathBuf,
+    /// Drive only the server with this name (`--only etcd-ca`), for profiling.
+    only: Option<String>,
+    /// Skip the renewal storm (`--no-storm`), for profiling.
+    storm: bool,
 }
 
 impl Options {
@@ -44,9 +48,16 @@ impl Options {
             .and_then(|i| args.get(i + 1))
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("target/bench/ca.json"));
+        let only = args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1))
+            .cloned();
         Self {
             quick: args.iter().any(|a| a == "--quick"),
             json,
+            only,
+            storm: !args.iter().any(|a| a == "--no-storm"),
         }
     }
 
@@ -77,6 +88,10 @@ struct IssuanceResult {
     per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Server CPU time (user + system) per certificate, from /proc.
+    server_cpu_us_per_cert: f64,
+    /// The load generator's own CPU time per certificate (it shares the machine).
+    client_cpu_us_per_cert: f64,
 }
 
 #[derive(Serialize, Debug)]
@@ -87,6 +102,7 @@ struct StormResult {
     seconds: f64,
     p99_ms: f64,
     peak_rss_mib: f64,
+    server_cpu_us_per_cert: f64,
 }
 
 #[derive(Serialize, Debug)]
@@ -95,7 +111,7 @@ struct Report {
     quick: bool,
     in_process_per_second: f64,
     issuance: Vec<IssuanceResult>,
-    storm: StormResult,
+    storm: Option<StormResult>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -174,6 +190,7 @@ async fn post(
 /// One server under load: how to reach it and how to ask it to sign CSR number `i`.
 struct Target {
     name: String,
+    pid: u32,
     addr: String,
     tls: Arc<rustls::ClientConfig>,
     path: &'static str,
@@ -186,6 +203,7 @@ async fn drive(target: Arc<Target>, concurrency: usize, requests: usize) -> Issu
     let next = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(requests)));
     let errors = Arc::new(AtomicUsize::new(0));
+    let (server_cpu, client_cpu) = (cpu_time(&target.pid.to_string()), cpu_time("self"));
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..concurrency {
@@ -229,9 +247,14 @@ async fn drive(target: Arc<Target>, concurrency: usize, requests: usize) -> Issu
         let _ = w.await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let server_cpu = cpu_time(&target.pid.to_string()) - server_cpu;
+    let client_cpu = cpu_time("self") - client_cpu;
     let mut latencies = latencies.lock().expect("latencies").clone();
     latencies.sort();
+    let per_cert = |cpu: Duration| cpu.as_secs_f64() * 1e6 / latencies.len().max(1) as f64;
     IssuanceResult {
+        server_cpu_us_per_cert: per_cert(server_cpu),
+        client_cpu_us_per_cert: per_cert(client_cpu),
         server: target.name.clone(),
         concurrency,
         requests,
@@ -459,6 +482,22 @@ async fn start_cfssl(dir: &Path, with_db: bool) -> (Process, String, Vec<u8>) {
     (Process(child), addr, ca.der().to_vec())
 }
 
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
+fn cpu_time(pid: &str) -> Duration {
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the parenthesised command name; utime and stime are 14th and 15th.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some(Duration::from_secs_f64((utime + stime) / ticks_per_second))
+        })
+        .unwrap_or_default()
+}
+
 fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -522,6 +561,7 @@ async fn storm(addr: &str, ca_der: &[u8], admin: &str, nodes: usize, pid: u32) -
     let next = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(nodes)));
     let errors = Arc::new(AtomicUsize::new(0));
+    let server_cpu = cpu_time(&pid.to_string());
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..64 {
@@ -561,11 +601,14 @@ async fn storm(addr: &str, ca_der: &[u8], admin: &str, nodes: usize, pid: u32) -
         let _ = w.await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let server_cpu = cpu_time(&pid.to_string()) - server_cpu;
     let mut latencies = latencies.lock().expect("latencies").clone();
     latencies.sort();
     StormResult {
         nodes,
         certificates: latencies.len() * 3,
+        server_cpu_us_per_cert: server_cpu.as_secs_f64() * 1e6
+            / (latencies.len() * 3).max(1) as f64,
         errors: errors.load(Ordering::Relaxed),
         seconds,
         p99_ms: percentile(&latencies, 0.99),
@@ -607,6 +650,7 @@ async fn run(options: Options) {
     let targets = vec![
         Arc::new(Target {
             name: "etcd-ca".into(),
+            pid: ours.0.id(),
             addr: our_addr.clone(),
             tls: tls_config(&our_ca, None),
             path: "/v1/sign",
@@ -621,6 +665,7 @@ async fn run(options: Options) {
         }),
         Arc::new(Target {
             name: "cfssl+sqlite".into(),
+            pid: cfssl_db.0.id(),
             addr: cfssl_db_addr,
             tls: tls_config(&cfssl_db_ca, None),
             path: "/api/v1/cfssl/sign",
@@ -630,6 +675,7 @@ async fn run(options: Options) {
         }),
         Arc::new(Target {
             name: "cfssl (no db)".into(),
+            pid: cfssl.0.id(),
             addr: cfssl_addr,
             tls: tls_config(&cfssl_ca, None),
             path: "/api/v1/cfssl/sign",
@@ -641,10 +687,18 @@ async fn run(options: Options) {
     let mut issuance = Vec::new();
     for c in CONCURRENCY {
         for target in &targets {
+            if options
+                .only
+                .as_ref()
+                .is_some_and(|only| *only != target.name)
+            {
+                continue;
+            }
             let result = drive(target.clone(), c, options.requests(c)).await;
             eprintln!(
-                "{:<14} c={:<2} {:>8.0}/s p50 {:>7.2} ms p99 {:>7.2} ms errors {}",
-                result.server, c, result.per_second, result.p50_ms, result.p99_ms, result.errors
+                "{:<14} c={:<2} {:>8.0}/s p50 {:>7.2} ms p99 {:>7.2} ms errors {} cpu/cert server {:.0} us, load generator {:.0} us",
+                result.server, c, result.per_second, result.p50_ms, result.p99_ms, result.errors,
+                result.server_cpu_us_per_cert, result.client_cpu_us_per_cert
             );
             issuance.push(result);
         }
@@ -652,19 +706,28 @@ async fn run(options: Options) {
     drop(cfssl);
     drop(cfssl_db);
 
-    eprintln!("renewal storm: {} nodes...", options.storm_nodes());
-    let storm = storm(
-        &our_addr,
-        &our_ca,
-        &admin,
-        options.storm_nodes(),
-        ours.0.id(),
-    )
-    .await;
-    eprintln!(
-        "storm: {:.2} s, p99 {:.1} ms, peak RSS {:.1} MiB, errors {}",
-        storm.seconds, storm.p99_ms, storm.peak_rss_mib, storm.errors
-    );
+    let storm = if options.storm {
+        eprintln!("renewal storm: {} nodes...", options.storm_nodes());
+        let storm = storm(
+            &our_addr,
+            &our_ca,
+            &admin,
+            options.storm_nodes(),
+            ours.0.id(),
+        )
+        .await;
+        eprintln!(
+            "storm: {:.2} s, p99 {:.1} ms, peak RSS {:.1} MiB, errors {}, server cpu/cert {:.0} us",
+            storm.seconds,
+            storm.p99_ms,
+            storm.peak_rss_mib,
+            storm.errors,
+            storm.server_cpu_us_per_cert
+        );
+        Some(storm)
+    } else {
+        None
+    };
     drop(ours);
 
     let report = Report {
@@ -689,21 +752,22 @@ async fn run(options: Options) {
     )
     .expect("write json");
     println!("\nJSON: {}", options.json.display());
+    let failed = report.issuance.iter().map(|x| x.errors).sum::<usize>()
+        + report.storm.as_ref().map_or(0, |s| s.errors);
+    if failed > 0 {
+        eprintln!("{failed} requests failed; see target/bench/server.log");
+        std::process::exit(1);
+    }
 }
 
 fn print_table(r: &Report) {
-    let ours = |c: usize| {
-        r.issuance
-            .iter()
-            .find(|x| x.server == "etcd-ca" && x.concurrency == c)
-    };
     let other = |name: &str, c: usize| {
         r.issuance
             .iter()
             .find(|x| x.server == name && x.concurrency == c)
     };
-    println!("\n| server | concurrency | certificates/s | p50 ms | p99 ms | errors | vs cfssl+sqlite | vs cfssl (no db) | vs in-process limit |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("\n| server | concurrency | certificates/s | p50 ms | p99 ms | errors | vs cfssl+sqlite | vs cfssl (no db) | vs in-process limit | server CPU µs/cert | load generator CPU µs/cert |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for x in &r.issuance {
         let ratio = |base: Option<&IssuanceResult>| match (x.server.as_str(), base) {
             ("etcd-ca", Some(b)) if b.per_second > 0.0 => {
@@ -717,7 +781,7 @@ fn print_table(r: &Report) {
             String::new()
         };
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {:.0} | {:.0} |",
             x.server,
             x.concurrency,
             x.per_second,
@@ -726,17 +790,20 @@ fn print_table(r: &Report) {
             x.errors,
             ratio(other("cfssl+sqlite", x.concurrency)),
             ratio(other("cfssl (no db)", x.concurrency)),
-            limit
+            limit,
+            x.server_cpu_us_per_cert,
+            x.client_cpu_us_per_cert
         );
     }
-    let _ = ours;
     println!(
-        "\nIn-process limit (CSR parse + verify + sign, one core, no I/O): {:.0}/s",
-        r.in_process_per_second
+        "\nIn-process limit (CSR parse + verify + sign, one core, no I/O): {:.0}/s ({:.0} µs per certificate)",
+        r.in_process_per_second,
+        1e6 / r.in_process_per_second.max(1e-9)
     );
-    let s = &r.storm;
-    println!(
-        "Renewal storm: {} nodes, {} certificates over {} mTLS connections in {:.2} s ({:.0} certificates/s), p99 {:.1} ms per node, peak server RSS {:.1} MiB, {} errors",
-        s.nodes, s.certificates, s.nodes, s.seconds, s.certificates as f64 / s.seconds.max(1e-9), s.p99_ms, s.peak_rss_mib, s.errors
-    );
+    if let Some(s) = &r.storm {
+        println!(
+            "Renewal storm: {} nodes, {} certificates over {} mTLS connections in {:.2} s ({:.0} certificates/s), p99 {:.1} ms per node, peak server RSS {:.1} MiB, server CPU {:.0} us per certificate, {} errors",
+            s.nodes, s.certificates, s.nodes, s.seconds, s.certificates as f64 / s.seconds.max(1e-9), s.p99_ms, s.peak_rss_mib, s.server_cpu_us_per_cert, s.errors
+        );
+    }
 }

@@ -11,11 +11,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::Row;
+use sqlx::{Connection, Row};
 use time::OffsetDateTime;
 
 use crate::names::{NodeIdentity, NodeName};
@@ -54,6 +55,8 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Lifecycle state of a CA generation.
@@ -312,8 +315,26 @@ const MAX_GROUP: usize = 512;
 
 /// Group commit: takes every issued certificate waiting at that moment, writes them all in one
 /// transaction (one fsync), then answers each. While one group commits, the next one gathers.
+///
+/// While work keeps arriving the committer keeps one connection: SQLite drops a connection's
+/// page cache whenever another connection wrote, so rotating through the pool would re-read
+/// the index pages every commit. It goes back to the pool as soon as nothing is waiting, so
+/// [`Store::close`] never waits on it.
 async fn commit_loop(pool: SqlitePool, mut pending: tokio::sync::mpsc::Receiver<PendingIssue>) {
-    while let Some(first) = pending.recv().await {
+    use tokio::sync::mpsc::error::TryRecvError;
+    let mut writer: Option<PoolConnection<Sqlite>> = None;
+    loop {
+        let first = match pending.try_recv() {
+            Ok(first) => first,
+            Err(TryRecvError::Empty) => {
+                writer = None;
+                match pending.recv().await {
+                    Some(first) => first,
+                    None => break,
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match pending.try_recv() {
@@ -321,8 +342,21 @@ async fn commit_loop(pool: SqlitePool, mut pending: tokio::sync::mpsc::Receiver<
                 Err(_) => break,
             }
         }
+        let mut conn = match writer.take() {
+            Some(conn) => conn,
+            None => match pool.acquire().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    let reason = e.to_string();
+                    for p in group {
+                        let _ = p.done.send(Err(StoreError::Unavailable(reason.clone())));
+                    }
+                    continue;
+                }
+            },
+        };
         let started = std::time::Instant::now();
-        let committed = commit_group(&pool, &group).await;
+        let committed = commit_group(&mut conn, &group).await;
         tracing::trace!(
             size = group.len(),
             micros = started.elapsed().as_micros() as u64,
@@ -342,23 +376,152 @@ async fn commit_loop(pool: SqlitePool, mut pending: tokio::sync::mpsc::Receiver<
             Err(_) => {
                 // One bad write must not fail its neighbours: commit them one by one.
                 for p in group {
-                    let result = commit_group(&pool, std::slice::from_ref(&p)).await;
+                    let result = commit_group(&mut conn, std::slice::from_ref(&p)).await;
                     let _ = p.done.send(result);
                 }
             }
         }
+        writer = Some(conn);
     }
 }
 
-async fn commit_group(pool: &SqlitePool, group: &[PendingIssue]) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
-    for p in group {
-        upsert_node(&mut tx, &p.node, p.cert.issued_at).await?;
-        insert_certificate(&mut tx, &p.cert).await?;
-        insert_audit(&mut tx, &p.event).await?;
-    }
+/// Writes a group in one transaction.
+async fn commit_group(
+    conn: &mut SqliteConnection,
+    group: &[PendingIssue],
+) -> Result<(), StoreError> {
+    let nodes: Vec<_> = group
+        .iter()
+        .map(|p| NodeRow::new(&p.node, p.cert.issued_at))
+        .collect();
+    let certs: Vec<_> = group.iter().map(|p| CertificateRow::new(&p.cert)).collect();
+    let events: Vec<_> = group.iter().map(|p| AuditRow::new(&p.event)).collect();
+    let mut tx = conn.begin().await?;
+    insert_rows(&mut tx, &nodes, &certs, &events).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Registers or updates nodes, records certificates and appends audit events, in one round trip
+/// to SQLite's thread however many rows there are: the rows travel as three JSON arrays that
+/// three fixed statements unpack, so every group size reuses the same prepared statements. A
+/// node row whose names did not change is left alone; rows apply in order.
+async fn insert_rows(
+    tx: &mut Tx<'_>,
+    nodes: &[NodeRow<'_>],
+    certs: &[CertificateRow<'_>],
+    events: &[AuditRow<'_>],
+) -> Result<(), StoreError> {
+    sqlx::query(concat!(
+        "INSERT INTO nodes (name, ips, dns_names, created_at, updated_at)
+         SELECT value->>'name', value->>'ips', value->>'dns_names', value->>'at', value->>'at'
+         FROM json_each(?1) WHERE true
+         ON CONFLICT (name) DO UPDATE SET
+           ips = excluded.ips, dns_names = excluded.dns_names, updated_at = excluded.updated_at
+         WHERE ips != excluded.ips OR dns_names != excluded.dns_names;",
+        "INSERT INTO certificates
+           (serial, ca_generation, profile, node, subject, common_name, sans, key_type,
+            public_key_sha256, not_before, not_after, pem, status, issued_at, renewed_from)
+         SELECT value->>'serial', value->>'ca_generation', value->>'profile', value->>'node',
+           value->>'subject', value->>'common_name', value->>'sans', value->>'key_type',
+           value->>'public_key_sha256', value->>'not_before', value->>'not_after', value->>'pem',
+           'valid', value->>'issued_at', value->>'renewed_from'
+         FROM json_each(?2);",
+        "INSERT INTO audit_events (at, actor, action, node, serial, detail)
+         SELECT value->>'at', value->>'actor', value->>'action', value->>'node',
+           value->>'serial', value->>'detail'
+         FROM json_each(?3);"
+    ))
+    .bind(to_json(&nodes))
+    .bind(to_json(&certs))
+    .bind(to_json(&events))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A `nodes` row as [`commit_group`] sends it (names already in their column's JSON form).
+#[derive(Serialize)]
+struct NodeRow<'a> {
+    name: &'a str,
+    ips: String,
+    dns_names: String,
+    at: i64,
+}
+
+impl<'a> NodeRow<'a> {
+    fn new(node: &'a NodeIdentity, at: OffsetDateTime) -> Self {
+        Self {
+            name: node.name.as_str(),
+            ips: to_json(&node.ips),
+            dns_names: to_json(&node.dns_names),
+            at: ts(at),
+        }
+    }
+}
+
+/// A `certificates` row as [`commit_group`] sends it.
+#[derive(Serialize)]
+struct CertificateRow<'a> {
+    serial: &'a str,
+    ca_generation: i64,
+    profile: &'a str,
+    node: &'a str,
+    subject: &'a str,
+    common_name: &'a str,
+    sans: String,
+    key_type: &'a str,
+    public_key_sha256: &'a str,
+    not_before: i64,
+    not_after: i64,
+    pem: &'a str,
+    issued_at: i64,
+    renewed_from: Option<&'a str>,
+}
+
+impl<'a> CertificateRow<'a> {
+    fn new(cert: &'a NewCertificate) -> Self {
+        Self {
+            serial: &cert.serial,
+            ca_generation: cert.ca_generation,
+            profile: &cert.profile,
+            node: cert.node.as_str(),
+            subject: &cert.subject,
+            common_name: &cert.common_name,
+            sans: to_json(&cert.sans),
+            key_type: &cert.key_type,
+            public_key_sha256: &cert.public_key_sha256,
+            not_before: ts(cert.not_before),
+            not_after: ts(cert.not_after),
+            pem: &cert.pem,
+            issued_at: ts(cert.issued_at),
+            renewed_from: cert.renewed_from.as_deref(),
+        }
+    }
+}
+
+/// An `audit_events` row as [`commit_group`] sends it.
+#[derive(Serialize)]
+struct AuditRow<'a> {
+    at: i64,
+    actor: &'a str,
+    action: &'a str,
+    node: Option<&'a str>,
+    serial: Option<&'a str>,
+    detail: &'a str,
+}
+
+impl<'a> AuditRow<'a> {
+    fn new(event: &'a AuditEvent) -> Self {
+        Self {
+            at: ts(event.at),
+            actor: &event.actor,
+            action: &event.action,
+            node: event.node.as_deref(),
+            serial: event.serial.as_deref(),
+            detail: &event.detail,
+        }
+    }
 }
 
 fn ts(t: OffsetDateTime) -> i64 {
@@ -889,13 +1052,15 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        upsert_node(&mut tx, e.identity, e.at).await?;
-        for cert in e.certificates {
-            insert_certificate(&mut tx, cert).await?;
-        }
-        for event in e.events {
-            insert_audit(&mut tx, event).await?;
-        }
+        let certificates: Vec<_> = e.certificates.iter().map(CertificateRow::new).collect();
+        let events: Vec<_> = e.events.iter().map(AuditRow::new).collect();
+        insert_rows(
+            &mut tx,
+            &[NodeRow::new(e.identity, e.at)],
+            &certificates,
+            &events,
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -965,74 +1130,18 @@ impl Store {
     }
 }
 
-async fn insert_audit(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    event: &AuditEvent,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO audit_events (at, actor, action, node, serial, detail)
-         VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(ts(event.at))
-    .bind(&event.actor)
-    .bind(&event.action)
-    .bind(&event.node)
-    .bind(&event.serial)
-    .bind(&event.detail)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Sqlite>;
+
+async fn insert_audit(tx: &mut Tx<'_>, event: &AuditEvent) -> Result<(), StoreError> {
+    insert_rows(tx, &[], &[], &[AuditRow::new(event)]).await
 }
 
 async fn upsert_node(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut Tx<'_>,
     node: &NodeIdentity,
     at: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO nodes (name, ips, dns_names, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (name) DO UPDATE SET
-           ips = excluded.ips, dns_names = excluded.dns_names, updated_at = excluded.updated_at
-         WHERE ips != excluded.ips OR dns_names != excluded.dns_names",
-    )
-    .bind(node.name.as_str())
-    .bind(to_json(&node.ips))
-    .bind(to_json(&node.dns_names))
-    .bind(ts(at))
-    .bind(ts(at))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn insert_certificate(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    cert: &NewCertificate,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO certificates
-           (serial, ca_generation, profile, node, subject, common_name, sans, key_type,
-            public_key_sha256, not_before, not_after, pem, status, issued_at, renewed_from)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'valid', ?, ?)",
-    )
-    .bind(&cert.serial)
-    .bind(cert.ca_generation)
-    .bind(&cert.profile)
-    .bind(cert.node.as_str())
-    .bind(&cert.subject)
-    .bind(&cert.common_name)
-    .bind(to_json(&cert.sans))
-    .bind(&cert.key_type)
-    .bind(&cert.public_key_sha256)
-    .bind(ts(cert.not_before))
-    .bind(ts(cert.not_after))
-    .bind(&cert.pem)
-    .bind(ts(cert.issued_at))
-    .bind(&cert.renewed_from)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    insert_rows(tx, &[NodeRow::new(node, at)], &[], &[]).await
 }
 
 /// JSON for a column. Serialising vectors of strings and addresses cannot fail.
@@ -1156,4 +1265,167 @@ fn certificate_from_row(
         renewed_from: row.try_get("renewed_from")?,
         pem: row.try_get("pem")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000 + secs).unwrap()
+    }
+
+    async fn store_with_generation(dir: &Path) -> Store {
+        let store = Store::create(&dir.join("ca.db")).await.unwrap();
+        let generation = GenerationRecord {
+            id: 1,
+            state: GenerationState::Active,
+            key_type: "ecdsa-p256".into(),
+            cert_pem: "not parsed here".into(),
+            fingerprint: "sha256:00".into(),
+            key_file: "ca/gen-1.key".into(),
+            imported: false,
+            not_before: at(0),
+            not_after: at(86_400 * 3650),
+            activated_at: Some(at(0)),
+            retired_at: None,
+        };
+        store.insert_generation(&generation, at(0)).await.unwrap();
+        store
+    }
+
+    fn identity(name: &str, ip: &str) -> NodeIdentity {
+        NodeIdentity::new(name.parse().unwrap(), vec![ip.parse().unwrap()], vec![])
+    }
+
+    fn certificate(serial: &str, node: &str, renewed_from: Option<&str>) -> NewCertificate {
+        NewCertificate {
+            serial: serial.into(),
+            ca_generation: 1,
+            profile: "peer".into(),
+            node: node.parse().unwrap(),
+            subject: "CN=etcd-peer".into(),
+            common_name: "etcd-peer".into(),
+            sans: vec!["IP:10.0.0.1".into()],
+            key_type: "ecdsa-p256".into(),
+            public_key_sha256: "ab".repeat(32),
+            not_before: at(0),
+            not_after: at(86_400),
+            pem: "-----BEGIN CERTIFICATE-----\nnot \"parsed\" here\n-----END CERTIFICATE-----\n"
+                .into(),
+            issued_at: at(10),
+            renewed_from: renewed_from.map(str::to_string),
+        }
+    }
+
+    fn event(serial: &str, node: &str) -> AuditEvent {
+        AuditEvent {
+            at: at(10),
+            actor: "admin:ops".into(),
+            action: "issue".into(),
+            node: Some(node.into()),
+            serial: Some(serial.into()),
+            detail: "profile peer, CN etcd-peer".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_issues_are_each_recorded_with_every_column_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_generation(dir.path()).await;
+        let writes: Vec<_> = (0..40)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let node = format!("n{}", i % 5);
+                    let cert = certificate(&format!("{i:032x}"), &node, None);
+                    let event = event(&cert.serial, &node);
+                    store
+                        .record_issue(&identity(&node, "10.0.0.1"), &cert, &event)
+                        .await
+                })
+            })
+            .collect();
+        for write in writes {
+            write.await.unwrap().unwrap();
+        }
+        assert_eq!(store.certificate_counts().await.unwrap().0, 40);
+        let stored = store
+            .certificate(&format!("{:032x}", 7), at(20))
+            .await
+            .unwrap()
+            .unwrap();
+        let expected = certificate(&format!("{:032x}", 7), "n2", None);
+        assert_eq!(stored.pem, expected.pem, "quotes and newlines survive");
+        assert_eq!(stored.sans, expected.sans);
+        assert_eq!(stored.node, "n2");
+        assert_eq!(stored.not_after, expected.not_after);
+        assert_eq!(stored.issued_at, expected.issued_at);
+        assert_eq!(stored.renewed_from, None);
+        assert_eq!(stored.status, CertificateStatus::Valid);
+        let audit = store.audit_events(100).await.unwrap();
+        assert_eq!(audit.iter().filter(|e| e.action == "issue").count(), 40);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn one_bad_write_in_a_group_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_generation(dir.path()).await;
+        let first = certificate("aa", "n1", None);
+        store
+            .record_issue(&identity("n1", "10.0.0.1"), &first, &event("aa", "n1"))
+            .await
+            .unwrap();
+        // Sent together so they share groups: the duplicate serial must not sink the others.
+        let serials: Vec<String> = (0..30)
+            .map(|i| {
+                if i == 15 {
+                    "aa".into()
+                } else {
+                    format!("{i:02x}")
+                }
+            })
+            .collect();
+        let writes: Vec<_> = serials
+            .iter()
+            .map(|serial| {
+                let (store, serial) = (store.clone(), serial.clone());
+                tokio::spawn(async move {
+                    let cert = certificate(&serial, "n1", Some("aa"));
+                    let event = event(&serial, "n1");
+                    store
+                        .record_issue(&identity("n1", "10.0.0.1"), &cert, &event)
+                        .await
+                })
+            })
+            .collect();
+        for (i, write) in writes.into_iter().enumerate() {
+            let result = write.await.unwrap();
+            assert_eq!(result.is_err(), i == 15, "write {i}: {result:?}");
+        }
+        assert_eq!(store.certificate_counts().await.unwrap().0, 30);
+        let renewed = store.certificate("0c", at(20)).await.unwrap().unwrap();
+        assert_eq!(renewed.renewed_from.as_deref(), Some("aa"));
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_node_keeps_its_latest_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_generation(dir.path()).await;
+        let n1 = identity("n1", "10.0.0.1");
+        store
+            .record_issue(&n1, &certificate("01", "n1", None), &event("01", "n1"))
+            .await
+            .unwrap();
+        assert_eq!(store.node(&n1.name).await.unwrap(), Some(n1.clone()));
+        let moved = identity("n1", "10.0.0.9");
+        store
+            .record_issue(&moved, &certificate("02", "n1", None), &event("02", "n1"))
+            .await
+            .unwrap();
+        assert_eq!(store.node(&n1.name).await.unwrap(), Some(moved));
+        store.close().await;
+    }
 }
