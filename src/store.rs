@@ -385,143 +385,21 @@ async fn commit_loop(pool: SqlitePool, mut pending: tokio::sync::mpsc::Receiver<
     }
 }
 
-/// Writes a group in one transaction.
+/// Writes a group in one transaction (one fsync) and three multi-row statements, so the work
+/// handed to SQLite's thread does not grow with the group.
 async fn commit_group(
     conn: &mut SqliteConnection,
     group: &[PendingIssue],
 ) -> Result<(), StoreError> {
-    let nodes: Vec<_> = group
-        .iter()
-        .map(|p| NodeRow::new(&p.node, p.cert.issued_at))
-        .collect();
-    let certs: Vec<_> = group.iter().map(|p| CertificateRow::new(&p.cert)).collect();
-    let events: Vec<_> = group.iter().map(|p| AuditRow::new(&p.event)).collect();
+    let nodes: Vec<_> = group.iter().map(|p| (&p.node, p.cert.issued_at)).collect();
+    let certs: Vec<_> = group.iter().map(|p| &p.cert).collect();
+    let events: Vec<_> = group.iter().map(|p| &p.event).collect();
     let mut tx = conn.begin().await?;
-    insert_rows(&mut tx, &nodes, &certs, &events).await?;
+    upsert_nodes(&mut tx, &nodes).await?;
+    insert_certificates(&mut tx, &certs).await?;
+    insert_audits(&mut tx, &events).await?;
     tx.commit().await?;
     Ok(())
-}
-
-/// Registers or updates nodes, records certificates and appends audit events, in one round trip
-/// to SQLite's thread however many rows there are: the rows travel as three JSON arrays that
-/// three fixed statements unpack, so every group size reuses the same prepared statements. A
-/// node row whose names did not change is left alone; rows apply in order.
-async fn insert_rows(
-    tx: &mut Tx<'_>,
-    nodes: &[NodeRow<'_>],
-    certs: &[CertificateRow<'_>],
-    events: &[AuditRow<'_>],
-) -> Result<(), StoreError> {
-    sqlx::query(concat!(
-        "INSERT INTO nodes (name, ips, dns_names, created_at, updated_at)
-         SELECT value->>'name', value->>'ips', value->>'dns_names', value->>'at', value->>'at'
-         FROM json_each(?1) WHERE true
-         ON CONFLICT (name) DO UPDATE SET
-           ips = excluded.ips, dns_names = excluded.dns_names, updated_at = excluded.updated_at
-         WHERE ips != excluded.ips OR dns_names != excluded.dns_names;",
-        "INSERT INTO certificates
-           (serial, ca_generation, profile, node, subject, common_name, sans, key_type,
-            public_key_sha256, not_before, not_after, pem, status, issued_at, renewed_from)
-         SELECT value->>'serial', value->>'ca_generation', value->>'profile', value->>'node',
-           value->>'subject', value->>'common_name', value->>'sans', value->>'key_type',
-           value->>'public_key_sha256', value->>'not_before', value->>'not_after', value->>'pem',
-           'valid', value->>'issued_at', value->>'renewed_from'
-         FROM json_each(?2);",
-        "INSERT INTO audit_events (at, actor, action, node, serial, detail)
-         SELECT value->>'at', value->>'actor', value->>'action', value->>'node',
-           value->>'serial', value->>'detail'
-         FROM json_each(?3);"
-    ))
-    .bind(to_json(&nodes))
-    .bind(to_json(&certs))
-    .bind(to_json(&events))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// A `nodes` row as [`commit_group`] sends it (names already in their column's JSON form).
-#[derive(Serialize)]
-struct NodeRow<'a> {
-    name: &'a str,
-    ips: String,
-    dns_names: String,
-    at: i64,
-}
-
-impl<'a> NodeRow<'a> {
-    fn new(node: &'a NodeIdentity, at: OffsetDateTime) -> Self {
-        Self {
-            name: node.name.as_str(),
-            ips: to_json(&node.ips),
-            dns_names: to_json(&node.dns_names),
-            at: ts(at),
-        }
-    }
-}
-
-/// A `certificates` row as [`commit_group`] sends it.
-#[derive(Serialize)]
-struct CertificateRow<'a> {
-    serial: &'a str,
-    ca_generation: i64,
-    profile: &'a str,
-    node: &'a str,
-    subject: &'a str,
-    common_name: &'a str,
-    sans: String,
-    key_type: &'a str,
-    public_key_sha256: &'a str,
-    not_before: i64,
-    not_after: i64,
-    pem: &'a str,
-    issued_at: i64,
-    renewed_from: Option<&'a str>,
-}
-
-impl<'a> CertificateRow<'a> {
-    fn new(cert: &'a NewCertificate) -> Self {
-        Self {
-            serial: &cert.serial,
-            ca_generation: cert.ca_generation,
-            profile: &cert.profile,
-            node: cert.node.as_str(),
-            subject: &cert.subject,
-            common_name: &cert.common_name,
-            sans: to_json(&cert.sans),
-            key_type: &cert.key_type,
-            public_key_sha256: &cert.public_key_sha256,
-            not_before: ts(cert.not_before),
-            not_after: ts(cert.not_after),
-            pem: &cert.pem,
-            issued_at: ts(cert.issued_at),
-            renewed_from: cert.renewed_from.as_deref(),
-        }
-    }
-}
-
-/// An `audit_events` row as [`commit_group`] sends it.
-#[derive(Serialize)]
-struct AuditRow<'a> {
-    at: i64,
-    actor: &'a str,
-    action: &'a str,
-    node: Option<&'a str>,
-    serial: Option<&'a str>,
-    detail: &'a str,
-}
-
-impl<'a> AuditRow<'a> {
-    fn new(event: &'a AuditEvent) -> Self {
-        Self {
-            at: ts(event.at),
-            actor: &event.actor,
-            action: &event.action,
-            node: event.node.as_deref(),
-            serial: event.serial.as_deref(),
-            detail: &event.detail,
-        }
-    }
 }
 
 fn ts(t: OffsetDateTime) -> i64 {
@@ -1052,15 +930,9 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        let certificates: Vec<_> = e.certificates.iter().map(CertificateRow::new).collect();
-        let events: Vec<_> = e.events.iter().map(AuditRow::new).collect();
-        insert_rows(
-            &mut tx,
-            &[NodeRow::new(e.identity, e.at)],
-            &certificates,
-            &events,
-        )
-        .await?;
+        upsert_node(&mut tx, e.identity, e.at).await?;
+        insert_certificates(&mut tx, &e.certificates.iter().collect::<Vec<_>>()).await?;
+        insert_audits(&mut tx, &e.events.iter().collect::<Vec<_>>()).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -1130,10 +1002,33 @@ impl Store {
     }
 }
 
+/// The most rows one multi-row INSERT carries (a certificate row binds 14 values; SQLite
+/// allows 32,766).
+const ROWS_PER_INSERT: usize = 64;
+
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Sqlite>;
 
 async fn insert_audit(tx: &mut Tx<'_>, event: &AuditEvent) -> Result<(), StoreError> {
-    insert_rows(tx, &[], &[], &[AuditRow::new(event)]).await
+    insert_audits(tx, &[event]).await
+}
+
+/// Appends audit events, one statement per [`ROWS_PER_INSERT`] rows.
+async fn insert_audits(tx: &mut Tx<'_>, events: &[&AuditEvent]) -> Result<(), StoreError> {
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO audit_events (at, actor, action, node, serial, detail) ",
+        );
+        insert.push_values(chunk, |mut row, event| {
+            row.push_bind(ts(event.at))
+                .push_bind(&event.actor)
+                .push_bind(&event.action)
+                .push_bind(&event.node)
+                .push_bind(&event.serial)
+                .push_bind(&event.detail);
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 async fn upsert_node(
@@ -1141,7 +1036,64 @@ async fn upsert_node(
     node: &NodeIdentity,
     at: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    insert_rows(tx, &[NodeRow::new(node, at)], &[], &[]).await
+    upsert_nodes(tx, &[(node, at)]).await
+}
+
+/// Registers nodes or updates their names, one statement per [`ROWS_PER_INSERT`] rows. A node
+/// whose names did not change is left alone; rows apply in order, so the last identity wins.
+async fn upsert_nodes(
+    tx: &mut Tx<'_>,
+    nodes: &[(&NodeIdentity, OffsetDateTime)],
+) -> Result<(), StoreError> {
+    for chunk in nodes.chunks(ROWS_PER_INSERT) {
+        let mut upsert = sqlx::QueryBuilder::new(
+            "INSERT INTO nodes (name, ips, dns_names, created_at, updated_at) ",
+        );
+        upsert.push_values(chunk, |mut row, (node, at)| {
+            row.push_bind(node.name.as_str())
+                .push_bind(to_json(&node.ips))
+                .push_bind(to_json(&node.dns_names))
+                .push_bind(ts(*at))
+                .push_bind(ts(*at));
+        });
+        upsert.push(
+            " ON CONFLICT (name) DO UPDATE SET
+               ips = excluded.ips, dns_names = excluded.dns_names, updated_at = excluded.updated_at
+             WHERE ips != excluded.ips OR dns_names != excluded.dns_names",
+        );
+        upsert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Records certificates, one statement per [`ROWS_PER_INSERT`] rows.
+async fn insert_certificates(tx: &mut Tx<'_>, certs: &[&NewCertificate]) -> Result<(), StoreError> {
+    for chunk in certs.chunks(ROWS_PER_INSERT) {
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO certificates
+               (serial, ca_generation, profile, node, subject, common_name, sans, key_type,
+                public_key_sha256, not_before, not_after, pem, status, issued_at, renewed_from) ",
+        );
+        insert.push_values(chunk, |mut row, cert| {
+            row.push_bind(&cert.serial)
+                .push_bind(cert.ca_generation)
+                .push_bind(&cert.profile)
+                .push_bind(cert.node.as_str())
+                .push_bind(&cert.subject)
+                .push_bind(&cert.common_name)
+                .push_bind(to_json(&cert.sans))
+                .push_bind(&cert.key_type)
+                .push_bind(&cert.public_key_sha256)
+                .push_bind(ts(cert.not_before))
+                .push_bind(ts(cert.not_after))
+                .push_bind(&cert.pem)
+                .push_bind("valid")
+                .push_bind(ts(cert.issued_at))
+                .push_bind(&cert.renewed_from);
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// JSON for a column. Serialising vectors of strings and addresses cannot fail.
