@@ -301,12 +301,20 @@ pub struct Store {
     committer: tokio::sync::mpsc::Sender<PendingIssue>,
 }
 
-/// An issued certificate waiting for its group commit, and who to tell when it is durable.
+/// An issued certificate to record: the node identity it was issued for, the certificate, and
+/// its audit event.
+#[derive(Clone, Debug)]
+pub struct IssueRecord {
+    pub node: NodeIdentity,
+    pub cert: NewCertificate,
+    pub event: AuditEvent,
+}
+
+/// Issued certificates waiting for their group commit (recorded all or none), and who to tell
+/// when they are durable.
 #[derive(Debug)]
 struct PendingIssue {
-    node: NodeIdentity,
-    cert: NewCertificate,
-    event: AuditEvent,
+    issues: Vec<IssueRecord>,
     done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -391,9 +399,10 @@ async fn commit_group(
     conn: &mut SqliteConnection,
     group: &[PendingIssue],
 ) -> Result<(), StoreError> {
-    let nodes: Vec<_> = group.iter().map(|p| (&p.node, p.cert.issued_at)).collect();
-    let certs: Vec<_> = group.iter().map(|p| &p.cert).collect();
-    let events: Vec<_> = group.iter().map(|p| &p.event).collect();
+    let issues = || group.iter().flat_map(|p| &p.issues);
+    let nodes: Vec<_> = issues().map(|i| (&i.node, i.cert.issued_at)).collect();
+    let certs: Vec<_> = issues().map(|i| &i.cert).collect();
+    let events: Vec<_> = issues().map(|i| &i.event).collect();
     let mut tx = conn.begin().await?;
     upsert_nodes(&mut tx, &nodes).await?;
     insert_certificates(&mut tx, &certs).await?;
@@ -731,13 +740,19 @@ impl Store {
         cert: &NewCertificate,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (done, committed) = tokio::sync::oneshot::channel();
-        let pending = PendingIssue {
+        self.record_issues(vec![IssueRecord {
             node: node.clone(),
             cert: cert.clone(),
             event: event.clone(),
-            done,
-        };
+        }])
+        .await
+    }
+
+    /// Records several issued certificates all or none (a node renewing its certificates
+    /// together), through the same group commit as [`Store::record_issue`].
+    pub async fn record_issues(&self, issues: Vec<IssueRecord>) -> Result<(), StoreError> {
+        let (done, committed) = tokio::sync::oneshot::channel();
+        let pending = PendingIssue { issues, done };
         self.committer
             .send(pending)
             .await
@@ -1359,6 +1374,29 @@ mod tests {
         assert_eq!(store.certificate_counts().await.unwrap().0, 30);
         let renewed = store.certificate("0c", at(20)).await.unwrap().unwrap();
         assert_eq!(renewed.renewed_from.as_deref(), Some("aa"));
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn issues_recorded_together_are_recorded_all_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_generation(dir.path()).await;
+        let issue = |serial: &str| IssueRecord {
+            node: identity("n1", "10.0.0.1"),
+            cert: certificate(serial, "n1", None),
+            event: event(serial, "n1"),
+        };
+        store.record_issues(vec![issue("01")]).await.unwrap();
+        let (before, _) = store.certificate_counts().await.unwrap();
+        let batch = vec![issue("02"), issue("01"), issue("03")];
+        assert!(store.record_issues(batch).await.is_err());
+        assert_eq!(store.certificate_counts().await.unwrap().0, before);
+        assert!(store.certificate("02", at(20)).await.unwrap().is_none());
+        store
+            .record_issues(vec![issue("02"), issue("03")])
+            .await
+            .unwrap();
+        assert_eq!(store.certificate_counts().await.unwrap().0, before + 2);
         store.close().await;
     }
 

@@ -39,8 +39,8 @@ use crate::policy::{
 };
 use crate::store::{
     AuditEvent, CertificateFilter, CertificateRecord, CertificateStatus, EnrollmentRecord,
-    GenerationRecord, GenerationState, NewCertificate, RevokeOutcome, Store, StoreError, TokenKind,
-    TokenRecord,
+    GenerationRecord, GenerationState, IssueRecord, NewCertificate, RevokeOutcome, Store,
+    StoreError, TokenKind, TokenRecord,
 };
 
 /// Everything that can go wrong in the authority.
@@ -352,6 +352,12 @@ struct Signer {
 }
 
 /// Why a certificate is being signed, for the record and the audit trail.
+/// A signed certificate, not yet recorded (and so not yet handed out).
+struct Signed {
+    record: IssueRecord,
+    issued: IssuedCertificate,
+}
+
 struct Origin<'a> {
     action: &'a str,
     actor: &'a str,
@@ -848,12 +854,28 @@ impl Authority {
         origin: Origin<'_>,
         now: OffsetDateTime,
     ) -> Result<IssuedCertificate, AuthorityError> {
+        let signed = self.sign_for_record(grant, identity, public_key, origin, now)?;
+        let issued = signed.issued.clone();
+        self.record(vec![signed]).await?;
+        Ok(issued)
+    }
+
+    /// Signs and prepares the record and audit event; nothing is handed out before
+    /// [`Authority::record`] made it durable.
+    fn sign_for_record(
+        &self,
+        grant: &Grant,
+        identity: &NodeIdentity,
+        public_key: &impl PublicKeyData,
+        origin: Origin<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Signed, AuthorityError> {
         let Origin {
             action,
             actor,
             renewed_from,
         } = origin;
-        let (record, issued) = self.sign(grant, public_key, now, renewed_from)?;
+        let (cert, issued) = self.sign(grant, public_key, now, renewed_from)?;
         let event = AuditEvent {
             at: now,
             actor: actor.to_string(),
@@ -862,8 +884,25 @@ impl Authority {
             serial: Some(issued.serial.clone()),
             detail: format!("profile {}, CN {}", issued.profile, issued.common_name),
         };
-        self.store.record_issue(identity, &record, &event).await?;
-        tracing::info!(action, serial = %issued.serial, profile = %issued.profile, node = %issued.node, not_after = %rfc3339(issued.not_after), "issued certificate");
+        Ok(Signed {
+            record: IssueRecord {
+                node: identity.clone(),
+                cert,
+                event,
+            },
+            issued,
+        })
+    }
+
+    /// Records signed certificates, all or none, in one group commit; returns them once durable.
+    async fn record(&self, signed: Vec<Signed>) -> Result<Vec<IssuedCertificate>, AuthorityError> {
+        let (records, issued): (Vec<_>, Vec<_>) =
+            signed.into_iter().map(|s| (s.record, s.issued)).unzip();
+        let actions: Vec<String> = records.iter().map(|r| r.event.action.clone()).collect();
+        self.store.record_issues(records).await?;
+        for (issued, action) in issued.iter().zip(actions) {
+            tracing::info!(action, serial = %issued.serial, profile = %issued.profile, node = %issued.node, not_after = %rfc3339(issued.not_after), "issued certificate");
+        }
         Ok(issued)
     }
 
@@ -1270,13 +1309,18 @@ impl Authority {
             None => public_key_of(presented)?,
         };
         let actor = format!("cert:{}", record.serial);
-        self.renew_record(&record, None, &public_key, key_type, &actor, now)
-            .await
+        let signed = self
+            .sign_renewal(&record, None, &public_key, key_type, &actor, now)
+            .await?;
+        let issued = signed.issued.clone();
+        self.record(vec![signed]).await?;
+        Ok(issued)
     }
 
-    /// Renews, with its recorded identity, a certificate recorded as `record` for the key
-    /// `public_key` (DER SubjectPublicKeyInfo).
-    async fn renew_record(
+    /// Signs the renewal of a certificate recorded as `record` for the key `public_key` (DER
+    /// SubjectPublicKeyInfo), with its recorded identity: policy checked, nothing recorded yet.
+    /// `identity` is the node's registered identity when the caller already read it.
+    async fn sign_renewal(
         &self,
         record: &CertificateRecord,
         identity: Option<&NodeIdentity>,
@@ -1284,7 +1328,7 @@ impl Authority {
         key_type: KeyType,
         actor: &str,
         now: OffsetDateTime,
-    ) -> Result<IssuedCertificate, AuthorityError> {
+    ) -> Result<Signed, AuthorityError> {
         let sans = record
             .sans
             .iter()
@@ -1321,8 +1365,7 @@ impl Authority {
             actor,
             renewed_from: Some(record.serial.clone()),
         };
-        self.sign_and_record(&grant, &identity, &public_key, origin, now)
-            .await
+        self.sign_for_record(&grant, &identity, &public_key, origin, now)
     }
 
     /// Renews the presented certificate and the node's other certificates listed by serial, each
@@ -1346,8 +1389,9 @@ impl Authority {
             .node(&node)
             .await?
             .unwrap_or_else(|| NodeIdentity::new(node, Vec::new(), Vec::new()));
+        // Signed first, then recorded together: one commit, and all or none.
         let mut renewed = vec![
-            self.renew_record(&record, Some(&identity), &public_key, key_type, &actor, now)
+            self.sign_renewal(&record, Some(&identity), &public_key, key_type, &actor, now)
                 .await?,
         ];
         for serial in serials {
@@ -1380,7 +1424,7 @@ impl Authority {
                 .unwrap_or_default();
             let (public_key, key_type) = public_key_of(&der)?;
             renewed.push(
-                self.renew_record(
+                self.sign_renewal(
                     &sibling,
                     Some(&identity),
                     &public_key,
@@ -1391,7 +1435,7 @@ impl Authority {
                 .await?,
             );
         }
-        Ok(renewed)
+        self.record(renewed).await
     }
 
     /// Signs a CSR for a node on an admin's word (the equivalent of `cfssl sign`): the node's

@@ -176,11 +176,22 @@ async fn one_connection_renews_a_whole_node_and_admins_sign_csrs() {
         &other,
         &["--profile", "peer", "--node", "n2", "--ip", "10.0.0.2"],
     );
+    let recorded = || async {
+        let certs: Vec<Value> = server.admin().get_json("/v1/certs").await.unwrap();
+        certs.len()
+    };
+    let before = recorded().await;
     let err = node
-        .post_json::<_, Value>("/v1/renew/node", &json!({"serials": [other_serial]}))
+        .post_json::<_, Value>(
+            "/v1/renew/node",
+            &json!({"serials": [serial("server"), other_serial]}),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("serial_unknown"));
+    // A node's certificates renew all or none: the presented and the server certificate, which
+    // were fine, were not renewed either.
+    assert_eq!(recorded().await, before);
 
     // An admin signs a CSR (cfssl sign); a node cannot.
     let (csr_pem, _) = csr::rcgen(&["10.0.0.9"], etcd_ca::pki::KeyType::EcdsaP256);
