@@ -351,13 +351,13 @@ struct Signer {
     key_id: Option<Vec<u8>>,
 }
 
-/// Why a certificate is being signed, for the record and the audit trail.
 /// A signed certificate, not yet recorded (and so not yet handed out).
 struct Signed {
     record: IssueRecord,
     issued: IssuedCertificate,
 }
 
+/// Why a certificate is being signed, for the record and the audit trail.
 struct Origin<'a> {
     action: &'a str,
     actor: &'a str,
@@ -855,9 +855,7 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<IssuedCertificate, AuthorityError> {
         let signed = self.sign_for_record(grant, identity, public_key, origin, now)?;
-        let issued = signed.issued.clone();
-        self.record(vec![signed]).await?;
-        Ok(issued)
+        self.record_one(signed).await
     }
 
     /// Signs and prepares the record and audit event; nothing is handed out before
@@ -892,6 +890,13 @@ impl Authority {
             },
             issued,
         })
+    }
+
+    /// Records one signed certificate; returns it once durable.
+    async fn record_one(&self, signed: Signed) -> Result<IssuedCertificate, AuthorityError> {
+        let issued = signed.issued.clone();
+        self.record(vec![signed]).await?;
+        Ok(issued)
     }
 
     /// Records signed certificates, all or none, in one group commit; returns them once durable.
@@ -1312,9 +1317,7 @@ impl Authority {
         let signed = self
             .sign_renewal(&record, None, &public_key, key_type, &actor, now)
             .await?;
-        let issued = signed.issued.clone();
-        self.record(vec![signed]).await?;
-        Ok(issued)
+        self.record_one(signed).await
     }
 
     /// Signs the renewal of a certificate recorded as `record` for the key `public_key` (DER
