@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -327,8 +329,15 @@ const MAX_GROUP: usize = 512;
 /// While work keeps arriving the committer keeps one connection: SQLite drops a connection's
 /// page cache whenever another connection wrote, so rotating through the pool would re-read
 /// the index pages every commit. It goes back to the pool as soon as nothing is waiting, so
-/// [`Store::close`] never waits on it.
-async fn commit_loop(pool: SqlitePool, mut pending: tokio::sync::mpsc::Receiver<PendingIssue>) {
+/// [`Store::close`] never waits on it. After each commit it nudges the checkpointer; when the
+/// checkpointer has caught up, it copies the few pages committed since, on its own connection,
+/// so that its next group starts the WAL over (see [`checkpoint_loop`]).
+async fn commit_loop(
+    pool: SqlitePool,
+    mut pending: tokio::sync::mpsc::Receiver<PendingIssue>,
+    nudge_checkpointer: tokio::sync::mpsc::Sender<()>,
+    checkpoint_caught_up: Arc<AtomicBool>,
+) {
     use tokio::sync::mpsc::error::TryRecvError;
     let mut writer: Option<PoolConnection<Sqlite>> = None;
     loop {
@@ -363,6 +372,9 @@ async fn commit_loop(pool: SqlitePool, mut pending: tokio::sync::mpsc::Receiver<
                 }
             },
         };
+        if checkpoint_caught_up.swap(false, Ordering::AcqRel) {
+            finish_checkpoint(&mut conn).await;
+        }
         let started = std::time::Instant::now();
         let committed = commit_group(&mut conn, &group).await;
         tracing::trace!(
@@ -390,6 +402,86 @@ async fn commit_loop(pool: SqlitePool, mut pending: tokio::sync::mpsc::Receiver<
             }
         }
         writer = Some(conn);
+        // A nudge already waiting covers this commit too.
+        let _ = nudge_checkpointer.try_send(());
+    }
+}
+
+/// How long the checkpointer lets commits pile up before it copies the WAL back into the
+/// database: the pages a burst rewrote many times (the last leaf of each table and index) are
+/// copied once.
+const CHECKPOINT_DELAY: Duration = Duration::from_millis(100);
+
+/// With no nudge, the checkpointer still runs this often, for writes outside the committer.
+const CHECKPOINT_IDLE: Duration = Duration::from_secs(1);
+
+/// Copies the WAL back into the database file, off the commit path.
+///
+/// Every connection runs with `wal_autocheckpoint = 0`: with SQLite's default the commit that
+/// crosses 1,000 WAL pages copies them all and syncs the database file, holding up every
+/// caller in its group for several milliseconds. Here a PASSIVE checkpoint runs on its own
+/// connection beside the committer, 100 ms after a commit. That alone would let the WAL grow
+/// for ever under steady load (SQLite starts the WAL over only when a write begins with every
+/// page already copied, and on another connection that moment never comes while commits
+/// arrive every millisecond), and appending to a growing file makes every fsync dearer than
+/// rewriting one. So once a checkpoint has copied all it saw, the committer copies the few
+/// pages committed since (a short checkpoint of its own before its next group) and that group
+/// starts the WAL over. Ends with the committer.
+async fn checkpoint_loop(
+    pool: SqlitePool,
+    mut nudges: tokio::sync::mpsc::Receiver<()>,
+    caught_up: Arc<AtomicBool>,
+) {
+    loop {
+        match tokio::time::timeout(CHECKPOINT_IDLE, nudges.recv()).await {
+            Ok(None) => break,
+            Ok(Some(())) => tokio::time::sleep(CHECKPOINT_DELAY).await,
+            Err(_idle) => {}
+        }
+        if pool.is_closed() {
+            break;
+        }
+        let started = std::time::Instant::now();
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
+            .await
+        {
+            Ok((busy, wal_pages, copied)) => {
+                tracing::trace!(
+                    busy,
+                    wal_pages,
+                    copied,
+                    micros = started.elapsed().as_micros() as u64,
+                    "checkpoint"
+                );
+                if wal_pages > 0 && copied == wal_pages {
+                    caught_up.store(true, Ordering::Release);
+                }
+            }
+            Err(e) if pool.is_closed() => {
+                tracing::debug!(error = %e, "checkpointer stops: the database is closed");
+                break;
+            }
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; will retry"),
+        }
+    }
+}
+
+/// The committer's short checkpoint: copies what was committed since the checkpointer's.
+async fn finish_checkpoint(conn: &mut SqliteConnection) {
+    let started = std::time::Instant::now();
+    match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&mut *conn)
+        .await
+    {
+        Ok((busy, wal_pages, copied)) => tracing::trace!(
+            busy,
+            wal_pages,
+            copied,
+            micros = started.elapsed().as_micros() as u64,
+            "committer's checkpoint"
+        ),
+        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; will retry"),
     }
 }
 
@@ -449,7 +541,9 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // Checkpoints run in `checkpoint_loop`, never inside a commit.
+            .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -466,7 +560,10 @@ impl Store {
                 source,
             })?;
         let (committer, pending) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
-        tokio::spawn(commit_loop(pool.clone(), pending));
+        let (nudge, nudges) = tokio::sync::mpsc::channel(1);
+        let caught_up = Arc::new(AtomicBool::new(false));
+        tokio::spawn(commit_loop(pool.clone(), pending, nudge, caught_up.clone()));
+        tokio::spawn(checkpoint_loop(pool.clone(), nudges, caught_up));
         Ok(Self { pool, committer })
     }
 
@@ -1347,6 +1444,64 @@ mod tests {
         assert_eq!(stored.status, CertificateStatus::Valid);
         let audit = store.audit_events(100).await.unwrap();
         assert_eq!(audit.iter().filter(|e| e.action == "issue").count(), 40);
+        store.close().await;
+    }
+
+    /// The WAL header's checkpoint sequence number: SQLite adds one each time it starts the WAL
+    /// over from its beginning.
+    fn wal_restarts(db: &Path) -> u32 {
+        let header = std::fs::read(db.with_extension("db-wal")).unwrap();
+        u32::from_be_bytes(header[12..16].try_into().unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_starts_over_under_steady_load_and_commits_never_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ca.db");
+        let store = store_with_generation(dir.path()).await;
+        let autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(autocheckpoint, 0, "commits must not run checkpoints");
+        let before = wal_restarts(&db);
+        // Sixteen writers with no pause between commits for 1.5 s: the committer is never idle,
+        // so only the checkpointer's hand-over to the committer can start the WAL over.
+        let deadline = std::time::Instant::now() + Duration::from_millis(1500);
+        let writers: Vec<_> = (0..16)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut written = 0;
+                    while std::time::Instant::now() < deadline {
+                        let serial = format!("{w:02x}{written:06x}");
+                        let node = format!("n{w}");
+                        let cert = certificate(&serial, &node, None);
+                        store
+                            .record_issue(
+                                &identity(&node, "10.0.0.1"),
+                                &cert,
+                                &event(&serial, &node),
+                            )
+                            .await
+                            .unwrap();
+                        written += 1;
+                    }
+                    written
+                })
+            })
+            .collect();
+        let mut written = 0;
+        for writer in writers {
+            written += writer.await.unwrap();
+        }
+        let restarts = wal_restarts(&db) - before;
+        assert!(
+            restarts >= 3,
+            "the WAL started over {restarts} times during 1.5 s of steady load ({written} writes)"
+        );
+        assert_eq!(store.certificate_counts().await.unwrap().0, written);
+        assert_eq!(store.integrity_check().await.unwrap(), "ok");
         store.close().await;
     }
 
