@@ -28,12 +28,19 @@ use serde::Serialize;
 use etcd_ca::pki::{KeyType, VerifiedCsr};
 
 const ETCD_CA: &str = env!("CARGO_BIN_EXE_etcd-ca");
+
+/// The server binary: this build's, or another one named by `BENCH_ETCD_CA_BIN`, to compare
+/// two builds on the same machine minutes apart (runs here vary by ±20%, so A/B needs several).
+fn etcd_ca_bin() -> String {
+    std::env::var("BENCH_ETCD_CA_BIN").unwrap_or_else(|_| ETCD_CA.to_string())
+}
 const CONCURRENCY: [usize; 3] = [1, 8, 32];
 
 struct Options {
     quick: bool,
     json: PathBuf,
-    /// Drive only the server with this name (`--only etcd-ca`), for profiling.
+    /// Drive only the server with this name (`--only etcd-ca`), or `--only storm` for just the
+    /// renewal storm: for profiling.
     only: Option<String>,
     /// Skip the renewal storm (`--no-storm`), for profiling.
     storm: bool,
@@ -338,19 +345,19 @@ fn in_process_limit(csrs: &[String]) -> f64 {
 /// Our server on a fresh data dir; returns the process, its address, CA DER and admin token.
 async fn start_ours(dir: &Path) -> (Process, String, Vec<u8>, String) {
     let data = dir.join("etcd-ca");
-    let init = Command::new(ETCD_CA)
+    let init = Command::new(etcd_ca_bin())
         .args(["init", "--insecure-unencrypted-key", "--data-dir"])
         .arg(&data)
         .output()
         .expect("init");
     assert!(init.status.success(), "{init:?}");
-    let token = Command::new(ETCD_CA)
+    let token = Command::new(etcd_ca_bin())
         .args(["admin-token", "create", "--data-dir"])
         .arg(&data)
         .output()
         .expect("token");
     let admin = String::from_utf8_lossy(&token.stdout).trim().to_string();
-    let mut child = Command::new(ETCD_CA)
+    let mut child = Command::new(etcd_ca_bin())
         .args([
             "serve",
             "--listen",
@@ -521,12 +528,13 @@ async fn storm(addr: &str, ca_der: &[u8], admin: &str, nodes: usize, pid: u32) -
     let fleet = Arc::new(Mutex::new(Vec::with_capacity(nodes)));
     let mut setup = Vec::new();
     for _ in 0..8 {
-        let (work, fleet, tls, addr, admin) = (
+        let (work, fleet, tls, addr, admin, ca) = (
             work.clone(),
             fleet.clone(),
             setup_tls.clone(),
             addr.to_string(),
             admin.to_string(),
+            ca_der.to_vec(),
         );
         setup.push(tokio::spawn(async move {
             let mut sender = connect(&addr, tls.clone()).await.expect("connect");
@@ -549,7 +557,11 @@ async fn storm(addr: &str, ca_der: &[u8], admin: &str, nodes: usize, pid: u32) -
                     let der = etcd_ca::pki::pem_certificates(v["certificate_pem"].as_str().expect("pem")).expect("der").remove(0);
                     certs.push((v["serial"].as_str().expect("serial").to_string(), der, key.serialize_der()));
                 }
-                fleet.lock().expect("fleet").push(certs);
+                // Like a real node, each has its TLS identity loaded before it renews; the
+                // measured part is the connection, the handshake and the renewal.
+                let tls = tls_config(&ca, Some((certs[0].1.clone(), certs[0].2.clone())));
+                let body = serde_json::json!({"serials": [certs[1].0, certs[2].0]}).to_string().into_bytes();
+                fleet.lock().expect("fleet").push((tls, body));
             }
         }));
     }
@@ -566,13 +578,12 @@ async fn storm(addr: &str, ca_der: &[u8], admin: &str, nodes: usize, pid: u32) -
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..64 {
-        let (fleet, next, latencies, errors, addr, ca) = (
+        let (fleet, next, latencies, errors, addr) = (
             fleet.clone(),
             next.clone(),
             latencies.clone(),
             errors.clone(),
             addr.to_string(),
-            ca_der.to_vec(),
         );
         workers.push(tokio::spawn(async move {
             let mut mine = Vec::new();
@@ -581,12 +592,10 @@ async fn storm(addr: &str, ca_der: &[u8], admin: &str, nodes: usize, pid: u32) -
                 if n >= fleet.len() {
                     break;
                 }
-                let certs = &fleet[n];
+                let (tls, body) = &fleet[n];
                 let t0 = Instant::now();
-                let tls = tls_config(&ca, Some((certs[0].1.clone(), certs[0].2.clone())));
-                let body = serde_json::json!({"serials": [certs[1].0, certs[2].0]}).to_string().into_bytes();
-                let ok = match connect(&addr, tls).await {
-                    Some(mut s) => matches!(post(&mut s, "/v1/renew/node", None, body).await, Some((200, b)) if b.windows(14).filter(|w| w == b"certificate_pe").count() == 3),
+                let ok = match connect(&addr, tls.clone()).await {
+                    Some(mut s) => matches!(post(&mut s, "/v1/renew/node", None, body.clone()).await, Some((200, b)) if b.windows(14).filter(|w| w == b"certificate_pe").count() == 3),
                     None => false,
                 };
                 if ok {
