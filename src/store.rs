@@ -23,14 +23,19 @@ use time::OffsetDateTime;
 
 use crate::names::{NodeIdentity, NodeName};
 
-/// A `SELECT` of every certificate column followed by `$tail`, as one static string.
+/// A `SELECT` of every certificate column (then any `$extra` columns) followed by `$tail`, as
+/// one static string.
 macro_rules! select_certificates {
     ($tail:literal) => {
+        select_certificates!("", $tail)
+    };
+    ($extra:literal, $tail:literal) => {
         concat!(
             "SELECT serial, ca_generation, profile, node, subject, common_name, sans, key_type,
                     public_key_sha256, not_before, not_after, pem, status, revoked_at,
-                    revocation_reason, issued_at, renewed_from
-             FROM certificates ",
+                    revocation_reason, issued_at, renewed_from",
+            $extra,
+            " FROM certificates ",
             $tail
         )
     };
@@ -817,24 +822,53 @@ impl Store {
 
     /// The registered identity of a node, if any.
     pub async fn node(&self, name: &NodeName) -> Result<Option<NodeIdentity>, StoreError> {
-        let row = sqlx::query("SELECT name, ips, dns_names FROM nodes WHERE name = ?")
+        let row = sqlx::query("SELECT ips, dns_names FROM nodes WHERE name = ?")
             .bind(name.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| {
-            let corrupt = |detail: String| StoreError::Corrupt {
-                table: "nodes",
-                detail,
-            };
-            let ips: String = row.try_get("ips")?;
-            let dns: String = row.try_get("dns_names")?;
-            Ok(NodeIdentity::new(
-                name.clone(),
-                serde_json::from_str(&ips).map_err(|e| corrupt(e.to_string()))?,
-                serde_json::from_str(&dns).map_err(|e| corrupt(e.to_string()))?,
-            ))
-        })
-        .transpose()
+        row.map(|row| node_from_row(&row, name.clone())).transpose()
+    }
+
+    /// The certificates with these serials (those that exist, in no particular order), each
+    /// with its node's registered identity when there is one: one read for a whole node.
+    pub async fn certificates_by_serial(
+        &self,
+        serials: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Vec<(CertificateRecord, Option<NodeIdentity>)>, StoreError> {
+        if serials.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::new(select_certificates!(
+            ", nodes.ips, nodes.dns_names",
+            "LEFT JOIN nodes ON nodes.name = certificates.node WHERE serial IN "
+        ));
+        sql.push("(");
+        let mut list = sql.separated(", ");
+        for serial in serials {
+            list.push_bind(serial.as_str());
+        }
+        list.push_unseparated(")");
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let cert = certificate_from_row(row, now)?;
+                let registered: Option<String> = row.try_get("ips")?;
+                let identity = match registered {
+                    Some(_) => {
+                        let name = cert.node.parse().map_err(|e: crate::names::NameError| {
+                            StoreError::Corrupt {
+                                table: "certificates",
+                                detail: e.to_string(),
+                            }
+                        })?;
+                        Some(node_from_row(row, name)?)
+                    }
+                    None => None,
+                };
+                Ok((cert, identity))
+            })
+            .collect()
     }
 
     /// Records an issued certificate, the node identity it was issued for and the audit event,
@@ -1303,6 +1337,21 @@ fn generation_from_row(row: &SqliteRow) -> Result<GenerationRecord, StoreError> 
             .map(|t| from_ts("ca_generations", t))
             .transpose()?,
     })
+}
+
+/// A node's registered identity from a row with its `ips` and `dns_names` columns.
+fn node_from_row(row: &SqliteRow, name: NodeName) -> Result<NodeIdentity, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        table: "nodes",
+        detail,
+    };
+    let ips: String = row.try_get("ips")?;
+    let dns: String = row.try_get("dns_names")?;
+    Ok(NodeIdentity::new(
+        name,
+        serde_json::from_str(&ips).map_err(|e| corrupt(e.to_string()))?,
+        serde_json::from_str(&dns).map_err(|e| corrupt(e.to_string()))?,
+    ))
 }
 
 fn certificate_from_row(

@@ -88,6 +88,7 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, &'static str) {
         E::LeaseHeld { .. } => (StatusCode::CONFLICT, "lease_held"),
         E::UnknownSerial { .. } => (StatusCode::NOT_FOUND, "serial_unknown"),
         E::InvalidSerial { .. } => (StatusCode::BAD_REQUEST, "serial_invalid"),
+        E::TooManySerials { .. } => (StatusCode::BAD_REQUEST, "too_many_serials"),
         E::AlreadyRevoked { .. } => (StatusCode::CONFLICT, "already_revoked"),
         E::UnknownReason { .. } => (StatusCode::BAD_REQUEST, "reason_unknown"),
         E::Pki(source) => (StatusCode::BAD_REQUEST, csr_code(source)),

@@ -62,6 +62,8 @@ pub enum AuthorityError {
     InvalidSerial { text: String },
     #[error("no certificate with serial {serial}")]
     UnknownSerial { serial: String },
+    #[error("{count} other certificates listed for renewal; a node renews at most {max} at once")]
+    TooManySerials { count: usize, max: usize },
     #[error("certificate {serial} is already revoked (since {})", rfc3339(*revoked_at))]
     AlreadyRevoked {
         serial: String,
@@ -321,6 +323,9 @@ pub fn token_id(text: &str) -> Option<&str> {
 }
 
 /// The longest a bootstrap token may live: it is a boot-time credential.
+/// The most certificates a node renews beside the one it presents, in one request.
+pub const MAX_SERIALS_PER_NODE: usize = 16;
+
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// What an enrollment returns: one certificate per profile and the trust bundle.
@@ -400,13 +405,21 @@ pub struct Authority {
 /// on first use).
 struct Generations {
     records: Vec<GenerationRecord>,
+    /// Each trusted (not retired) generation's id and CA certificate (DER), decoded once.
+    trusted: Vec<(i64, Vec<u8>)>,
     signer: OnceLock<Arc<Signer>>,
 }
 
 impl Generations {
     fn new(records: Vec<GenerationRecord>) -> Arc<Self> {
+        let trusted = records
+            .iter()
+            .filter(|g| g.state != GenerationState::Retired)
+            .filter_map(|g| Some((g.id, g.cert_der()?)))
+            .collect();
         Arc::new(Self {
             records,
+            trusted,
             signer: OnceLock::new(),
         })
     }
@@ -1252,12 +1265,12 @@ impl Authority {
         &self,
         cert: &x509_parser::prelude::X509Certificate<'_>,
     ) -> Option<GenerationRecord> {
-        self.current()
-            .records
+        let current = self.current();
+        let (id, _) = current
+            .trusted
             .iter()
-            .filter(|g| g.state != GenerationState::Retired)
-            .find(|g| g.cert_der().is_some_and(|ca| pki::is_issued_by(cert, &ca)))
-            .cloned()
+            .find(|(_, ca)| pki::is_issued_by(cert, ca))?;
+        current.records.iter().find(|g| g.id == *id).cloned()
     }
 
     /// Checks a client certificate presented over mTLS: issued by a trusted generation, not
@@ -1267,6 +1280,14 @@ impl Authority {
         der: &[u8],
         now: OffsetDateTime,
     ) -> Result<CertificateRecord, AuthorityError> {
+        let serial = self.presented_serial(der, now)?;
+        let record = self.store.certificate(&serial, now).await?;
+        recorded_as_presented(record, serial, der)
+    }
+
+    /// The serial of a presented client certificate that a trusted generation issued (its
+    /// signature checked) and that has not expired; nothing read from the store yet.
+    fn presented_serial(&self, der: &[u8], now: OffsetDateTime) -> Result<String, AuthorityError> {
         let cert =
             pki::parse_certificate(der).map_err(|_| AuthorityError::ClientCertificateUntrusted)?;
         if self.issuing_generation(&cert).is_none() {
@@ -1276,20 +1297,7 @@ impl Authority {
         if not_after <= now {
             return Err(AuthorityError::ClientCertificateExpired { not_after });
         }
-        let serial = pki::serial_hex(&cert);
-        let record = self.store.certificate(&serial, now).await?.ok_or_else(|| {
-            AuthorityError::ClientCertificateUnknown {
-                serial: serial.clone(),
-            }
-        })?;
-        let recorded = pki::pem_certificates(&record.pem)?;
-        if recorded.first().map(Vec::as_slice) != Some(der) {
-            return Err(AuthorityError::ClientCertificateUnknown { serial });
-        }
-        if record.status == CertificateStatus::Revoked {
-            return Err(AuthorityError::ClientCertificateRevoked { serial });
-        }
-        Ok(record)
+        Ok(pki::serial_hex(&cert))
     }
 
     /// Renews the certificate presented over mTLS. The new certificate keeps the recorded
@@ -1379,33 +1387,65 @@ impl Authority {
         serials: &[String],
         now: OffsetDateTime,
     ) -> Result<Vec<IssuedCertificate>, AuthorityError> {
-        let record = self.verify_client_certificate(presented, now).await?;
+        let presented_serial = self.presented_serial(presented, now)?;
+        // One read for the whole node: the presented certificate, the others listed, and the
+        // node's registered identity. A malformed serial is reported only once the presented
+        // certificate has passed, as before the reads were batched.
+        let mut listed: Vec<Result<String, AuthorityError>> = Vec::new();
+        for serial in serials.iter().map(|s| normalize_serial(s)) {
+            let repeated = match &serial {
+                Ok(s) => {
+                    *s == presented_serial || listed.iter().any(|l| l.as_ref().ok() == Some(s))
+                }
+                Err(_) => false,
+            };
+            if !repeated {
+                listed.push(serial);
+            }
+        }
+        if listed.len() > MAX_SERIALS_PER_NODE {
+            return Err(AuthorityError::TooManySerials {
+                count: listed.len(),
+                max: MAX_SERIALS_PER_NODE,
+            });
+        }
+        let mut wanted = vec![presented_serial.clone()];
+        wanted.extend(listed.iter().filter_map(|s| s.as_ref().ok().cloned()));
+        let mut found: BTreeMap<String, (CertificateRecord, Option<NodeIdentity>)> = self
+            .store
+            .certificates_by_serial(&wanted, now)
+            .await?
+            .into_iter()
+            .map(|(record, identity)| (record.serial.clone(), (record, identity)))
+            .collect();
+        let (record, registered) = match found.remove(&presented_serial) {
+            Some((record, registered)) => (Some(record), registered),
+            None => (None, None),
+        };
+        let record = recorded_as_presented(record, presented_serial, presented)?;
         let actor = format!("cert:{}", record.serial);
         let (public_key, key_type) = public_key_of(presented)?;
-        // Every certificate of a node shares its identity: read it once.
-        let node: NodeName = record
-            .node
-            .parse()
-            .map_err(|e: crate::names::NameError| AuthorityError::Sign(e.to_string()))?;
-        let identity = self
-            .store
-            .node(&node)
-            .await?
-            .unwrap_or_else(|| NodeIdentity::new(node, Vec::new(), Vec::new()));
+        // Every certificate of a node shares its identity.
+        let identity = match registered {
+            Some(identity) => identity,
+            None => {
+                let node: NodeName = record
+                    .node
+                    .parse()
+                    .map_err(|e: crate::names::NameError| AuthorityError::Sign(e.to_string()))?;
+                NodeIdentity::new(node, Vec::new(), Vec::new())
+            }
+        };
         // Signed first, then recorded together: one commit, and all or none.
         let mut renewed = vec![
             self.sign_renewal(&record, Some(&identity), &public_key, key_type, &actor, now)
                 .await?,
         ];
-        for serial in serials {
-            let serial = normalize_serial(serial)?;
-            if serial == record.serial {
-                continue;
-            }
-            let sibling = self
-                .store
-                .certificate(&serial, now)
-                .await?
+        for serial in listed {
+            let serial = serial?;
+            let sibling = found
+                .get(&serial)
+                .map(|(sibling, _)| sibling)
                 .filter(|c| c.node == record.node)
                 .ok_or_else(|| AuthorityError::UnknownSerial {
                     serial: serial.clone(),
@@ -1427,15 +1467,8 @@ impl Authority {
                 .unwrap_or_default();
             let (public_key, key_type) = public_key_of(&der)?;
             renewed.push(
-                self.sign_renewal(
-                    &sibling,
-                    Some(&identity),
-                    &public_key,
-                    key_type,
-                    &actor,
-                    now,
-                )
-                .await?,
+                self.sign_renewal(sibling, Some(&identity), &public_key, key_type, &actor, now)
+                    .await?,
             );
         }
         self.record(renewed).await
@@ -1849,6 +1882,26 @@ fn certificate_params(
         })
         .collect();
     Ok(params)
+}
+
+/// The record of a presented client certificate, checked against it: recorded, byte for byte
+/// the certificate presented, not revoked.
+fn recorded_as_presented(
+    record: Option<CertificateRecord>,
+    serial: String,
+    der: &[u8],
+) -> Result<CertificateRecord, AuthorityError> {
+    let record = record.ok_or_else(|| AuthorityError::ClientCertificateUnknown {
+        serial: serial.clone(),
+    })?;
+    let recorded = pki::pem_certificates(&record.pem)?;
+    if recorded.first().map(Vec::as_slice) != Some(der) {
+        return Err(AuthorityError::ClientCertificateUnknown { serial });
+    }
+    if record.status == CertificateStatus::Revoked {
+        return Err(AuthorityError::ClientCertificateRevoked { serial });
+    }
+    Ok(record)
 }
 
 /// Lower-case hex without separators: how serials are stored and printed.

@@ -193,6 +193,43 @@ async fn one_connection_renews_a_whole_node_and_admins_sign_csrs() {
     // were fine, were not renewed either.
     assert_eq!(recorded().await, before);
 
+    // A serial listed twice (in any spelling), or the presented one listed, renews once.
+    let upper = serial("server").to_uppercase();
+    let renewed: Value = node
+        .post_json(
+            "/v1/renew/node",
+            &json!({"serials": [serial("server"), upper, serial("client")]}),
+        )
+        .await
+        .unwrap();
+    let profiles: Vec<&str> = renewed["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["profile"].as_str().unwrap())
+        .collect();
+    assert_eq!(profiles, ["client", "server"]);
+    let before = recorded().await;
+    // A malformed serial or too many serials: refused, nothing renewed.
+    let err = node
+        .post_json::<_, Value>(
+            "/v1/renew/node",
+            &json!({"serials": [serial("server"), "not-a-serial"]}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("serial_invalid"));
+    let many: Vec<String> = (1..=17).map(|i| format!("{i:040x}")).collect();
+    let err = node
+        .post_json::<_, Value>("/v1/renew/node", &json!({ "serials": many }))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, etcd_ca::client::ClientError::Api { status: 400, code, .. } if code == "too_many_serials"),
+        "{err}"
+    );
+    assert_eq!(recorded().await, before);
+
     // An admin signs a CSR (cfssl sign); a node cannot.
     let (csr_pem, _) = csr::rcgen(&["10.0.0.9"], etcd_ca::pki::KeyType::EcdsaP256);
     let body = json!({"profile": "peer", "node": "n9", "csr": csr_pem});
