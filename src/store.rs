@@ -1496,6 +1496,45 @@ mod tests {
         store.close().await;
     }
 
+    #[tokio::test]
+    async fn a_node_s_certificates_and_identity_come_back_in_one_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_generation(dir.path()).await;
+        for (serial, node, ip) in [
+            ("a1", "n1", "10.0.0.1"),
+            ("a2", "n1", "10.0.0.1"),
+            ("b1", "n2", "10.0.0.2"),
+        ] {
+            store
+                .record_issue(
+                    &identity(node, ip),
+                    &certificate(serial, node, None),
+                    &event(serial, node),
+                )
+                .await
+                .unwrap();
+        }
+        let wanted = ["a1", "a2", "b1", "ffff"].map(String::from);
+        let mut found = store.certificates_by_serial(&wanted, at(20)).await.unwrap();
+        found.sort_by(|a, b| a.0.serial.cmp(&b.0.serial));
+        let serials: Vec<&str> = found.iter().map(|(c, _)| c.serial.as_str()).collect();
+        assert_eq!(serials, ["a1", "a2", "b1"], "an unknown serial is left out");
+        for (cert, registered) in &found {
+            let expected = if cert.node == "n1" {
+                identity("n1", "10.0.0.1")
+            } else {
+                identity("n2", "10.0.0.2")
+            };
+            assert_eq!(registered.as_ref(), Some(&expected));
+        }
+        assert!(store
+            .certificates_by_serial(&[], at(20))
+            .await
+            .unwrap()
+            .is_empty());
+        store.close().await;
+    }
+
     /// The WAL header's checkpoint sequence number: SQLite adds one each time it starts the WAL
     /// over from its beginning.
     fn wal_restarts(db: &Path) -> u32 {
