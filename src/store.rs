@@ -446,23 +446,9 @@ async fn checkpoint_loop(
         if pool.is_closed() {
             break;
         }
-        let started = std::time::Instant::now();
-        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&pool)
-            .await
-        {
-            Ok((busy, wal_pages, copied)) => {
-                tracing::trace!(
-                    busy,
-                    wal_pages,
-                    copied,
-                    micros = started.elapsed().as_micros() as u64,
-                    "checkpoint"
-                );
-                if wal_pages > 0 && copied == wal_pages {
-                    caught_up.store(true, Ordering::Release);
-                }
-            }
+        match passive_checkpoint(&pool, "checkpoint").await {
+            Ok(true) => caught_up.store(true, Ordering::Release),
+            Ok(false) => {}
             Err(e) if pool.is_closed() => {
                 tracing::debug!(error = %e, "checkpointer stops: the database is closed");
                 break;
@@ -474,20 +460,29 @@ async fn checkpoint_loop(
 
 /// The committer's short checkpoint: copies what was committed since the checkpointer's.
 async fn finish_checkpoint(conn: &mut SqliteConnection) {
-    let started = std::time::Instant::now();
-    match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(&mut *conn)
-        .await
-    {
-        Ok((busy, wal_pages, copied)) => tracing::trace!(
-            busy,
-            wal_pages,
-            copied,
-            micros = started.elapsed().as_micros() as u64,
-            "committer's checkpoint"
-        ),
-        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; will retry"),
+    if let Err(e) = passive_checkpoint(&mut *conn, "committer's checkpoint").await {
+        tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
     }
+}
+
+/// Runs a PASSIVE checkpoint, traced as `what`; true when it copied every page in the WAL.
+async fn passive_checkpoint<'c>(
+    on: impl sqlx::Executor<'c, Database = Sqlite>,
+    what: &'static str,
+) -> Result<bool, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let (busy, wal_pages, copied) =
+        sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(on)
+            .await?;
+    tracing::trace!(
+        busy,
+        wal_pages,
+        copied,
+        micros = started.elapsed().as_micros() as u64,
+        "{what}"
+    );
+    Ok(wal_pages > 0 && copied == wal_pages)
 }
 
 /// Writes a group in one transaction (one fsync), sent to SQLite's thread as one script:

@@ -322,10 +322,10 @@ pub fn token_id(text: &str) -> Option<&str> {
     tokens::parse(text).map(|(id, _)| id)
 }
 
-/// The longest a bootstrap token may live: it is a boot-time credential.
 /// The most certificates a node renews beside the one it presents, in one request.
 pub const MAX_SERIALS_PER_NODE: usize = 16;
 
+/// The longest a bootstrap token may live: it is a boot-time credential.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// What an enrollment returns: one certificate per profile and the trust bundle.
@@ -1391,18 +1391,12 @@ impl Authority {
         // One read for the whole node: the presented certificate, the others listed, and the
         // node's registered identity. A malformed serial is reported only once the presented
         // certificate has passed, as before the reads were batched.
-        let mut listed: Vec<Result<String, AuthorityError>> = Vec::new();
-        for serial in serials.iter().map(|s| normalize_serial(s)) {
-            let repeated = match &serial {
-                Ok(s) => {
-                    *s == presented_serial || listed.iter().any(|l| l.as_ref().ok() == Some(s))
-                }
-                Err(_) => false,
-            };
-            if !repeated {
-                listed.push(serial);
-            }
-        }
+        let mut seen = std::collections::BTreeSet::from([presented_serial.clone()]);
+        let listed: Vec<Result<String, AuthorityError>> = serials
+            .iter()
+            .map(|s| normalize_serial(s))
+            .filter(|s| s.as_ref().map_or(true, |s| seen.insert(s.clone())))
+            .collect();
         if listed.len() > MAX_SERIALS_PER_NODE {
             return Err(AuthorityError::TooManySerials {
                 count: listed.len(),
