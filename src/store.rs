@@ -559,9 +559,15 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             // Checkpoints run in `checkpoint_loop`, never inside a commit.
-            .pragma("wal_autocheckpoint", "0");
+            .pragma("wal_autocheckpoint", "0")
+            // A group commit's multi-row inserts keep a statement journal; a large group's
+            // spilled to a file in /var/tmp (created and deleted per commit) with the default.
+            .pragma("temp_store", "MEMORY");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A local file, not a socket: nothing to probe before each use (the probe is one
+            // more round trip to SQLite's thread for every read).
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Open {
