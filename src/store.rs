@@ -1665,6 +1665,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_committer_keeps_its_connection_while_idle_and_gives_it_back_on_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_generation(dir.path()).await;
+        let issue = |serial: &str| IssueRecord {
+            node: identity("n1", "10.0.0.1"),
+            cert: certificate(serial, "n1", None),
+            event: event(serial, "n1"),
+        };
+        store.record_issues(vec![issue("01")]).await.unwrap();
+        // Idle now: the committer still holds its connection (the checkpointer may hold
+        // another for a moment), so the next commit finds its page cache warm.
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            let in_use = store.pool.size() as usize - store.pool.num_idle();
+            assert!(in_use >= 1, "the idle committer gave its connection back");
+        }
+        // Closing does not wait for it forever: the committer hands it back.
+        tokio::time::timeout(Duration::from_secs(5), store.close())
+            .await
+            .expect("close waited on the committer's connection");
+        assert_eq!(store.pool.size(), 0);
+        let late = tokio::time::timeout(
+            Duration::from_secs(5),
+            store.record_issues(vec![issue("02")]),
+        )
+        .await
+        .expect("a write after close is answered");
+        assert!(late.is_err(), "a write after close is refused");
+    }
+
+    #[tokio::test]
     async fn issues_recorded_together_are_recorded_all_or_none() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_generation(dir.path()).await;
