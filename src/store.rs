@@ -1581,6 +1581,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(autocheckpoint, 0, "commits must not run checkpoints");
+        let temp_store: i64 = sqlx::query_scalar("PRAGMA temp_store")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            temp_store, 2,
+            "statement journals stay in memory, not in /var/tmp"
+        );
         let before = wal_restarts(&db);
         // Sixteen writers with no pause between commits for 1.5 s: the committer is never idle,
         // so only the checkpointer's hand-over to the committer can start the WAL over.
