@@ -353,18 +353,18 @@ async fn commit_loop(
         let first = match pending.try_recv() {
             Ok(first) => first,
             Err(TryRecvError::Empty) => {
-                let mut next = None;
-                if writer.is_some() {
+                let arrived = if writer.is_some() {
                     tokio::select! {
-                        arrived = pending.recv() => next = Some(arrived),
-                        _ = closing.wait_for(|closing| *closing) => writer = None,
+                        arrived = pending.recv() => arrived,
+                        _ = closing.changed() => {
+                            writer = None;
+                            pending.recv().await
+                        }
                     }
-                }
-                let next = match next {
-                    Some(arrived) => arrived,
-                    None => pending.recv().await,
+                } else {
+                    pending.recv().await
                 };
-                match next {
+                match arrived {
                     Some(first) => first,
                     None => break,
                 }
@@ -1475,6 +1475,15 @@ mod tests {
         }
     }
 
+    /// A peer certificate of node n1 with its identity and audit event, ready to record.
+    fn issue(serial: &str) -> IssueRecord {
+        IssueRecord {
+            node: identity("n1", "10.0.0.1"),
+            cert: certificate(serial, "n1", None),
+            event: event(serial, "n1"),
+        }
+    }
+
     fn event(serial: &str, node: &str) -> AuditEvent {
         AuditEvent {
             at: at(10),
@@ -1676,11 +1685,6 @@ mod tests {
     async fn the_committer_keeps_its_connection_while_idle_and_gives_it_back_on_close() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_generation(dir.path()).await;
-        let issue = |serial: &str| IssueRecord {
-            node: identity("n1", "10.0.0.1"),
-            cert: certificate(serial, "n1", None),
-            event: event(serial, "n1"),
-        };
         store.record_issues(vec![issue("01")]).await.unwrap();
         // Idle now: the committer still holds its connection (the checkpointer may hold
         // another for a moment), so the next commit finds its page cache warm.
@@ -1707,11 +1711,6 @@ mod tests {
     async fn issues_recorded_together_are_recorded_all_or_none() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_generation(dir.path()).await;
-        let issue = |serial: &str| IssueRecord {
-            node: identity("n1", "10.0.0.1"),
-            cert: certificate(serial, "n1", None),
-            event: event(serial, "n1"),
-        };
         store.record_issues(vec![issue("01")]).await.unwrap();
         let (before, _) = store.certificate_counts().await.unwrap();
         let batch = vec![issue("02"), issue("01"), issue("03")];
