@@ -1326,13 +1326,15 @@ async fn issue(args: IssueArgs, now: OffsetDateTime) -> Result<ExitCode, CliErro
     let cert_file = args.out.join(etcd_flags::files::certificate(&args.profile));
     let key_file = args.out.join(etcd_flags::files::key(&args.profile));
     let ca_file = args.out.join(etcd_flags::files::CA_BUNDLE);
-    fsutil::write_atomic(&key_file, key_pem.as_bytes(), fsutil::PRIVATE)?;
-    fsutil::write_atomic(
-        &cert_file,
-        certificate.certificate_pem.as_bytes(),
-        fsutil::PUBLIC,
-    )?;
-    fsutil::write_atomic(&ca_file, bundle.as_bytes(), fsutil::PUBLIC)?;
+    fsutil::write_all_atomic(&[
+        (&key_file, key_pem.as_bytes(), fsutil::PRIVATE),
+        (
+            &cert_file,
+            certificate.certificate_pem.as_bytes(),
+            fsutil::PUBLIC,
+        ),
+        (&ca_file, bundle.as_bytes(), fsutil::PUBLIC),
+    ])?;
 
     let c = &certificate;
     let mut out = stdout();

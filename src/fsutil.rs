@@ -37,7 +37,33 @@ pub const PUBLIC: u32 = 0o644;
 
 /// Atomically replaces (or creates) `path` with `contents` and the given mode.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), FsError> {
-    let dir = parent_of(path);
+    write_all_atomic(&[(path, contents, mode)])
+}
+
+/// Replaces several files (a certificate, its key, the trust bundle) so that a failure leaves
+/// all of them as they were: every new file is written and fsynced next to its target before
+/// the first rename, then the renames follow one another. etcd re-reads a certificate and its
+/// key on every handshake; it can see a mismatched pair only between two renames, never while
+/// a slow or failing write is under way.
+pub fn write_all_atomic(files: &[(&Path, &[u8], u32)]) -> Result<(), FsError> {
+    let staged = files
+        .iter()
+        .map(|&(path, contents, mode)| stage(path, contents, mode).map(|tmp| (path, tmp)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut dirs: Vec<&Path> = Vec::new();
+    for (path, tmp) in staged {
+        tmp.persist(path)
+            .map_err(|e| FsError::new("rename into place", path, e.error))?;
+        let dir = parent_of(path);
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    dirs.into_iter().try_for_each(sync_dir)
+}
+
+/// A temporary file next to `path` holding `contents` with `mode`, fsynced; removed if dropped.
+fn stage(path: &Path, contents: &[u8], mode: u32) -> Result<tempfile::NamedTempFile, FsError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -46,7 +72,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), FsErr
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
         .permissions(fs::Permissions::from_mode(mode))
-        .tempfile_in(dir)
+        .tempfile_in(parent_of(path))
         .map_err(|e| FsError::new("create a temporary file next to", path, e))?;
     // The umask may have narrowed the mode; set it exactly.
     tmp.as_file()
@@ -57,9 +83,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), FsErr
     tmp.as_file()
         .sync_all()
         .map_err(|e| FsError::new("fsync", tmp.path(), e))?;
-    tmp.persist(path)
-        .map_err(|e| FsError::new("rename into place", path, e.error))?;
-    sync_dir(dir)
+    Ok(tmp)
 }
 
 /// Creates a new file with `mode`, refusing to overwrite anything, and fsyncs it.
@@ -113,6 +137,35 @@ mod tests {
             0o600
         );
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_leaves_every_file_of_the_set_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("peer.key");
+        let cert = dir.path().join("peer.crt");
+        write_all_atomic(&[(&key, b"old key", PRIVATE), (&cert, b"old cert", PUBLIC)]).unwrap();
+        // The third target's directory does not exist: it fails after the first two are staged.
+        let missing = dir.path().join("missing").join("ca.crt");
+        let err = write_all_atomic(&[
+            (&key, b"new key", PRIVATE),
+            (&cert, b"new cert", PUBLIC),
+            (&missing, b"bundle", PUBLIC),
+        ])
+        .unwrap_err();
+        assert_eq!(err.path, missing);
+        assert_eq!(fs::read(&key).unwrap(), b"old key");
+        assert_eq!(fs::read(&cert).unwrap(), b"old cert");
+        // No staged temporary file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+
+        write_all_atomic(&[(&key, b"new key", PRIVATE), (&cert, b"new cert", PUBLIC)]).unwrap();
+        assert_eq!(fs::read(&key).unwrap(), b"new key");
+        assert_eq!(fs::read(&cert).unwrap(), b"new cert");
+        assert_eq!(
+            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]
