@@ -25,6 +25,11 @@ fn refusal(response: Response) -> (u16, String) {
     )
 }
 
+/// Status and error code of a bodiless request that must be refused.
+async fn refused(client: &ApiClient, method: Method, path: &str) -> (u16, String) {
+    refusal(client.send(method, path, None, &[]).await.unwrap())
+}
+
 async fn post(client: &ApiClient, path: &str, content_type: &str, body: Vec<u8>) -> (u16, String) {
     refusal(
         client
@@ -239,83 +244,46 @@ async fn every_bad_input_gets_a_specific_4xx_and_writes_nothing() {
 
     // Admin API: missing, wrong and malformed admin tokens.
     assert_eq!(
-        refusal(
-            client
-                .send(Method::GET, "/v1/certs", None, &[])
-                .await
-                .unwrap()
-        ),
+        refused(&client, Method::GET, "/v1/certs").await,
         (401, "admin_required".into())
     );
     let wrong = client
         .clone()
         .with_bearer(format!("etcdca_{}_{}", "1".repeat(16), "2".repeat(64)));
     assert_eq!(
-        refusal(
-            wrong
-                .send(Method::GET, "/v1/certs", None, &[])
-                .await
-                .unwrap()
-        ),
+        refused(&wrong, Method::GET, "/v1/certs").await,
         (401, "admin_required".into())
     );
     let node_token = client.clone().with_bearer(token.clone());
     assert_eq!(
-        refusal(
-            node_token
-                .send(Method::GET, "/v1/certs", None, &[])
-                .await
-                .unwrap()
-        ),
+        refused(&node_token, Method::GET, "/v1/certs").await,
         (401, "admin_required".into()),
         "a bootstrap token is not an admin token"
     );
 
     // Unknown serials.
     assert_eq!(
-        refusal(
-            admin
-                .send(Method::GET, "/v1/certs/00ff", None, &[])
-                .await
-                .unwrap()
-        ),
+        refused(&admin, Method::GET, "/v1/certs/00ff").await,
         (404, "serial_unknown".into())
     );
     assert_eq!(
-        refusal(
-            admin
-                .send(Method::POST, "/v1/certs/00ff/revoke", None, &[])
-                .await
-                .unwrap()
-        ),
+        refused(&admin, Method::POST, "/v1/certs/00ff/revoke").await,
         (404, "serial_unknown".into())
     );
     assert_eq!(
-        refusal(
-            admin
-                .send(Method::GET, "/v1/certs/not-hex", None, &[])
-                .await
-                .unwrap()
-        ),
+        refused(&admin, Method::GET, "/v1/certs/not-hex").await,
         (400, "serial_invalid".into())
     );
 
     // Renewal: no certificate, a foreign CA's, a revoked one, an expired one, one never recorded.
     assert_eq!(
-        refusal(
-            client
-                .send(Method::POST, "/v1/renew", None, &[])
-                .await
-                .unwrap()
-        ),
+        refused(&client, Method::POST, "/v1/renew").await,
         (401, "client_certificate_required".into())
     );
     let renew_with = |dir: &Path| {
         server.client_with_certificate(&dir.join("client.crt"), &dir.join("client.key"))
     };
-    let renew = |c: ApiClient| async move {
-        refusal(c.send(Method::POST, "/v1/renew", None, &[]).await.unwrap())
-    };
+    let renew = |c: ApiClient| async move { refused(&c, Method::POST, "/v1/renew").await };
     assert_eq!(
         renew(renew_with(&foreign_dir)).await,
         (401, "client_certificate_untrusted".into())
