@@ -830,9 +830,6 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
     if listen_ip.is_unspecified() && args.sans.is_empty() {
         tracing::warn!("listening on all addresses without --san: nodes can only reach this server by a name in its certificate");
     }
-    let (chain, key) = authority
-        .issue_server_certificate(sans.clone(), OffsetDateTime::now_utc())
-        .await?;
     let subjects = authority
         .generations()
         .iter()
@@ -852,13 +849,12 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
             )
         })
         .collect();
-    let serving = crate::api::tls::ServingCertificate::new(chain, key.serialize_der())
+    // One task follows every change of the CA, however it was made: it re-issues the server's
+    // own certificate from the signing generation and tells waiting agents.
+    let (follower, serving, watched) =
+        crate::api::follow::Follower::start(authority.clone(), sans.clone()).await?;
+    let tls = crate::api::tls::server_config(serving, subjects)
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    let tls = crate::api::tls::server_config(serving.clone(), subjects)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
-    // Rotation steps may run in another process (the CLI on the data dir): notice them, and
-    // present a certificate from the active generation.
-    let watcher = tokio::spawn(follow_rotation(authority.clone(), serving, sans.clone()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -886,7 +882,17 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
                 window: args.failed_attempts_window.as_std(),
             },
         )),
+        watched,
     };
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let follower = tokio::spawn(follower.run(stopped(stopping.clone())));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
     crate::api::server::serve(
         listener,
         tls,
@@ -897,45 +903,12 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
             max_connections: args.max_connections.max(1),
             ..Default::default()
         },
-        shutdown_signal(),
+        stopped(stopping),
     )
     .await;
-    watcher.abort();
+    let _ = follower.await;
     tracing::info!("etcd-ca server stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Every two seconds: reload the CA generations; when they changed, re-issue the server's own
-/// certificate from the active generation.
-async fn follow_rotation(
-    authority: Arc<Authority>,
-    serving: Arc<crate::api::tls::ServingCertificate>,
-    sans: Vec<San>,
-) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
-    loop {
-        tick.tick().await;
-        match authority.reload_generations().await {
-            Ok(false) => {}
-            Ok(true) => {
-                let fingerprint = authority.fingerprint().unwrap_or_default();
-                tracing::info!(ca_fingerprint = %fingerprint, "CA generations changed");
-                let renewed = authority
-                    .issue_server_certificate(sans.clone(), OffsetDateTime::now_utc())
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|(chain, key)| {
-                        serving
-                            .replace(chain, key.serialize_der())
-                            .map_err(|e| e.to_string())
-                    });
-                if let Err(e) = renewed {
-                    tracing::error!(error = %e, "cannot re-issue the server certificate");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot reload the CA generations"),
-        }
-    }
 }
 
 /// Completes on SIGINT or SIGTERM.

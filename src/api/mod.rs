@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod follow;
 pub mod limits;
 pub mod metrics;
 pub mod routes;
@@ -33,12 +34,17 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long one request may take, reading its body included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest a `GET /v1/watch` waits for a change (under [`REQUEST_TIMEOUT`]).
+pub const MAX_WATCH: Duration = Duration::from_secs(25);
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub authority: Arc<Authority>,
     pub metrics: Arc<metrics::Metrics>,
     pub limiter: Arc<limits::AttemptLimiter>,
+    /// The CA state agents wait on (`GET /v1/watch`), published by [`follow::Follower`].
+    pub watched: tokio::sync::watch::Receiver<follow::Watched>,
 }
 
 /// The whole API.
@@ -47,6 +53,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/health", get(routes::health))
         .route("/v1/ca", get(routes::trust_bundle))
         .route("/v1/crl", get(routes::crl))
+        .route("/v1/watch", get(routes::watch))
         .route("/v1/enroll", post(routes::enroll))
         .route("/v1/renew", post(routes::renew))
         .route("/v1/renew/node", post(routes::renew_node))

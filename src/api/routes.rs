@@ -146,6 +146,40 @@ pub async fn crl(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
     Ok(cacheable(&headers, "application/pkix-crl", der.to_vec()))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchQuery {
+    /// The version the agent last saw; absent on its first call.
+    version: Option<String>,
+    /// How long to wait for a change (default and maximum 25s).
+    wait: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct WatchAnswer {
+    version: String,
+}
+
+/// A long poll: answers as soon as the CA's watched state (generations, revocations, restart
+/// lease) differs from `version`, or after `wait` with the same version. Agents call it in a
+/// loop and fetch the bundle and CRL, or retry the restart lease, when the version moves.
+pub async fn watch(
+    State(state): State<AppState>,
+    query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<WatchAnswer>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("query_invalid", e.body_text()))?;
+    let wait = match &q.wait {
+        Some(w) => parse_duration("wait", w)?.min(super::MAX_WATCH),
+        None => super::MAX_WATCH,
+    };
+    let mut watched = state.watched.clone();
+    let differs = |w: &super::follow::Watched| w.closing || Some(&w.version) != q.version.as_ref();
+    // Timing out is the normal answer: nothing changed.
+    let _ = tokio::time::timeout(wait, watched.wait_for(differs)).await;
+    let version = watched.borrow().version.clone();
+    Ok(Json(WatchAnswer { version }))
+}
+
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let text = state.metrics.render(&state.authority, now()).await?;
     Ok((

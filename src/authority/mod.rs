@@ -399,6 +399,9 @@ pub struct Authority {
     /// not cost a database read per request.
     admin_cache: std::sync::Mutex<HashMap<Vec<u8>, (AdminActor, std::time::Instant)>>,
     crl_cache: tokio::sync::Mutex<Option<CachedCrl>>,
+    /// Woken when this process changed what agents watch (generations, revocations, the
+    /// restart lease), so the server publishes it at once instead of at its next poll.
+    changed: tokio::sync::Notify,
 }
 
 /// The CA generations as last read from the store, and the active one's signer (its key is read
@@ -618,6 +621,7 @@ impl Authority {
             passphrase: None,
             admin_cache: std::sync::Mutex::new(HashMap::new()),
             crl_cache: tokio::sync::Mutex::new(None),
+            changed: tokio::sync::Notify::new(),
         };
         if authority.active_generation().is_err() {
             authority.close().await;
@@ -695,6 +699,26 @@ impl Authority {
     /// `sha256:` fingerprint of the active CA certificate.
     pub fn fingerprint(&self) -> Result<String, AuthorityError> {
         Ok(self.active_generation()?.fingerprint)
+    }
+
+    /// Completes when this process changed what agents watch (see [`Self::watched_state`]).
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    /// A digest of everything an agent acts on: the generations (trusted, signing, retired),
+    /// the revocations and who holds the restart lease. It changes exactly when an agent has
+    /// something to fetch or retry; the server publishes it to agents waiting for a change.
+    pub async fn watched_state(&self, now: OffsetDateTime) -> Result<String, AuthorityError> {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for g in self.current().records.iter() {
+            ctx.update(format!("{}:{}:{};", g.id, g.state.as_str(), g.fingerprint).as_bytes());
+        }
+        let (revoked, latest) = self.store.revocation_epoch().await?;
+        ctx.update(format!("revoked:{revoked}:{latest};").as_bytes());
+        let lease = self.store.restart_lease(now).await?;
+        ctx.update(format!("lease:{:?}", lease.map(|(node, _)| node)).as_bytes());
+        Ok(hex::encode(&ctx.finish().as_ref()[..16]))
     }
 
     /// Re-reads the generations from the store (a rotation step may have run in another
@@ -1754,6 +1778,7 @@ impl Authority {
         match self.store.revoke(&serial, reason.name(), &event).await? {
             RevokeOutcome::Revoked(record) => {
                 tracing::info!(serial = %serial, reason = reason.name(), "revoked certificate");
+                self.changed.notify_one();
                 Ok(*record)
             }
             RevokeOutcome::AlreadyRevoked(record) => Err(AuthorityError::AlreadyRevoked {

@@ -335,6 +335,7 @@ impl Authority {
         };
         self.store.add_generation(&record, &event).await?;
         self.reload_generations().await?;
+        self.changed.notify_one();
         Ok(record)
     }
 
@@ -372,6 +373,7 @@ impl Authority {
             )
             .await?;
         self.reload_generations().await?;
+        self.changed.notify_one();
         Ok(())
     }
 
@@ -397,6 +399,7 @@ impl Authority {
             .set_generation_states(&[(old.id, GenerationState::Retired)], &event)
             .await?;
         self.reload_generations().await?;
+        self.changed.notify_one();
         Ok(())
     }
 
@@ -420,6 +423,7 @@ impl Authority {
             .set_generation_states(&[(new.id, GenerationState::Retired)], &event)
             .await?;
         self.reload_generations().await?;
+        self.changed.notify_one();
         Ok(())
     }
 
@@ -464,6 +468,7 @@ impl Authority {
         let until = now + time::Duration::try_from(LEASE_TTL).unwrap_or(time::Duration::minutes(2));
         let (holder, expires_at) = self.store.take_restart_lease(node, now, until).await?;
         if holder == node {
+            self.changed.notify_one();
             Ok(expires_at)
         } else {
             Err(AuthorityError::LeaseHeld {
@@ -474,7 +479,10 @@ impl Authority {
     }
 
     pub async fn release_restart_lease(&self, node: &str) -> Result<(), AuthorityError> {
-        Ok(self.store.release_restart_lease(node).await?)
+        self.store.release_restart_lease(node).await?;
+        // Members waiting for the lease retry now, not at their next poll.
+        self.changed.notify_one();
+        Ok(())
     }
 }
 

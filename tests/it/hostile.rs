@@ -197,6 +197,11 @@ fn every_json_endpoint_refuses_garbage_with_a_4xx_and_writes_nothing() {
                     window: std::time::Duration::from_secs(1),
                 },
             )),
+            watched: tokio::sync::watch::channel(etcd_ca::api::follow::Watched {
+                version: "v".into(),
+                closing: false,
+            })
+            .1,
         };
         let store = etcd_ca::store::Store::open(&ca.dir.join("etcd-ca.db"))
             .await
