@@ -85,8 +85,10 @@ async fn store_run(dir: &std::path::Path, concurrency: usize, total: usize) -> R
         not_after: now,
         activated_at: Some(now),
         retired_at: None,
+        created_at: now,
+        endorsement_pem: None,
     };
-    store.insert_generation(&generation, now).await.unwrap();
+    store.insert_generation(&generation).await.unwrap();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let callers: Vec<_> = (0..concurrency)

@@ -1019,11 +1019,37 @@ fn write_rotation_status(out: &mut impl Write, s: &serde_json::Value) -> std::io
             generation(&s["active"])
         )?,
     }
+    if let Some(step) = s["last_step"].as_object() {
+        writeln!(
+            out,
+            "Last step: {} at {}: {}.",
+            step["step"].as_str().unwrap_or(""),
+            step["at"].as_str().unwrap_or(""),
+            step["outcome"].as_str().unwrap_or("")
+        )?;
+    }
+    let blocked: Vec<&str> = s["blocked_by"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    if s["next_step"].is_null() && !blocked.is_empty() {
+        writeln!(out, "Still converging: {}", blocked.join(", "))?;
+    }
+    let stale: Vec<&str> = s["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["stale"] == true)
+        .filter_map(|n| n["node"].as_str())
+        .collect();
+    if !stale.is_empty() {
+        writeln!(
+            out,
+            "Not reported since the last step (STALE: their columns may be out of date; a node without a running agent never converges): {}",
+            stale.join(", ")
+        )?;
+    }
     if let Some(step) = s["next_step"].as_str() {
-        let blocked: Vec<&str> = s["blocked_by"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-            .unwrap_or_default();
         if blocked.is_empty() {
             writeln!(
                 out,
@@ -1055,17 +1081,22 @@ fn write_rotation_status(out: &mut impl Write, s: &serde_json::Value) -> std::io
     };
     writeln!(
         out,
-        "{:<14} {:<6} {:<9} {:<9} {:<28} WAITING FOR",
-        "NODE", "MEMBER", "INSTALLED", "RUNNING", "CERTIFICATES (generation)"
+        "{:<14} {:<6} {:<9} {:<9} {:<28} {:<20} WAITING FOR",
+        "NODE", "MEMBER", "INSTALLED", "RUNNING", "CERTIFICATES (generation)", "REPORTED"
     )?;
     for n in s["nodes"].as_array().into_iter().flatten() {
         let certs: Vec<String> = n["certificates"]
             .as_object()
             .map(|m| m.iter().map(|(p, g)| format!("{p}:{g}")).collect())
             .unwrap_or_default();
+        let reported = match (n["reported_at"].as_str(), n["stale"] == true) {
+            (Some(at), true) => format!("{at} STALE"),
+            (Some(at), false) => at.to_string(),
+            (None, _) => "never".to_string(),
+        };
         writeln!(
             out,
-            "{:<14} {:<6} {:<9} {:<9} {:<28} {}",
+            "{:<14} {:<6} {:<9} {:<9} {:<28} {:<20} {}",
             n["node"].as_str().unwrap_or(""),
             if n["member"].as_bool().unwrap_or(false) {
                 "yes"
@@ -1075,6 +1106,7 @@ fn write_rotation_status(out: &mut impl Write, s: &serde_json::Value) -> std::io
             list(&n["installed_bundle"]),
             list(&n["running_bundle"]),
             certs.join(" "),
+            reported,
             n["waiting_for"].as_str().unwrap_or("-")
         )?;
     }

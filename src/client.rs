@@ -23,7 +23,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::tls::provider;
-use crate::pki;
 
 /// Why a call to the CA server failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +37,9 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// The server's certificate is not one we trust (a pin mismatch): retrying cannot help.
+    #[error("{addr} is not a CA server we trust: {reason}")]
+    Untrusted { addr: String, reason: String },
     #[error("TLS handshake with {addr} failed: {source}")]
     Handshake {
         addr: String,
@@ -71,8 +73,11 @@ impl ClientError {
 /// How the client decides the server is the CA it means.
 #[derive(Clone, Debug)]
 pub enum Trust {
-    /// The server must present (in its chain) a CA certificate with this `sha256:` fingerprint.
+    /// The server must present (in its chain) a CA certificate with this `sha256:` fingerprint,
+    /// or one it endorsed across rotations (see [`crate::lineage`]).
     Fingerprint(String),
+    /// The same for any of these fingerprints (an agent pins the bundle it installed).
+    Pins(Vec<String>),
     /// Trust these CA certificates (DER).
     Bundle(Vec<Vec<u8>>),
 }
@@ -125,13 +130,20 @@ impl ApiClient {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let pinned = |pins: Vec<String>| {
+            let pins = pins.iter().map(|p| p.to_ascii_lowercase()).collect();
+            Arc::new(PinnedCaVerifier {
+                pins,
+                provider: provider.clone(),
+            })
+        };
         let builder = match trust {
             Trust::Fingerprint(fingerprint) => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinnedCaVerifier {
-                    fingerprint: fingerprint.to_ascii_lowercase(),
-                    provider,
-                })),
+                .with_custom_certificate_verifier(pinned(vec![fingerprint])),
+            Trust::Pins(pins) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(pinned(pins)),
             Trust::Bundle(ders) => {
                 let mut roots = RootCertStore::empty();
                 for der in ders {
@@ -206,9 +218,27 @@ impl ApiClient {
             .connector
             .connect(self.server_name.clone(), tcp)
             .await
-            .map_err(|source| ClientError::Handshake {
-                addr: self.addr.clone(),
-                source,
+            .map_err(|source| {
+                let rejected = source
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<rustls::Error>())
+                    .filter(|e| {
+                        matches!(
+                            e,
+                            rustls::Error::General(_) | rustls::Error::InvalidCertificate(_)
+                        )
+                    })
+                    .map(|e| e.to_string());
+                match rejected {
+                    Some(reason) => ClientError::Untrusted {
+                        addr: self.addr.clone(),
+                        reason,
+                    },
+                    None => ClientError::Handshake {
+                        addr: self.addr.clone(),
+                        source,
+                    },
+                }
             })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
@@ -305,11 +335,11 @@ pub fn header_value(text: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(text).ok()
 }
 
-/// Trusts a server whose chain includes the CA with the pinned fingerprint, and whose
-/// certificate that CA signed for the name we dialed.
+/// Trusts a server whose chain includes a CA with a pinned fingerprint, or a CA a pinned one
+/// endorsed across rotations, and whose certificate such a CA signed for the name we dialed.
 #[derive(Debug)]
 struct PinnedCaVerifier {
-    fingerprint: String,
+    pins: Vec<String>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
@@ -322,17 +352,18 @@ impl ServerCertVerifier for PinnedCaVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let ca = intermediates
-            .iter()
-            .find(|c| pki::fingerprint(c) == self.fingerprint)
-            .ok_or_else(|| {
-                rustls::Error::General(format!(
-                    "the server's CA is not the pinned one ({})",
-                    self.fingerprint
-                ))
-            })?;
+        let presented: Vec<Vec<u8>> = intermediates.iter().map(|c| c.to_vec()).collect();
+        let at = time::OffsetDateTime::from_unix_timestamp(now.as_secs() as i64)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let vouched = crate::lineage::vouched_for(&self.pins, &presented, at);
+        if vouched.is_empty() {
+            return Err(rustls::Error::General(format!(
+                "the server's CA is not the pinned one ({})",
+                self.pins.join(", ")
+            )));
+        }
         let mut roots = RootCertStore::empty();
-        roots.add(ca.clone().into_owned())?;
+        roots.add_parsable_certificates(vouched.into_iter().map(CertificateDer::from));
         let inner =
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
                 .build()

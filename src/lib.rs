@@ -24,6 +24,7 @@ pub mod duration;
 pub mod etcd_flags;
 pub mod fsutil;
 pub mod inspect;
+pub mod lineage;
 pub mod names;
 pub mod pki;
 pub mod policy;

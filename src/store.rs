@@ -112,6 +112,11 @@ pub struct GenerationRecord {
     /// When it started signing (a generation in `next` that has this set is retiring).
     pub activated_at: Option<OffsetDateTime>,
     pub retired_at: Option<OffsetDateTime>,
+    /// When it was created (by `init` or `ca rotate start`).
+    pub created_at: OffsetDateTime,
+    /// For a generation a rotation introduced: its CA name and key certified by the generation
+    /// that signed when it was created (PEM). Clients pinned to the old CA follow it.
+    pub endorsement_pem: Option<String>,
 }
 
 impl GenerationRecord {
@@ -642,30 +647,10 @@ impl Store {
         self.pool.close().await;
     }
 
-    pub async fn insert_generation(
-        &self,
-        g: &GenerationRecord,
-        at: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO ca_generations
-               (id, state, key_type, cert_pem, fingerprint, key_file, imported, not_before,
-                not_after, created_at, activated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(g.id)
-        .bind(g.state.as_str())
-        .bind(&g.key_type)
-        .bind(&g.cert_pem)
-        .bind(&g.fingerprint)
-        .bind(&g.key_file)
-        .bind(g.imported)
-        .bind(ts(g.not_before))
-        .bind(ts(g.not_after))
-        .bind(ts(at))
-        .bind((g.state == GenerationState::Active).then_some(ts(at)))
-        .execute(&self.pool)
-        .await?;
+    pub async fn insert_generation(&self, g: &GenerationRecord) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_generation(&mut tx, g).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -673,7 +658,7 @@ impl Store {
     pub async fn generations(&self) -> Result<Vec<GenerationRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, state, key_type, cert_pem, fingerprint, key_file, imported, not_before,
-                    not_after, activated_at, retired_at
+                    not_after, activated_at, retired_at, created_at, endorsement_pem
              FROM ca_generations ORDER BY id",
         )
         .fetch_all(&self.pool)
@@ -713,8 +698,11 @@ impl Store {
         g: &GenerationRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        self.insert_generation(g, event.at).await?;
-        self.record_audit(event).await
+        let mut tx = self.pool.begin().await?;
+        insert_generation(&mut tx, g).await?;
+        insert_audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// What an agent last reported.
@@ -1195,6 +1183,30 @@ const ROWS_PER_INSERT: usize = 64;
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Sqlite>;
 type Sql = sqlx::QueryBuilder<Sqlite>;
 
+async fn insert_generation(tx: &mut Tx<'_>, g: &GenerationRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO ca_generations
+           (id, state, key_type, cert_pem, fingerprint, key_file, imported, not_before,
+            not_after, created_at, activated_at, endorsement_pem)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(g.id)
+    .bind(g.state.as_str())
+    .bind(&g.key_type)
+    .bind(&g.cert_pem)
+    .bind(&g.fingerprint)
+    .bind(&g.key_file)
+    .bind(g.imported)
+    .bind(ts(g.not_before))
+    .bind(ts(g.not_after))
+    .bind(ts(g.created_at))
+    .bind(g.activated_at.map(ts))
+    .bind(&g.endorsement_pem)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 async fn insert_audit(tx: &mut Tx<'_>, event: &AuditEvent) -> Result<(), StoreError> {
     let mut sql = Sql::new("");
     push_audit_inserts(&mut sql, &[event]);
@@ -1365,6 +1377,8 @@ fn generation_from_row(row: &SqliteRow) -> Result<GenerationRecord, StoreError> 
             .try_get::<Option<i64>, _>("retired_at")?
             .map(|t| from_ts("ca_generations", t))
             .transpose()?,
+        created_at: from_ts("ca_generations", row.try_get("created_at")?)?,
+        endorsement_pem: row.try_get("endorsement_pem")?,
     })
 }
 
@@ -1446,8 +1460,10 @@ mod tests {
             not_after: at(86_400 * 3650),
             activated_at: Some(at(0)),
             retired_at: None,
+            created_at: at(0),
+            endorsement_pem: None,
         };
-        store.insert_generation(&generation, at(0)).await.unwrap();
+        store.insert_generation(&generation).await.unwrap();
         store
     }
 

@@ -11,8 +11,10 @@
 
 pub mod check;
 pub mod schedule;
+pub mod watch;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -30,6 +32,11 @@ use crate::names::NodeName;
 use crate::pki::{self, KeyType, PkiError};
 use check::{check_certificate, Expected, InstallRefusal};
 use schedule::{Urgency, Validity};
+use watch::ChangeWatch;
+
+/// How soon a member waiting for the restart lease asks again (plus up to as much jitter), in
+/// case the release that would wake it is missed or the holder died.
+const LEASE_RETRY: Duration = Duration::from_secs(5);
 
 /// The state file's name in the PKI dir.
 pub const STATE_FILE: &str = "etcd-ca-agent.json";
@@ -68,13 +75,38 @@ pub struct AgentSettings {
 /// What stopped a step of the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("a new bootstrap token is needed for {}: {reason}; pass one with --token or write it to the --token-file", profiles.join(", "))]
+    #[error("a new bootstrap token is needed for {}: {reason}; {}", profiles.join(", "), match token_file {
+        Some(file) => format!("write it to the --token-file {} (read again every 30 s)", file.display()),
+        None => "pass one with --token or write it to a --token-file".to_string(),
+    })]
     NeedToken {
         profiles: Vec<String>,
         reason: String,
+        /// Where the agent waits for one; without a token file none can arrive.
+        token_file: Option<PathBuf>,
     },
     #[error("cannot reach the CA: {0}")]
     Client(#[from] ClientError),
+    #[error("the server at {server} is not the CA pinned by --ca-fingerprint {pin}: {reason}")]
+    PinMismatch {
+        server: String,
+        pin: String,
+        reason: String,
+    },
+    #[error("cannot use --dir {}: {source}", dir.display())]
+    DirUnusable {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the --token-file {}: {reason}", path.display())]
+    TokenFile { path: PathBuf, reason: String },
+    #[error("the CA refused to enroll node {node} ({code}): {message}")]
+    EnrollRefused {
+        node: String,
+        code: String,
+        message: String,
+    },
     #[error("the {profile} certificate from the CA was not installed: {refusal}")]
     Refused {
         profile: String,
@@ -86,6 +118,22 @@ pub enum AgentError {
     Fs(#[from] FsError),
     #[error(transparent)]
     Pki(#[from] PkiError),
+}
+
+impl AgentError {
+    /// Faults that retrying cannot fix: the agent stops and says so instead of retrying.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            AgentError::NeedToken {
+                token_file: None,
+                ..
+            } | AgentError::PinMismatch { .. }
+                | AgentError::DirUnusable { .. }
+                | AgentError::TokenFile { .. }
+                | AgentError::EnrollRefused { .. }
+        )
+    }
 }
 
 /// The agent's memory between runs. No secrets.
@@ -183,9 +231,20 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(settings: AgentSettings) -> Result<Self, AgentError> {
+        let unusable = |source| AgentError::DirUnusable {
+            dir: settings.dir.clone(),
+            source,
+        };
         if !settings.dir.exists() {
-            fsutil::create_private_dir(&settings.dir)?;
+            std::fs::create_dir_all(&settings.dir).map_err(unusable)?;
+            std::fs::set_permissions(&settings.dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(unusable)?;
         }
+        // Every file the agent keeps is written there: find out now, not at the first renewal.
+        tempfile::Builder::new()
+            .prefix(".etcd-ca-agent-probe")
+            .tempfile_in(&settings.dir)
+            .map_err(unusable)?;
         let mut state: AgentState = std::fs::read(settings.dir.join(STATE_FILE))
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
@@ -232,6 +291,7 @@ impl Agent {
     }
 
     /// Runs until SIGTERM/SIGINT (or after one pass with `--once`). SIGHUP renews at once.
+    /// A fault retrying cannot fix ([`AgentError::is_permanent`]) ends it with that error.
     pub async fn run(mut self) -> Result<(), AgentError> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hangup = signal(SignalKind::hangup())
@@ -242,9 +302,18 @@ impl Agent {
             .map_err(|e| FsError::new("watch SIGINT for", Path::new("agent"), e))?;
         let mut failures: u32 = 0;
         let mut renew_now = self.settings.renew_now;
+        let mut watch = ChangeWatch::default();
         tracing::info!(node = %self.settings.node, dir = %self.settings.dir.display(), server = %self.settings.server, "agent started");
         loop {
-            let wait = match self.step(renew_now).await {
+            // A signal stops the agent even in the middle of a request. Files are only ever
+            // replaced by rename, so none is left half-written; an enrollment cut short resumes
+            // with the same pending keys.
+            let outcome = tokio::select! {
+                outcome = self.step(renew_now) => outcome,
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+            };
+            let wait = match outcome {
                 Ok(next) => {
                     failures = 0;
                     renew_now = false;
@@ -254,6 +323,7 @@ impl Agent {
                     }
                     next
                 }
+                Err(e) if e.is_permanent() => return Err(e),
                 Err(e) => {
                     self.save_state(Some(e.to_string()));
                     if self.settings.once {
@@ -269,6 +339,10 @@ impl Agent {
                 _ = hangup.recv() => {
                     tracing::info!("SIGHUP: renewing now");
                     renew_now = true;
+                }
+                _ = watch.next_change(self.watch_client(), random_unit()) => {
+                    // The bundle, the CRL, the signing CA or the restart lease changed.
+                    self.next_refresh = OffsetDateTime::UNIX_EPOCH;
                 }
                 _ = terminate.recv() => break,
                 _ = interrupt.recv() => break,
@@ -328,8 +402,15 @@ impl Agent {
     async fn step(&mut self, renew_now: bool) -> Result<Duration, AgentError> {
         self.enroll_missing().await?;
         if now() >= self.next_refresh || !self.path(files::CRL).exists() {
-            self.refresh_trust().await?;
-            self.next_refresh = now() + self.settings.refresh_interval;
+            let settled = self.refresh_trust().await?;
+            self.next_refresh = now()
+                + if settled {
+                    self.settings.refresh_interval
+                } else {
+                    // Waiting for the restart lease: a release wakes the watch at once; this
+                    // covers a holder that died (its lease expires) and a missed wake-up.
+                    LEASE_RETRY.mul_f64(1.0 + random_unit()).min(self.settings.refresh_interval)
+                };
         }
         let mut next = now() + time::Duration::hours(1);
         for profile in self.settings.profiles.clone() {
@@ -337,6 +418,7 @@ impl Agent {
                 AgentError::NeedToken {
                     profiles: vec![profile.clone()],
                     reason: "its certificate or key disappeared".into(),
+                    token_file: self.token_file(),
                 }
             })?;
             let due = renewal_due_at(installed.validity, &installed.serial);
@@ -356,13 +438,29 @@ impl Agent {
         Ok(to_std(next - now()).max(Duration::from_millis(200)))
     }
 
-    fn read_token(&self) -> Option<String> {
-        match self.settings.token.as_ref()? {
-            TokenSource::Literal(t) => Some(t.clone()),
-            TokenSource::File(path) => std::fs::read_to_string(path)
-                .ok()
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty()),
+    fn token_file(&self) -> Option<PathBuf> {
+        match &self.settings.token {
+            Some(TokenSource::File(path)) => Some(path.clone()),
+            _ => None,
+        }
+    }
+
+    /// The bootstrap token, if one was given. A token file that is missing or unreadable is an
+    /// error naming it; an empty one means "no token yet".
+    fn read_token(&self) -> Result<Option<String>, AgentError> {
+        match &self.settings.token {
+            None => Ok(None),
+            Some(TokenSource::Literal(t)) => Ok(Some(t.clone())),
+            Some(TokenSource::File(path)) => match std::fs::read_to_string(path) {
+                Ok(text) => Ok(Some(text.trim().to_string()).filter(|t| !t.is_empty())),
+                Err(e) => Err(AgentError::TokenFile {
+                    path: path.clone(),
+                    reason: match e.kind() {
+                        std::io::ErrorKind::NotFound => "it does not exist".to_string(),
+                        _ => e.to_string(),
+                    },
+                }),
+            },
         }
     }
 
@@ -381,7 +479,7 @@ impl Agent {
         if missing.is_empty() {
             return Ok(());
         }
-        let Some(token) = self.read_token() else {
+        let Some(token) = self.read_token()? else {
             let reason = if missing
                 .iter()
                 .any(|p| self.path(&files::certificate(p)).exists())
@@ -393,6 +491,7 @@ impl Agent {
             return Err(AgentError::NeedToken {
                 profiles: missing,
                 reason: reason.into(),
+                token_file: self.token_file(),
             });
         };
 
@@ -413,25 +512,43 @@ impl Agent {
             csrs.insert(profile.clone(), csr);
             keys.insert(profile.clone(), key);
         }
+        let pin = self.settings.ca_fingerprint.clone();
         let client = ApiClient::new(
             &self.settings.server,
-            Trust::Fingerprint(self.settings.ca_fingerprint.clone()),
+            Trust::Fingerprint(pin.clone()),
             None,
         )?;
-        let answer: EnrollAnswer = match client
-            .post_json(
-                "/v1/enroll",
-                &serde_json::json!({"token": token, "csrs": csrs}),
-            )
-            .await
-        {
+        let pin_mismatch = |reason: String| AgentError::PinMismatch {
+            server: self.settings.server.clone(),
+            pin: pin.clone(),
+            reason,
+        };
+        let request = serde_json::json!({
+            "token": token,
+            "node": self.settings.node.as_str(),
+            "csrs": csrs,
+        });
+        let answer: EnrollAnswer = match client.post_json("/v1/enroll", &request).await {
             Ok(a) => a,
+            Err(ClientError::Untrusted { reason, .. }) => return Err(pin_mismatch(reason)),
+            // A token file can be given a new token while the agent waits; a literal cannot.
             Err(ClientError::Api { code, message, .. })
-                if code.starts_with("token_") || code == "profile_not_allowed" =>
+                if code.starts_with("token_")
+                    && matches!(self.settings.token, Some(TokenSource::File(_))) =>
             {
                 return Err(AgentError::NeedToken {
                     profiles: missing,
                     reason: format!("the CA refused the token ({code}: {message})"),
+                    token_file: self.token_file(),
+                })
+            }
+            Err(ClientError::Api {
+                status, code, message, ..
+            }) if (400..500).contains(&status) && status != 408 && status != 429 => {
+                return Err(AgentError::EnrollRefused {
+                    node: self.settings.node.to_string(),
+                    code,
+                    message,
                 })
             }
             Err(e) => return Err(e.into()),
@@ -441,14 +558,20 @@ impl Agent {
                 what: "trust bundle",
                 reason: e.to_string(),
             })?;
-        if !bundle
-            .iter()
-            .any(|c| pki::fingerprint(c) == self.settings.ca_fingerprint)
-        {
-            return Err(AgentError::BadAnswer {
-                what: "trust bundle",
-                reason: "it does not hold the pinned CA".into(),
-            });
+        // Every CA in the bundle must be the pinned one or one it endorsed (a pin taken before
+        // a rotation still enrolls after it).
+        if !bundle.iter().all(|c| pki::fingerprint(c) == pin) {
+            let lineage = pki::pem_certificates(&String::from_utf8_lossy(
+                &client.get("/v1/ca/lineage").await?.body,
+            ))?;
+            let vouched =
+                crate::lineage::vouched_for(std::slice::from_ref(&pin), &lineage, now);
+            if let Some(stranger) = bundle.iter().find(|c| !vouched.contains(c)) {
+                return Err(pin_mismatch(format!(
+                    "its trust bundle holds {}, which the pinned CA never endorsed",
+                    pki::fingerprint(stranger)
+                )));
+            }
         }
         let mut checked = BTreeMap::new();
         for (profile, key) in &keys {
@@ -532,14 +655,7 @@ impl Agent {
         installed: Installed,
     ) -> Result<Installed, AgentError> {
         let bundle = read_bundle(&self.settings.dir)?;
-        let client = ApiClient::new(
-            &self.settings.server,
-            Trust::Bundle(bundle.clone()),
-            Some(Identity {
-                chain: vec![installed.der.clone()],
-                key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(installed.key.serialize_der())),
-            }),
-        )?;
+        let client = self.ca_client(Some(identity(&installed)))?;
         let issued: IssuedCertificate =
             match client.post_json("/v1/renew", &serde_json::json!({})).await {
                 Ok(i) => i,
@@ -549,6 +665,7 @@ impl Agent {
                     return Err(AgentError::NeedToken {
                         profiles: vec![profile.to_string()],
                         reason: format!("the CA will not renew it ({code}: {message})"),
+                        token_file: self.token_file(),
                     })
                 }
                 Err(e) => return Err(e.into()),
@@ -630,25 +747,42 @@ impl Agent {
         pki::parse_certificate(der).is_ok_and(|cert| !pki::is_issued_by(&cert, active_der))
     }
 
-    /// A client presenting this node's certificate (mTLS), trusting the installed bundle.
-    fn node_client(&self) -> Result<ApiClient, AgentError> {
-        let installed = self
-            .settings
+    /// A client of the CA server, trusting the installed bundle as pins: the server must
+    /// present one of its CAs, or a CA one of them endorsed in a rotation (see
+    /// [`crate::lineage`]), so an agent that missed a bundle change is not stranded.
+    fn ca_client(&self, identity: Option<Identity>) -> Result<ApiClient, AgentError> {
+        let pins = bundle_fingerprints(&self.settings.dir);
+        Ok(ApiClient::new(
+            &self.settings.server,
+            Trust::Pins(pins),
+            identity,
+        )?)
+    }
+
+    /// The client `watch` long-polls with; none before the first enrollment.
+    fn watch_client(&self) -> Option<ApiClient> {
+        self.path(files::CA_BUNDLE)
+            .exists()
+            .then(|| self.ca_client(None).ok())
+            .flatten()
+    }
+
+    /// The first certificate of this node on disk, to authenticate with.
+    fn any_installed(&self) -> Option<Installed> {
+        self.settings
             .profiles
             .iter()
             .find_map(|p| load_installed(&self.settings.dir, p))
-            .ok_or_else(|| AgentError::NeedToken {
-                profiles: self.settings.profiles.clone(),
-                reason: "no certificate to authenticate with".into(),
-            })?;
-        Ok(ApiClient::new(
-            &self.settings.server,
-            Trust::Bundle(read_bundle(&self.settings.dir)?),
-            Some(Identity {
-                chain: vec![installed.der],
-                key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(installed.key.serialize_der())),
-            }),
-        )?)
+    }
+
+    /// A client presenting this node's certificate (mTLS) to the CA server.
+    fn node_client(&self) -> Result<ApiClient, AgentError> {
+        let installed = self.any_installed().ok_or_else(|| AgentError::NeedToken {
+            profiles: self.settings.profiles.clone(),
+            reason: "no certificate to authenticate with".into(),
+            token_file: self.token_file(),
+        })?;
+        self.ca_client(Some(identity(&installed)))
     }
 
     /// Tells the CA what this node has installed and runs with, so rotation status is truthful.
@@ -766,34 +900,25 @@ impl Agent {
         }
     }
 
+    /// A client of the local etcd member, trusting the installed bundle.
     fn member_client(&self, endpoint: &str) -> Result<ApiClient, AgentError> {
-        let installed = self
-            .settings
-            .profiles
-            .iter()
-            .find_map(|p| load_installed(&self.settings.dir, p))
-            .ok_or_else(|| AgentError::BadAnswer {
-                what: "member health",
-                reason: "no certificate to authenticate with".into(),
-            })?;
+        let installed = self.any_installed().ok_or_else(|| AgentError::BadAnswer {
+            what: "member health",
+            reason: "no certificate to authenticate with".into(),
+        })?;
         Ok(ApiClient::new(
             endpoint,
             Trust::Bundle(read_bundle(&self.settings.dir)?),
-            Some(Identity {
-                chain: vec![installed.der],
-                key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(installed.key.serialize_der())),
-            }),
+            Some(identity(&installed)),
         )?
         .with_timeout(Duration::from_secs(3)))
     }
 
-    /// Fetches the trust bundle and the CRL if they changed (conditional requests).
-    async fn refresh_trust(&mut self) -> Result<(), AgentError> {
-        let client = ApiClient::new(
-            &self.settings.server,
-            Trust::Bundle(read_bundle(&self.settings.dir)?),
-            None,
-        )?;
+    /// Fetches the trust bundle and the CRL if they changed (conditional requests). Returns
+    /// false while a changed bundle waits for the restart lease.
+    async fn refresh_trust(&mut self) -> Result<bool, AgentError> {
+        let client = self.ca_client(None)?;
+        let mut settled = true;
         let etag = self.state.bundle_etag.clone().or_else(|| {
             std::fs::read(self.path(files::CA_BUNDLE))
                 .ok()
@@ -812,6 +937,7 @@ impl Agent {
             if !self.change_trust(&text).await? {
                 // Not installed yet: ask again next time (the ETag must not say we have it).
                 self.state.bundle_etag = None;
+                settled = false;
             }
         }
         self.refresh_crl(false).await?;
@@ -824,15 +950,11 @@ impl Agent {
         if let Err(e) = self.report().await {
             tracing::warn!(error = %e, "cannot report to the CA");
         }
-        Ok(())
+        Ok(settled)
     }
 
     async fn refresh_crl(&mut self, force: bool) -> Result<(), AgentError> {
-        let client = ApiClient::new(
-            &self.settings.server,
-            Trust::Bundle(read_bundle(&self.settings.dir)?),
-            None,
-        )?;
+        let client = self.ca_client(None)?;
         let path = self.path(files::CRL);
         let etag = if force || !path.exists() {
             None
@@ -876,6 +998,14 @@ impl Agent {
             Ok(Err(e)) => tracing::warn!(event, error = %e, "cannot run hook"),
             Err(_) => tracing::warn!(event, "hook did not finish within 5 minutes"),
         }
+    }
+}
+
+/// The mTLS identity of an installed certificate.
+fn identity(installed: &Installed) -> Identity {
+    Identity {
+        chain: vec![installed.der.clone()],
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(installed.key.serialize_der())),
     }
 }
 

@@ -71,6 +71,7 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, &'static str) {
         E::TokenExpired { .. } => (StatusCode::UNAUTHORIZED, "token_expired"),
         E::TokenUsed => (StatusCode::CONFLICT, "token_used"),
         E::TokenProfileNotAllowed { .. } => (StatusCode::FORBIDDEN, "profile_not_allowed"),
+        E::NodeMismatch { .. } => (StatusCode::FORBIDDEN, "node_mismatch"),
         E::TokenTtlTooLong { .. } => (StatusCode::BAD_REQUEST, "ttl_too_long"),
         E::TokenWithoutProfiles => (StatusCode::BAD_REQUEST, "profiles_required"),
         E::NoCsrs => (StatusCode::BAD_REQUEST, "csr_missing"),

@@ -52,6 +52,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/health", get(routes::health))
         .route("/v1/ca", get(routes::trust_bundle))
+        .route("/v1/ca/lineage", get(routes::lineage))
         .route("/v1/crl", get(routes::crl))
         .route("/v1/watch", get(routes::watch))
         .route("/v1/enroll", post(routes::enroll))

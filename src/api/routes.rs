@@ -141,6 +141,21 @@ pub async fn trust_bundle(State(state): State<AppState>, headers: HeaderMap) -> 
     )
 }
 
+/// Every generation's CA certificate and every endorsement, PEM: how a client pinned to an
+/// earlier generation checks a bundle holding later ones.
+pub async fn lineage(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let pem: String = state
+        .authority
+        .lineage()?
+        .iter()
+        .map(|der| crate::pki::certificate_pem(der))
+        .collect();
+    Ok(cacheable(&headers, "application/x-pem-file", pem.into_bytes()))
+}
+
 pub async fn crl(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let der = state.authority.current_crl(now()).await?;
     Ok(cacheable(&headers, "application/pkix-crl", der.to_vec()))
@@ -202,6 +217,8 @@ pub async fn not_found() -> ApiError {
 #[serde(deny_unknown_fields)]
 pub struct EnrollBody {
     token: String,
+    /// The node the caller means to enroll as (optional): a token for another node is refused.
+    node: Option<String>,
     /// One PEM CSR per profile.
     csrs: BTreeMap<String, String>,
 }
@@ -214,7 +231,7 @@ pub async fn enroll(
     let token_id = crate::authority::token_id(&body.token);
     let started = std::time::Instant::now();
     state.limiter.check(source, token_id, started)?;
-    match state.authority.enroll(&body.token, &body.csrs, now()).await {
+    match state.authority.enroll(&body.token, body.node.as_deref(), &body.csrs, now()).await {
         Ok(enrollment) => {
             if !enrollment.replayed {
                 for c in enrollment.certificates.values() {

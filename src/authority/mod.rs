@@ -84,6 +84,8 @@ pub enum AuthorityError {
     },
     #[error("token lifetime {ttl} is too long (at most {max})")]
     TokenTtlTooLong { ttl: String, max: String },
+    #[error("this token is for node {token_node}, not {asked}: create a token for {asked}, or run the agent with --node {token_node}")]
+    NodeMismatch { asked: String, token_node: String },
     #[error("a token needs at least one profile")]
     TokenWithoutProfiles,
     #[error("the request holds no CSR; send one per profile")]
@@ -574,9 +576,9 @@ impl Authority {
                         not_after: material.not_after,
                         activated_at: Some(now),
                         retired_at: None,
-                    },
-                    now,
-                )
+                        created_at: now,
+                        endorsement_pem: None,
+                    })
                 .await?;
             store
                 .record_audit(&AuditEvent {
@@ -694,6 +696,24 @@ impl Authority {
             .filter(|g| g.state != GenerationState::Retired)
             .map(|g| g.cert_pem.as_str())
             .collect()
+    }
+
+    /// Every generation's CA certificate, the active one first, then every endorsement (DER):
+    /// what the server presents after its own certificate, so clients pinned to any earlier
+    /// generation reach the active one (see [`crate::lineage`]).
+    pub fn lineage(&self) -> Result<Vec<Vec<u8>>, AuthorityError> {
+        let generations = self.current();
+        let active = generations.active()?;
+        let mut ders = pki::pem_certificates(&active.cert_pem)?;
+        for g in generations.records.iter().filter(|g| g.id != active.id) {
+            ders.extend(pki::pem_certificates(&g.cert_pem)?);
+        }
+        for g in generations.records.iter() {
+            if let Some(pem) = &g.endorsement_pem {
+                ders.extend(pki::pem_certificates(pem)?);
+            }
+        }
+        Ok(ders)
     }
 
     /// `sha256:` fingerprint of the active CA certificate.
@@ -1144,15 +1164,23 @@ impl Authority {
 
     /// Enrolls a node: a bootstrap token and one CSR per profile become certificates. A retry
     /// of the same token with the same CSRs (a lost response) gets the same certificates back;
-    /// any other reuse is refused. Nothing is recorded unless everything is valid.
+    /// any other reuse is refused. Nothing is recorded unless everything is valid. `node`, when
+    /// given, is the node the caller believes it is: a token for another node is refused.
     pub async fn enroll(
         &self,
         token_text: &str,
+        node: Option<&str>,
         csrs: &BTreeMap<String, String>,
         now: OffsetDateTime,
     ) -> Result<Enrollment, AuthorityError> {
         let token = self.find_token(token_text, TokenKind::Bootstrap).await?;
         let identity = token.identity.clone().ok_or(AuthorityError::TokenInvalid)?;
+        if let Some(asked) = node.filter(|n| *n != identity.name.as_str()) {
+            return Err(AuthorityError::NodeMismatch {
+                asked: asked.to_string(),
+                token_node: identity.name.to_string(),
+            });
+        }
         match token.expires_at {
             Some(expired_at) if expired_at <= now => {
                 return Err(AuthorityError::TokenExpired { expired_at })
@@ -1687,7 +1715,7 @@ impl Authority {
             )
             .await?;
         let mut chain = pki::pem_certificates(&issued.certificate_pem)?;
-        chain.extend(pki::pem_certificates(&self.active_generation()?.cert_pem)?);
+        chain.extend(self.lineage()?);
         Ok((chain, key))
     }
 

@@ -74,8 +74,21 @@ pub struct NodeView {
     pub certificates: BTreeMap<String, i64>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub reported_at: Option<OffsetDateTime>,
+    /// Its agent has not reported since the last rotation step: its columns may be out of date.
+    pub stale: bool,
     /// What it still has to do before the next step, if anything.
     pub waiting_for: Option<String>,
+}
+
+/// The last rotation step taken, and when.
+#[derive(Clone, Debug, Serialize)]
+pub struct LastStep {
+    /// `start`, `activate`, `finish` or `abort`.
+    pub step: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// What it did, in a sentence.
+    pub outcome: String,
 }
 
 /// The whole picture `etcd-ca ca rotate status` prints.
@@ -91,6 +104,48 @@ pub struct RotationStatus {
     pub blocked_by: Vec<String>,
     /// Who holds the restart lease, and until when.
     pub restart_lease: Option<(String, String)>,
+    /// The last step of this or the previous rotation (none before the first rotation).
+    pub last_step: Option<LastStep>,
+}
+
+/// The last rotation step, derived from the generations' timestamps.
+fn last_step(generations: &[GenerationRecord]) -> Option<LastStep> {
+    let mut steps = Vec::new();
+    for g in generations {
+        if g.id > 1 {
+            steps.push(LastStep {
+                step: "start",
+                at: g.created_at,
+                outcome: format!("generation {} introduced, trusted but not signing", g.id),
+            });
+        }
+        if let (Some(at), true) = (g.activated_at, g.id > 1) {
+            steps.push(LastStep {
+                step: "activate",
+                at,
+                outcome: format!("generation {} signs", g.id),
+            });
+        }
+        if let Some(at) = g.retired_at {
+            steps.push(match g.activated_at {
+                Some(_) => LastStep {
+                    step: "finish",
+                    at,
+                    outcome: format!("generation {} retired; the rotation finished", g.id),
+                },
+                None => LastStep {
+                    step: "abort",
+                    at,
+                    outcome: format!(
+                        "generation {} retired before it signed; the rotation was aborted",
+                        g.id
+                    ),
+                },
+            });
+        }
+    }
+    // Steps in one transaction share a time: the later step in the list wins.
+    steps.into_iter().reduce(|a, b| if b.at >= a.at { b } else { a })
 }
 
 /// How long a restart lease lasts unless returned (an agent that died loses it).
@@ -125,6 +180,7 @@ impl Authority {
     ) -> Result<RotationStatus, AuthorityError> {
         let (phase, active, other) = self.rotation_phase()?;
         let generations = self.generations();
+        let last = last_step(&generations);
         let generation_of = |fingerprint: &String| {
             generations
                 .iter()
@@ -156,6 +212,11 @@ impl Authority {
                 report.map(|r| r.installed_bundle.iter().map(generation_of).collect());
             let running: Option<Vec<i64>> =
                 report.map(|r| r.running_bundle.iter().map(generation_of).collect());
+            let stale = match (&last, report) {
+                (Some(step), Some(r)) => r.reported_at < step.at,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
             let waiting_for = match (phase, &other) {
                 (Phase::Started, Some(new)) if member => match &running {
                     None => {
@@ -164,6 +225,15 @@ impl Authority {
                     Some(r) if !r.contains(&new.id) => Some(format!(
                         "a restart trusting generation {} (etcd runs with {:?})",
                         new.id, r
+                    )),
+                    _ => None,
+                },
+                // A client with an agent must hold the new CA before the server (and members)
+                // present certificates from it. Clients without an agent are the admin's.
+                (Phase::Started, Some(new)) => match &installed {
+                    Some(i) if !i.contains(&new.id) => Some(format!(
+                        "its agent to install a bundle with generation {} (installed: {:?})",
+                        new.id, i
                     )),
                     _ => None,
                 },
@@ -181,6 +251,16 @@ impl Authority {
                         )
                     })
                 }
+                // After `finish`, members restart once more without the retired generation.
+                (Phase::Idle, None) if member => running
+                    .as_ref()
+                    .filter(|r| r.iter().any(|g| *g != active.id))
+                    .map(|r| {
+                        format!(
+                            "a restart trusting only generation {} (etcd runs with {:?})",
+                            active.id, r
+                        )
+                    }),
                 _ => None,
             };
             nodes.push(NodeView {
@@ -190,6 +270,7 @@ impl Authority {
                 running_bundle: running,
                 certificates: certs,
                 reported_at: report.map(|r| r.reported_at),
+                stale,
                 waiting_for,
             });
         }
@@ -215,6 +296,7 @@ impl Authority {
             },
             blocked_by,
             restart_lease,
+            last_step: last,
         })
     }
 
@@ -296,6 +378,8 @@ impl Authority {
             self.policy.backdate,
             now,
         )?;
+        // The generation that signs now vouches for the new one (clients pinned to it follow).
+        let endorsement = ca::endorse(&material.cert_der, &material.key, &self.signer()?.issuer)?;
         let key_file = DataDir::generation_key_file(id);
         let key_text = self.key_protection()?.key_file_text(&material.key)?;
         fsutil::write_new(
@@ -321,6 +405,8 @@ impl Authority {
             not_after: material.not_after,
             activated_at: None,
             retired_at: None,
+            created_at: now,
+            endorsement_pem: Some(pki::certificate_pem(&endorsement)),
         };
         let event = AuditEvent {
             at: now,
