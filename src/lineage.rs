@@ -119,7 +119,10 @@ mod tests {
         let trusted = vouched_for(&pin, &presented, now());
         assert!(trusted.contains(&g1));
         assert!(trusted.contains(&e2) && trusted.contains(&e3));
-        assert!(!trusted.contains(&impostor), "an unendorsed CA is not trusted");
+        assert!(
+            !trusted.contains(&impostor),
+            "an unendorsed CA is not trusted"
+        );
         // Without the middle endorsement, generation 3 is out of reach.
         let broken = vec![g3, g1.clone(), e3.clone()];
         let trusted = vouched_for(&pin, &broken, now());

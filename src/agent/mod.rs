@@ -409,7 +409,9 @@ impl Agent {
                 } else {
                     // Waiting for the restart lease: a release wakes the watch at once; this
                     // covers a holder that died (its lease expires) and a missed wake-up.
-                    LEASE_RETRY.mul_f64(1.0 + random_unit()).min(self.settings.refresh_interval)
+                    LEASE_RETRY
+                        .mul_f64(1.0 + random_unit())
+                        .min(self.settings.refresh_interval)
                 };
         }
         let mut next = now() + time::Duration::hours(1);
@@ -495,6 +497,21 @@ impl Agent {
             });
         };
 
+        let pin = self.settings.ca_fingerprint.clone();
+        let client = ApiClient::new(&self.settings.server, Trust::Fingerprint(pin.clone()), None)?;
+        let pin_mismatch = |reason: String| AgentError::PinMismatch {
+            server: self.settings.server.clone(),
+            pin: pin.clone(),
+            reason,
+        };
+        // Make sure this is the pinned CA before anything is written.
+        match client.get("/v1/health").await {
+            Err(ClientError::Untrusted { reason, .. }) => return Err(pin_mismatch(reason)),
+            other => {
+                other?;
+            }
+        }
+
         // Keys: reuse the key on disk (only the certificate then changes under etcd), else a
         // pending key kept across retries, else a new one. Keys never leave this host.
         let mut keys = BTreeMap::new();
@@ -512,17 +529,6 @@ impl Agent {
             csrs.insert(profile.clone(), csr);
             keys.insert(profile.clone(), key);
         }
-        let pin = self.settings.ca_fingerprint.clone();
-        let client = ApiClient::new(
-            &self.settings.server,
-            Trust::Fingerprint(pin.clone()),
-            None,
-        )?;
-        let pin_mismatch = |reason: String| AgentError::PinMismatch {
-            server: self.settings.server.clone(),
-            pin: pin.clone(),
-            reason,
-        };
         let request = serde_json::json!({
             "token": token,
             "node": self.settings.node.as_str(),
@@ -543,13 +549,20 @@ impl Agent {
                 })
             }
             Err(ClientError::Api {
-                status, code, message, ..
+                status,
+                code,
+                message,
+                ..
             }) if (400..500).contains(&status) && status != 408 && status != 429 => {
+                // Retrying cannot help, so leave nothing behind (keys made for this request).
+                for profile in &missing {
+                    let _ = std::fs::remove_file(self.path(&pending_key(profile)));
+                }
                 return Err(AgentError::EnrollRefused {
                     node: self.settings.node.to_string(),
                     code,
                     message,
-                })
+                });
             }
             Err(e) => return Err(e.into()),
         };
@@ -564,8 +577,7 @@ impl Agent {
             let lineage = pki::pem_certificates(&String::from_utf8_lossy(
                 &client.get("/v1/ca/lineage").await?.body,
             ))?;
-            let vouched =
-                crate::lineage::vouched_for(std::slice::from_ref(&pin), &lineage, now);
+            let vouched = crate::lineage::vouched_for(std::slice::from_ref(&pin), &lineage, now);
             if let Some(stranger) = bundle.iter().find(|c| !vouched.contains(c)) {
                 return Err(pin_mismatch(format!(
                     "its trust bundle holds {}, which the pinned CA never endorsed",
@@ -1067,6 +1079,17 @@ pub fn status_report(dir: &Path, now: OffsetDateTime) -> Result<String, AgentErr
             let _ = writeln!(out, "  last error:   {e}");
         }
         let _ = writeln!(out, "  renewals:     {}", s.renewals);
+    }
+    // What the agent trusts now: the bundle it installed (it pins those CAs, and those they
+    // endorse in a rotation), not the fingerprint it was first given.
+    let trusted = bundle_fingerprints(dir);
+    if !trusted.is_empty() {
+        let _ = writeln!(
+            out,
+            "  trusts:       {} ({})",
+            trusted.join(", "),
+            files::CA_BUNDLE
+        );
     }
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| FsError::new("read", dir, e))?

@@ -153,7 +153,11 @@ pub async fn lineage(
         .iter()
         .map(|der| crate::pki::certificate_pem(der))
         .collect();
-    Ok(cacheable(&headers, "application/x-pem-file", pem.into_bytes()))
+    Ok(cacheable(
+        &headers,
+        "application/x-pem-file",
+        pem.into_bytes(),
+    ))
 }
 
 pub async fn crl(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -231,7 +235,11 @@ pub async fn enroll(
     let token_id = crate::authority::token_id(&body.token);
     let started = std::time::Instant::now();
     state.limiter.check(source, token_id, started)?;
-    match state.authority.enroll(&body.token, body.node.as_deref(), &body.csrs, now()).await {
+    match state
+        .authority
+        .enroll(&body.token, body.node.as_deref(), &body.csrs, now())
+        .await
+    {
         Ok(enrollment) => {
             if !enrollment.replayed {
                 for c in enrollment.certificates.values() {

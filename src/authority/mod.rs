@@ -563,22 +563,21 @@ impl Authority {
         let fingerprint = pki::fingerprint(&material.cert_der);
         let result = async {
             store
-                .insert_generation(
-                    &GenerationRecord {
-                        id: 1,
-                        state: GenerationState::Active,
-                        key_type: material.key_type.to_string(),
-                        cert_pem,
-                        fingerprint: fingerprint.clone(),
-                        key_file,
-                        imported,
-                        not_before: material.not_before,
-                        not_after: material.not_after,
-                        activated_at: Some(now),
-                        retired_at: None,
-                        created_at: now,
-                        endorsement_pem: None,
-                    })
+                .insert_generation(&GenerationRecord {
+                    id: 1,
+                    state: GenerationState::Active,
+                    key_type: material.key_type.to_string(),
+                    cert_pem,
+                    fingerprint: fingerprint.clone(),
+                    key_file,
+                    imported,
+                    not_before: material.not_before,
+                    not_after: material.not_after,
+                    activated_at: Some(now),
+                    retired_at: None,
+                    created_at: now,
+                    endorsement_pem: None,
+                })
                 .await?;
             store
                 .record_audit(&AuditEvent {

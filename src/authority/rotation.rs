@@ -145,7 +145,9 @@ fn last_step(generations: &[GenerationRecord]) -> Option<LastStep> {
         }
     }
     // Steps in one transaction share a time: the later step in the list wins.
-    steps.into_iter().reduce(|a, b| if b.at >= a.at { b } else { a })
+    steps
+        .into_iter()
+        .reduce(|a, b| if b.at >= a.at { b } else { a })
 }
 
 /// How long a restart lease lasts unless returned (an agent that died loses it).

@@ -15,10 +15,14 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::helpers::{snapshot, CaServer, ETCD_CA};
 
-type Answer = (u16, &'static str, Vec<u8>);
+pub(crate) type Answer = (u16, &'static str, Vec<u8>);
 
 /// Serves `answer(path)` to every request over TLS with a certificate the real CA signed.
-async fn impostor(ca_dir: &Path, answer: Arc<dyn Fn(&str) -> Answer + Send + Sync>) -> String {
+/// Status 0 means: never answer.
+pub(crate) async fn impostor(
+    ca_dir: &Path,
+    answer: Arc<dyn Fn(&str) -> Answer + Send + Sync>,
+) -> String {
     let ca_cert = std::fs::read_to_string(ca_dir.join("ca/gen-1.crt")).unwrap();
     let ca_key = crate::helpers::ca_key(ca_dir);
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).unwrap();
@@ -56,6 +60,9 @@ async fn impostor(ca_dir: &Path, answer: Arc<dyn Fn(&str) -> Answer + Send + Syn
                     move |req: hyper::Request<hyper::body::Incoming>| {
                         let (status, content_type, body) = answer(req.uri().path());
                         async move {
+                            if status == 0 {
+                                std::future::pending::<()>().await;
+                            }
                             hyper::Response::builder()
                                 .status(status)
                                 .header("content-type", content_type)

@@ -16,6 +16,7 @@
 mod admin_cli;
 mod adopt;
 mod agent_cluster;
+mod agent_fail_fast;
 mod agent_faults;
 mod api_attempt_limits;
 mod api_cluster;
