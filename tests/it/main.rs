@@ -8,7 +8,8 @@
 //! | foundation_cluster  | 22379       | 22380     |
 //! | api_cluster         | 22479       | 22480     |
 //! | agent_cluster       | 22579       | 22580     | (CA server on 22581)
-//! | rotation            | 22679       | 22680     | (CA server on 22681)
+//! | rotation (1st run)  | 22679       | 22680     | (CA server on 22681)
+//! | rotation (2nd run)  | 22879       | 22880     | (CA server on 22881)
 //! | crash               | -           | -         | (CA server on 22781)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
