@@ -239,13 +239,13 @@ impl Admin {
 }
 
 /// The CA certificate of generation `id` (DER), from the data dir.
-fn generation_der(server: &CaServer, id: i64) -> Vec<u8> {
+pub(crate) fn generation_der(server: &CaServer, id: i64) -> Vec<u8> {
     let pem = std::fs::read_to_string(server.ca.dir.join(format!("ca/gen-{id}.crt"))).unwrap();
     etcd_ca::pki::pem_certificates(&pem).unwrap().remove(0)
 }
 
 /// Whether the certificate the CA server presents now was issued by generation `id`.
-fn server_presents(server: &CaServer, id: i64) -> bool {
+pub(crate) fn server_presents(server: &CaServer, id: i64) -> bool {
     let bundle = server.ca.tmp.path().join("all-generations.pem");
     let mut pem = String::new();
     for g in 1..=id.max(2) {

@@ -1,9 +1,14 @@
-//! Rotation steps in the wrong order are refused, abort goes back from start, and a restart
-//! lease held by an agent that died expires.
+//! Rotation steps in the wrong order are refused, abort goes back from start, a restart lease
+//! held by an agent that died expires, a running server follows steps taken on the data dir,
+//! and status flags nodes that have not reported since the last step.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::helpers::{etcd_ca, Run, TestCa};
+use crate::helpers::{etcd_ca, wait_for, CaServer, Run, TestCa, PASSPHRASE};
+use crate::rotation::server_presents;
 
 /// `etcd-ca ca rotate ARGS... --data-dir DIR`
 fn rotate(ca: &TestCa, args: &[&str]) -> Run {
@@ -131,4 +136,96 @@ async fn one_member_restarts_at_a_time_and_a_dead_holders_lease_expires() {
     authority.release_restart_lease("n2").await.unwrap();
     authority.take_restart_lease("n3", later).await.unwrap();
     authority.close().await;
+}
+
+#[test]
+fn a_running_server_follows_steps_taken_on_the_data_dir() {
+    let server = CaServer::start(&[], &[]);
+    let token_file = server.ca.tmp.path().join("admin.token");
+    std::fs::write(&token_file, &server.admin_token).unwrap();
+    rotate(&server.ca, &["start"]).ok();
+    rotate(&server.ca, &["activate"]).ok();
+    // The server polls the store every 2 s.
+    wait_for(
+        "the server to present a generation 2 certificate",
+        Duration::from_millis(4500),
+        || server_presents(&server, 2),
+    );
+    rotate(&server.ca, &["finish"]).ok();
+    wait_for(
+        "the server to drop generation 1 from the bundle",
+        Duration::from_millis(4500),
+        || {
+            let bundle = etcd_ca([
+                "ca",
+                "rotate",
+                "status",
+                "--json",
+                "--server",
+                &server.url,
+                "--ca-fingerprint",
+                &server.fingerprint,
+                "--admin-token-file",
+                token_file.to_str().unwrap(),
+            ])
+            .ok()
+            .stdout;
+            let status: serde_json::Value = serde_json::from_str(&bundle).unwrap();
+            status["phase"] == "idle" && status["last_step"]["step"] == "finish"
+        },
+    );
+    assert!(server_presents(&server, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_has_not_reported_since_the_last_step_is_stale() {
+    let ca = TestCa::init(&[]);
+    let member = ca.tmp.path().join("n1");
+    ca.issue(
+        &member,
+        &["--profile", "peer", "--node", "n1", "--ip", "10.0.0.1"],
+    );
+    let passphrase = etcd_ca::authority::keyfile::Passphrase::new(PASSPHRASE).unwrap();
+    let authority = etcd_ca::authority::Authority::open(&ca.dir)
+        .await
+        .unwrap()
+        .with_passphrase(Some(passphrase));
+    let t0 = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let bundle = vec![server_fingerprint(&authority)];
+    authority
+        .record_node_report("n1", bundle.clone(), bundle.clone(), BTreeMap::new(), t0)
+        .await
+        .unwrap();
+    let status = authority.rotation_status(t0).await.unwrap();
+    assert!(status.last_step.is_none(), "no rotation yet");
+    assert!(!status.nodes[0].stale);
+
+    let t1 = t0 + time::Duration::seconds(10);
+    authority
+        .rotate_start(etcd_ca::pki::KeyType::EcdsaP256, "test", t1)
+        .await
+        .unwrap();
+    let status = authority.rotation_status(t1).await.unwrap();
+    assert_eq!(status.last_step.as_ref().unwrap().step, "start");
+    assert!(status.nodes[0].stale, "reported before start");
+    let t2 = t1 + time::Duration::seconds(1);
+    authority
+        .record_node_report("n1", bundle.clone(), bundle, BTreeMap::new(), t2)
+        .await
+        .unwrap();
+    let status = authority.rotation_status(t2).await.unwrap();
+    assert!(!status.nodes[0].stale);
+    authority
+        .rotate_abort("test", t2 + time::Duration::seconds(1))
+        .await
+        .unwrap();
+    let status = authority.rotation_status(t2).await.unwrap();
+    let last = status.last_step.unwrap();
+    assert_eq!(last.step, "abort");
+    assert!(last.outcome.contains("aborted"), "{}", last.outcome);
+    authority.close().await;
+}
+
+fn server_fingerprint(authority: &etcd_ca::authority::Authority) -> String {
+    authority.fingerprint().unwrap()
 }
