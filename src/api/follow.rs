@@ -53,7 +53,9 @@ impl Follower {
     ) -> Result<(Self, Arc<ServingCertificate>, watch::Receiver<Watched>), AuthorityError> {
         let now = OffsetDateTime::now_utc();
         let served_for = authority.generations();
-        let (chain, key) = authority.issue_server_certificate(sans.clone(), now).await?;
+        let (chain, key) = authority
+            .issue_server_certificate(sans.clone(), now)
+            .await?;
         let serving = ServingCertificate::new(chain, key.serialize_der())
             .map_err(|e| AuthorityError::Sign(e.to_string()))?;
         let boot = {
