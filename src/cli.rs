@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use crate::authority::keyfile::Passphrase;
 use crate::authority::{
-    Authority, AuthorityError, DataDir, InitOptions, IssueRequest, KeyProtection, RevocationReason,
-    TokenRequest,
+    Authority, AuthorityError, CrlIssuer, DataDir, InitOptions, IssueRequest, KeyProtection,
+    RevocationReason, TokenRequest,
 };
 use crate::duration::{rfc3339, HumanDuration};
 use crate::etcd_flags::{self, FlagFormat};
@@ -612,6 +612,11 @@ pub struct CrlArgs {
     /// Where to write the DER CRL (replaced atomically: etcd re-reads it per connection).
     #[arg(long)]
     pub out: PathBuf,
+    /// Write this trusted CA generation's own CRL instead (signed by it, listing only what it
+    /// issued), for checkers that want a CRL from each certificate's issuer
+    /// (`openssl verify -crl_check`). etcd needs the default CRL, which lists every generation.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    pub generation: Option<i64>,
 }
 
 #[derive(Debug, Args)]
@@ -1553,9 +1558,18 @@ async fn revoke(args: RevokeArgs, now: OffsetDateTime) -> Result<ExitCode, CliEr
 }
 
 async fn crl(args: CrlArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
-    let der: Vec<u8> = match args.remote.client()? {
-        Some(client) => client.get("/v1/crl").await?.body.to_vec(),
-        None => locally!(args.data_dir, a => a.crl_der(now)),
+    let der: Vec<u8> = match (args.remote.client()?, args.generation) {
+        (Some(client), None) => client.get("/v1/crl").await?.body.to_vec(),
+        (Some(client), Some(id)) => client
+            .get(&format!("/v1/crl?generation={id}"))
+            .await?
+            .body
+            .to_vec(),
+        (None, None) => locally!(args.data_dir, a => a.crl_der(now)),
+        (None, Some(id)) => {
+            let issuer = CrlIssuer::Generation(id);
+            locally!(args.data_dir, a => a.generation_crl_der(&issuer, now))
+        }
     };
     // Never install something etcd cannot parse: a broken CRL makes it refuse every client.
     crate::pki::check_crl_der(&der).map_err(|e| {
@@ -1564,7 +1578,14 @@ async fn crl(args: CrlArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
         ))
     })?;
     fsutil::write_atomic(&args.out, &der, fsutil::PUBLIC)?;
-    writeln!(stdout(), "Wrote CRL to {}", args.out.display())?;
+    match args.generation {
+        Some(id) => writeln!(
+            stdout(),
+            "Wrote the CRL of CA generation {id} to {}",
+            args.out.display()
+        )?,
+        None => writeln!(stdout(), "Wrote CRL to {}", args.out.display())?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 
