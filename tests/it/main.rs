@@ -26,6 +26,7 @@ mod backup;
 mod ca_init;
 mod cli_errors;
 mod crash;
+mod crl_generations;
 mod csr;
 mod curl_walkthrough;
 mod foundation_cluster;
