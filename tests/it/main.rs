@@ -17,6 +17,7 @@ mod admin_cli;
 mod adopt;
 mod agent_cluster;
 mod agent_faults;
+mod agent_unit;
 mod api_attempt_limits;
 mod api_cluster;
 mod api_limits;
