@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use crate::authority::keyfile::Passphrase;
 use crate::authority::{
-    Authority, AuthorityError, DataDir, InitOptions, IssueRequest, KeyProtection, RevocationReason,
-    TokenRequest,
+    Authority, AuthorityError, CrlIssuer, DataDir, InitOptions, IssueRequest, KeyProtection,
+    RevocationReason, TokenRequest,
 };
 use crate::duration::{rfc3339, HumanDuration};
 use crate::etcd_flags::{self, FlagFormat};
@@ -235,6 +235,8 @@ pub struct AgentArgs {
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// A bootstrap token (prefer --token-file: command lines are visible to other users).
+    /// --print-unit never writes it into the unit: the unit reads --token-file (default
+    /// /etc/etcd-ca/token) instead.
     #[arg(long, conflicts_with = "token_file", env = "ETCD_CA_TOKEN")]
     pub token: Option<String>,
     /// A file holding a bootstrap token; re-read whenever one is needed.
@@ -268,7 +270,8 @@ pub struct AgentArgs {
     pub backoff: HumanDuration,
     #[arg(long, default_value = "5m")]
     pub backoff_max: HumanDuration,
-    /// Print a systemd unit running the agent with these flags, and exit.
+    /// Print a systemd unit running the agent with every flag given here (and the values taken
+    /// from ETCD_CA_* variables), and exit. A --token is replaced by --token-file.
     #[arg(long)]
     pub print_unit: bool,
 }
@@ -312,37 +315,63 @@ impl AgentArgs {
         })
     }
 
-    /// The flags to put in a unit file (a token only by file).
-    fn unit_args(&self, s: &crate::agent::AgentSettings) -> Vec<String> {
-        let mut args = vec![
-            "--server".into(),
-            s.server.clone(),
-            "--ca-fingerprint".into(),
-            s.ca_fingerprint.clone(),
-            "--node".into(),
-            s.node.to_string(),
-            "--dir".into(),
-            s.dir.display().to_string(),
-            "--profiles".into(),
-            s.profiles.join(","),
-            "--token-file".into(),
-            self.token_file
-                .as_ref()
-                .map(|f| f.display().to_string())
-                .unwrap_or_else(|| "/etc/etcd-ca/token".into()),
+    /// The flags of the unit's `ExecStart`: every flag this agent was given, from the parsed
+    /// values (so those read from the environment too), except `--print-unit` and a literal
+    /// token, which the unit reads from `--token-file` ([`UNIT_TOKEN_FILE`] unless given).
+    fn unit_args(&self) -> Vec<String> {
+        // No `..`: a new flag does not compile until it is decided here how the unit carries it.
+        let Self {
+            server,
+            ca_fingerprint,
+            node,
+            dir,
+            token: _,
+            token_file,
+            profiles,
+            on_renew,
+            on_trust_change,
+            etcd_endpoint,
+            once,
+            renew_now,
+            refresh_interval,
+            backoff,
+            backoff_max,
+            print_unit: _,
+        } = self;
+        let token_file = token_file
+            .as_ref()
+            .map_or_else(|| UNIT_TOKEN_FILE.into(), |f| f.display().to_string());
+        let valued = [
+            ("--server", server.clone()),
+            ("--ca-fingerprint", ca_fingerprint.clone()),
+            ("--node", node.as_ref().map(ToString::to_string)),
+            ("--dir", dir.as_ref().map(|d| d.display().to_string())),
+            ("--token-file", Some(token_file)),
+            ("--profiles", Some(profiles.join(","))),
+            ("--on-renew", on_renew.clone()),
+            ("--on-trust-change", on_trust_change.clone()),
+            ("--etcd-endpoint", etcd_endpoint.clone()),
+            ("--refresh-interval", Some(refresh_interval.to_string())),
+            ("--backoff", Some(backoff.to_string())),
+            ("--backoff-max", Some(backoff_max.to_string())),
         ];
-        for (flag, value) in [
-            ("--on-renew", &s.on_renew),
-            ("--on-trust-change", &s.on_trust_change),
-        ] {
-            if let Some(v) = value {
-                args.push(flag.into());
-                args.push(v.clone());
-            }
-        }
-        args
+        let switches = [("--once", *once), ("--renew-now", *renew_now)];
+        // `--flag=value`, one word each: a value starting with `-` stays a value.
+        valued
+            .into_iter()
+            .filter_map(|(flag, value)| Some(format!("{flag}={}", value?)))
+            .chain(
+                switches
+                    .into_iter()
+                    .filter(|(_, on)| *on)
+                    .map(|(flag, _)| flag.to_string()),
+            )
+            .collect()
     }
 }
+
+/// Where a printed unit reads the bootstrap token when no --token-file was given.
+const UNIT_TOKEN_FILE: &str = "/etc/etcd-ca/token";
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
@@ -612,6 +641,11 @@ pub struct CrlArgs {
     /// Where to write the DER CRL (replaced atomically: etcd re-reads it per connection).
     #[arg(long)]
     pub out: PathBuf,
+    /// Write this trusted CA generation's own CRL instead (signed by it, listing only what it
+    /// issued), for checkers that want a CRL from each certificate's issuer
+    /// (`openssl verify -crl_check`). etcd needs the default CRL, which lists every generation.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    pub generation: Option<i64>,
 }
 
 #[derive(Debug, Args)]
@@ -937,7 +971,7 @@ async fn agent(args: AgentArgs) -> Result<ExitCode, CliError> {
         write!(
             stdout(),
             "{}",
-            crate::agent::systemd_unit(&exe, &args.unit_args(&settings))
+            crate::agent::systemd_unit(&exe, &args.unit_args())
         )?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -1585,9 +1619,18 @@ async fn revoke(args: RevokeArgs, now: OffsetDateTime) -> Result<ExitCode, CliEr
 }
 
 async fn crl(args: CrlArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
-    let der: Vec<u8> = match args.remote.client()? {
-        Some(client) => client.get("/v1/crl").await?.body.to_vec(),
-        None => locally!(args.data_dir, a => a.crl_der(now)),
+    let der: Vec<u8> = match (args.remote.client()?, args.generation) {
+        (Some(client), None) => client.get("/v1/crl").await?.body.to_vec(),
+        (Some(client), Some(id)) => client
+            .get(&format!("/v1/crl?generation={id}"))
+            .await?
+            .body
+            .to_vec(),
+        (None, None) => locally!(args.data_dir, a => a.crl_der(now)),
+        (None, Some(id)) => {
+            let issuer = CrlIssuer::Generation(id);
+            locally!(args.data_dir, a => a.generation_crl_der(&issuer, now))
+        }
     };
     // Never install something etcd cannot parse: a broken CRL makes it refuse every client.
     crate::pki::check_crl_der(&der).map_err(|e| {
@@ -1596,7 +1639,14 @@ async fn crl(args: CrlArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
         ))
     })?;
     fsutil::write_atomic(&args.out, &der, fsutil::PUBLIC)?;
-    writeln!(stdout(), "Wrote CRL to {}", args.out.display())?;
+    match args.generation {
+        Some(id) => writeln!(
+            stdout(),
+            "Wrote the CRL of CA generation {id} to {}",
+            args.out.display()
+        )?,
+        None => writeln!(stdout(), "Wrote CRL to {}", args.out.display())?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -228,6 +228,19 @@ pub fn check_crl_der(der: &[u8]) -> Result<(), PkiError> {
     }
 }
 
+/// True when `ca_der` signed the DER CRL `crl_der`: the CRL's raw issuer is the CA's raw subject
+/// (how RFC 5280 checkers pick a certificate's CRL) and its signature verifies with the CA's key.
+pub fn crl_issued_by(crl_der: &[u8], ca_der: &[u8]) -> bool {
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let Ok(([], crl)) = CertificateRevocationList::from_der(crl_der) else {
+        return false;
+    };
+    parse_certificate(ca_der).is_ok_and(|ca| {
+        ca.subject().as_raw() == crl.issuer().as_raw()
+            && crl.verify_signature(ca.public_key()).is_ok()
+    })
+}
+
 /// True when `ca_der` issued `cert`: the CA's raw subject is the certificate's raw issuer (how
 /// TLS libraries find the issuer) and the signature verifies with the CA's key.
 pub fn is_issued_by(cert: &X509Certificate<'_>, ca_der: &[u8]) -> bool {
@@ -513,6 +526,52 @@ impl CertSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A self-signed CA named `cn`, its DER and an issuer that signs as it.
+    fn test_ca(cn: &str) -> (Vec<u8>, rcgen::Issuer<'static, KeyPair>) {
+        let key = KeyType::EcdsaP256.generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        (cert.der().to_vec(), rcgen::Issuer::new(params, key))
+    }
+
+    fn empty_crl(issuer: &rcgen::Issuer<'static, KeyPair>) -> Vec<u8> {
+        let now = OffsetDateTime::now_utc();
+        rcgen::CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(issuer)
+        .unwrap()
+        .der()
+        .to_vec()
+    }
+
+    #[test]
+    fn a_crl_is_issued_by_the_ca_that_signed_it_only() {
+        let (first, first_issuer) = test_ca("etcd-ca generation 1");
+        let (second, _) = test_ca("etcd-ca generation 2");
+        let (impostor, impostor_issuer) = test_ca("etcd-ca generation 1");
+        let crl = empty_crl(&first_issuer);
+        assert!(crl_issued_by(&crl, &first));
+        assert!(!crl_issued_by(&crl, &second), "another name");
+        assert!(!crl_issued_by(&crl, &impostor), "same name, another key");
+        assert!(!crl_issued_by(&empty_crl(&impostor_issuer), &first));
+        assert!(!crl_issued_by(&crl[..crl.len() - 1], &first));
+        assert!(!crl_issued_by(&crl, b"not a certificate"));
+    }
 
     #[test]
     fn key_types_round_trip_their_names() {

@@ -997,16 +997,39 @@ impl Store {
         })
     }
 
-    /// Revoked certificates that have not expired yet: what a CRL must list.
+    /// Revoked certificates that have not expired yet, of every generation: what etcd's CRL
+    /// must list.
     pub async fn revoked_unexpired(
         &self,
         now: OffsetDateTime,
     ) -> Result<Vec<RevokedEntry>, StoreError> {
+        self.revoked_unexpired_issued_by(None, now).await
+    }
+
+    /// Revoked certificates that have not expired yet and that `generation` issued: what that
+    /// generation's own CRL lists.
+    pub async fn revoked_unexpired_of_generation(
+        &self,
+        generation: i64,
+        now: OffsetDateTime,
+    ) -> Result<Vec<RevokedEntry>, StoreError> {
+        self.revoked_unexpired_issued_by(Some(generation), now)
+            .await
+    }
+
+    async fn revoked_unexpired_issued_by(
+        &self,
+        generation: Option<i64>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<RevokedEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT serial, revoked_at, revocation_reason FROM certificates
-             WHERE status = 'revoked' AND not_after > ? ORDER BY revoked_at, serial",
+             WHERE status = 'revoked' AND not_after > ?1
+               AND (?2 IS NULL OR ca_generation = ?2)
+             ORDER BY revoked_at, serial",
         )
         .bind(ts(now))
+        .bind(generation)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -1757,6 +1780,68 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.node(&n1.name).await.unwrap(), Some(moved));
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn each_generation_lists_only_the_revocations_it_issued_and_counts_its_own_crls() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_generation(dir.path()).await;
+        let next = GenerationRecord {
+            id: 2,
+            state: GenerationState::Next,
+            fingerprint: "sha256:02".into(),
+            key_file: "ca/gen-2.key".into(),
+            activated_at: None,
+            ..store.generations().await.unwrap().remove(0)
+        };
+        store.insert_generation(&next).await.unwrap();
+        let mut by_second = certificate("02", "n1", None);
+        by_second.ca_generation = 2;
+        let mut expired = certificate("03", "n1", None);
+        expired.not_after = at(15);
+        for cert in [certificate("01", "n1", None), by_second, expired] {
+            let event = event(&cert.serial, "n1");
+            store
+                .record_issue(&identity("n1", "10.0.0.1"), &cert, &event)
+                .await
+                .unwrap();
+        }
+        for serial in ["01", "02", "03"] {
+            store
+                .revoke(serial, "keyCompromise", &event(serial, "n1"))
+                .await
+                .unwrap();
+        }
+        let serials = |entries: Vec<RevokedEntry>| -> Vec<String> {
+            entries.into_iter().map(|e| e.serial).collect()
+        };
+        let now = at(20);
+        assert_eq!(
+            serials(store.revoked_unexpired(now).await.unwrap()),
+            ["01", "02"]
+        );
+        assert_eq!(
+            serials(store.revoked_unexpired_of_generation(1, now).await.unwrap()),
+            ["01"],
+            "the expired one is left out, and so is generation 2's"
+        );
+        assert_eq!(
+            serials(store.revoked_unexpired_of_generation(2, now).await.unwrap()),
+            ["02"]
+        );
+        assert!(store
+            .revoked_unexpired_of_generation(3, now)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.next_crl_number(1).await.unwrap(), 1);
+        assert_eq!(store.next_crl_number(1).await.unwrap(), 2);
+        assert_eq!(
+            store.next_crl_number(2).await.unwrap(),
+            1,
+            "one counter per issuer"
+        );
         store.close().await;
     }
 }

@@ -10,6 +10,7 @@
 //! `PROFILE.crt`, `PROFILE.key` (0600) and `etcd-ca-agent.json` (state, no secrets).
 
 pub mod check;
+pub mod crls;
 pub mod schedule;
 pub mod watch;
 

@@ -88,6 +88,7 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, &'static str) {
         E::NotConverged { .. } => (StatusCode::CONFLICT, "not_converged"),
         E::LeaseHeld { .. } => (StatusCode::CONFLICT, "lease_held"),
         E::UnknownSerial { .. } => (StatusCode::NOT_FOUND, "serial_unknown"),
+        E::UnknownGeneration { .. } => (StatusCode::NOT_FOUND, "generation_unknown"),
         E::InvalidSerial { .. } => (StatusCode::BAD_REQUEST, "serial_invalid"),
         E::TooManySerials { .. } => (StatusCode::BAD_REQUEST, "too_many_serials"),
         E::AlreadyRevoked { .. } => (StatusCode::CONFLICT, "already_revoked"),

@@ -17,7 +17,8 @@ use super::error::{authority_status, ApiError};
 use super::extract::{Admin, ApiJson, ClientAddr, ClientCertificate};
 use super::AppState;
 use crate::authority::{
-    AuthorityError, Enrollment, IssueRequest, IssuedCertificate, RevocationReason, TokenRequest,
+    AuthorityError, CrlIssuer, Enrollment, IssueRequest, IssuedCertificate, RevocationReason,
+    TokenRequest,
 };
 use crate::duration::HumanDuration;
 use crate::names::{DnsName, NodeName};
@@ -160,8 +161,47 @@ pub async fn lineage(
     ))
 }
 
-pub async fn crl(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let der = state.authority.current_crl(now()).await?;
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrlQuery {
+    /// A trusted generation's number: its own CRL instead of etcd's.
+    generation: Option<i64>,
+    /// A trusted generation's CA fingerprint (`sha256:HEX`): the same, addressed as agents can.
+    ca: Option<String>,
+}
+
+impl CrlQuery {
+    /// Which generation's own CRL is asked for; None for etcd's CRL.
+    fn issuer(self) -> Result<Option<CrlIssuer>, ApiError> {
+        let invalid = |m: &str| ApiError::bad_request("query_invalid", m);
+        match (self.generation, self.ca) {
+            (None, None) => Ok(None),
+            (Some(id), None) => Ok(Some(CrlIssuer::Generation(id))),
+            (None, Some(fp)) => CrlIssuer::fingerprint(&fp)
+                .map(Some)
+                .ok_or_else(|| invalid("ca: expected sha256: and 64 hex digits")),
+            (Some(_), Some(_)) => Err(invalid("give either generation or ca, not both")),
+        }
+    }
+}
+
+/// etcd's CRL (every revoked serial, signed by the active generation), or with `generation` or
+/// `ca` that generation's own CRL (what it issued, signed by it).
+pub async fn crl(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<CrlQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("query_invalid", e.body_text()))?;
+    let der = match q.issuer()? {
+        None => state.authority.current_crl(now()).await?,
+        Some(issuer) => {
+            state
+                .authority
+                .current_generation_crl(&issuer, now())
+                .await?
+        }
+    };
     Ok(cacheable(&headers, "application/pkix-crl", der.to_vec()))
 }
 

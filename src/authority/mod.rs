@@ -6,6 +6,7 @@
 
 mod backup;
 mod ca;
+mod crl;
 mod datadir;
 pub mod keyfile;
 pub mod rotation;
@@ -20,14 +21,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rcgen::{
-    CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData,
-    RevokedCertParams, SanType, SerialNumber,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
 };
 use serde::Serialize;
 use time::OffsetDateTime;
 
 pub use backup::BackupReport;
+pub use crl::CrlIssuer;
 pub use datadir::DataDir;
 
 use crate::duration::{rfc3339, HumanDuration};
@@ -62,6 +63,8 @@ pub enum AuthorityError {
     InvalidSerial { text: String },
     #[error("no certificate with serial {serial}")]
     UnknownSerial { serial: String },
+    #[error("{issuer} is unknown or retired: only trusted CA generations publish a CRL")]
+    UnknownGeneration { issuer: CrlIssuer },
     #[error("{count} other certificates listed for renewal; a node renews at most {max} at once")]
     TooManySerials { count: usize, max: usize },
     #[error("certificate {serial} is already revoked (since {})", rfc3339(*revoked_at))]
@@ -350,7 +353,7 @@ pub struct IssuedWithKey {
     pub key_pem: String,
 }
 
-/// The signing half of the active generation, loaded on first use.
+/// The signing half of a generation, loaded on first use.
 struct Signer {
     generation: i64,
     issuer: Issuer<'static, KeyPair>,
@@ -381,13 +384,6 @@ impl<'a> Origin<'a> {
     }
 }
 
-/// The last CRL built, and the revocation state it reflects.
-struct CachedCrl {
-    der: Arc<Vec<u8>>,
-    epoch: (i64, i64),
-    built_at: OffsetDateTime,
-}
-
 /// An open CA data dir.
 pub struct Authority {
     dir: DataDir,
@@ -400,19 +396,21 @@ pub struct Authority {
     /// Admin tokens verified recently, by the SHA-256 of their text: a busy admin client does
     /// not cost a database read per request.
     admin_cache: std::sync::Mutex<HashMap<Vec<u8>, (AdminActor, std::time::Instant)>>,
-    crl_cache: tokio::sync::Mutex<Option<CachedCrl>>,
+    crl_cache: crl::CrlCache,
     /// Woken when this process changed what agents watch (generations, revocations, the
     /// restart lease), so the server publishes it at once instead of at its next poll.
     changed: tokio::sync::Notify,
 }
 
-/// The CA generations as last read from the store, and the active one's signer (its key is read
-/// on first use).
+/// The CA generations as last read from the store, and their signers (a key is read on first
+/// use).
 struct Generations {
     records: Vec<GenerationRecord>,
     /// Each trusted (not retired) generation's id and CA certificate (DER), decoded once.
     trusted: Vec<(i64, Vec<u8>)>,
-    signer: OnceLock<Arc<Signer>>,
+    /// One slot per trusted generation: the active one signs certificates and etcd's CRL, each
+    /// trusted one signs its own CRL.
+    signers: BTreeMap<i64, OnceLock<Arc<Signer>>>,
 }
 
 impl Generations {
@@ -422,10 +420,15 @@ impl Generations {
             .filter(|g| g.state != GenerationState::Retired)
             .filter_map(|g| Some((g.id, g.cert_der()?)))
             .collect();
+        let signers = records
+            .iter()
+            .filter(|g| g.state != GenerationState::Retired)
+            .map(|g| (g.id, OnceLock::new()))
+            .collect();
         Arc::new(Self {
             records,
             trusted,
-            signer: OnceLock::new(),
+            signers,
         })
     }
 
@@ -621,7 +624,7 @@ impl Authority {
             generations: std::sync::RwLock::new(Generations::new(generations)),
             passphrase: None,
             admin_cache: std::sync::Mutex::new(HashMap::new()),
-            crl_cache: tokio::sync::Mutex::new(None),
+            crl_cache: crl::CrlCache::default(),
             changed: tokio::sync::Notify::new(),
         };
         if authority.active_generation().is_err() {
@@ -750,16 +753,39 @@ impl Authority {
         let generations = Generations::new(fresh);
         generations.active()?;
         *self.generations.write().unwrap_or_else(|e| e.into_inner()) = generations;
-        *self.crl_cache.lock().await = None;
+        self.crl_cache.clear().await;
         Ok(true)
     }
 
+    /// The active generation's signer.
     fn signer(&self) -> Result<Arc<Signer>, AuthorityError> {
+        let id = self.current().active()?.id;
+        self.generation_signer(id)
+    }
+
+    /// The signer of a trusted (not retired) generation, its key loaded on first use.
+    fn generation_signer(&self, id: i64) -> Result<Arc<Signer>, AuthorityError> {
         let generations = self.current();
-        if let Some(signer) = generations.signer.get() {
+        let unknown = || AuthorityError::UnknownGeneration {
+            issuer: CrlIssuer::Generation(id),
+        };
+        let slot = generations.signers.get(&id).ok_or_else(unknown)?;
+        if let Some(signer) = slot.get() {
             return Ok(signer.clone());
         }
-        let generation = generations.active()?;
+        let record = generations
+            .records
+            .iter()
+            .find(|g| g.id == id)
+            .ok_or_else(unknown)?;
+        let signer = self.load_signer(record)?;
+        // Another thread may have won the race; either signer is the same generation.
+        Ok(slot.get_or_init(|| Arc::new(signer)).clone())
+    }
+
+    /// Reads a generation's key: refused when others can read the file, opened with the
+    /// passphrase, and checked against the generation's certificate.
+    fn load_signer(&self, generation: &GenerationRecord) -> Result<Signer, AuthorityError> {
         let key_path = self.dir.resolve(&generation.key_file);
         let metadata =
             std::fs::metadata(&key_path).map_err(|e| FsError::new("read", &key_path, e))?;
@@ -790,17 +816,11 @@ impl Authority {
             });
         }
         let (issuer, key_id) = ca::issuer(&cert, key)?;
-        // Another thread may have won the race; either signer is the same generation.
-        let _ = generations.signer.set(Arc::new(Signer {
+        Ok(Signer {
             generation: generation.id,
             issuer,
             key_id,
-        }));
-        generations
-            .signer
-            .get()
-            .cloned()
-            .ok_or(AuthorityError::NoActiveGeneration)
+        })
     }
 
     /// The identity a request is issued for: the names it gives, or the node's registered names.
@@ -1739,25 +1759,6 @@ impl Authority {
         }
     }
 
-    /// The current CRL, rebuilt only when a revocation happened or half its lifetime passed.
-    pub async fn current_crl(&self, now: OffsetDateTime) -> Result<Arc<Vec<u8>>, AuthorityError> {
-        let epoch = self.store.revocation_epoch().await?;
-        let mut cache = self.crl_cache.lock().await;
-        if let Some(cached) = cache.as_ref() {
-            let fresh = now - cached.built_at < to_time(self.policy.crl_lifetime / 2);
-            if cached.epoch == epoch && fresh {
-                return Ok(cached.der.clone());
-            }
-        }
-        let der = Arc::new(self.crl_der(now).await?);
-        *cache = Some(CachedCrl {
-            der: der.clone(),
-            epoch,
-            built_at: now,
-        });
-        Ok(der)
-    }
-
     /// For each node and profile, when its last valid certificate expires.
     pub async fn expiry_by_node_and_profile(
         &self,
@@ -1814,46 +1815,6 @@ impl Authority {
             }),
             RevokeOutcome::NotFound => Err(AuthorityError::UnknownSerial { serial }),
         }
-    }
-
-    /// A DER CRL signed by the active generation listing every revoked, unexpired certificate.
-    /// etcd matches serials only; serials are random 126-bit values, unique across generations.
-    pub async fn crl_der(&self, now: OffsetDateTime) -> Result<Vec<u8>, AuthorityError> {
-        let signer = self.signer()?;
-        let revoked = self.store.revoked_unexpired(now).await?;
-        let crl_number = self.store.next_crl_number(signer.generation).await?;
-        let mut revoked_certs = Vec::with_capacity(revoked.len());
-        for entry in revoked {
-            let serial = hex::decode(&entry.serial).map_err(|_| AuthorityError::InvalidSerial {
-                text: entry.serial.clone(),
-            })?;
-            let reason = entry
-                .reason
-                .as_deref()
-                .and_then(|r| r.parse::<RevocationReason>().ok())
-                .unwrap_or(RevocationReason::Unspecified);
-            revoked_certs.push(RevokedCertParams {
-                serial_number: SerialNumber::from_slice(&serial),
-                revocation_time: entry.revoked_at,
-                reason_code: Some(reason.to_rcgen()),
-                invalidity_date: None,
-            });
-        }
-        let params = CertificateRevocationListParams {
-            this_update: now,
-            next_update: now + to_time(self.policy.crl_lifetime),
-            crl_number: SerialNumber::from(crl_number.max(1) as u64),
-            issuing_distribution_point: None,
-            revoked_certs,
-            key_identifier_method: match &signer.key_id {
-                Some(id) => KeyIdMethod::PreSpecified(id.clone()),
-                None => KeyIdMethod::Sha256,
-            },
-        };
-        let crl = params
-            .signed_by(&signer.issuer)
-            .map_err(|e| AuthorityError::Sign(e.to_string()))?;
-        Ok(crl.der().to_vec())
     }
 
     pub async fn audit_events(&self, limit: i64) -> Result<Vec<AuditEvent>, AuthorityError> {

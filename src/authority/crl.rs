@@ -1,0 +1,236 @@
+//! Certificate revocation lists, two kinds built from the same records:
+//!
+//! - **etcd's CRL** ([`Authority::current_crl`], `GET /v1/crl`): every revoked, unexpired
+//!   certificate of any generation, signed by the active generation. etcd matches serials only
+//!   and checks neither the signature nor the issuer, so this one file also covers certificates
+//!   of a retiring generation during a rotation.
+//! - **one CRL per trusted generation** ([`Authority::current_generation_crl`],
+//!   `GET /v1/crl?generation=N` or `?ca=sha256:HEX`): signed by that generation's own key and
+//!   listing only what it issued, which is what RFC 5280 checkers (`openssl verify -crl_check`)
+//!   need for a certificate of a generation that no longer signs.
+//!
+//! Each CRL takes its number from its issuer's counter in the store, so the numbers of one issuer
+//! never go back, whichever process (the server, `etcd-ca crl`) built the previous one. The
+//! server keeps the last CRL of each kind and rebuilds it only after a revocation, when half its
+//! lifetime passed, or when the generations changed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
+use time::OffsetDateTime;
+
+use super::{to_time, Authority, AuthorityError, RevocationReason, Signer};
+use crate::store::{GenerationState, RevokedEntry};
+
+/// The CA generation whose own CRL is asked for: by number, or by the `sha256:` fingerprint of
+/// its CA certificate (what an agent knows from its trust bundle).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CrlIssuer {
+    Generation(i64),
+    Fingerprint(String),
+}
+
+impl CrlIssuer {
+    /// A `sha256:` and 64 hex digits fingerprint (any case), or None when `text` is not one.
+    pub fn fingerprint(text: &str) -> Option<Self> {
+        let hex_part = text.strip_prefix("sha256:")?;
+        (hex_part.len() == 64 && hex_part.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| Self::Fingerprint(text.to_ascii_lowercase()))
+    }
+}
+
+impl std::fmt::Display for CrlIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CrlIssuer::Generation(id) => write!(f, "CA generation {id}"),
+            CrlIssuer::Fingerprint(fp) => write!(f, "the CA {fp}"),
+        }
+    }
+}
+
+/// Which CRL a cache entry holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Scope {
+    /// etcd's: every generation's revocations, signed by the active generation.
+    Etcd,
+    /// One generation's revocations, signed by that generation.
+    Generation(i64),
+}
+
+/// The last CRL built, and the revocation state it reflects.
+struct CachedCrl {
+    der: Arc<Vec<u8>>,
+    epoch: (i64, i64),
+    built_at: OffsetDateTime,
+}
+
+/// The last CRL built of each kind.
+#[derive(Default)]
+pub(super) struct CrlCache(tokio::sync::Mutex<HashMap<Scope, CachedCrl>>);
+
+impl CrlCache {
+    /// Forgets every CRL (the generations changed: signers, and what is trusted, may differ).
+    pub(super) async fn clear(&self) {
+        self.0.lock().await.clear();
+    }
+}
+
+impl Authority {
+    /// etcd's CRL, rebuilt only when a revocation happened or half its lifetime passed.
+    pub async fn current_crl(&self, now: OffsetDateTime) -> Result<Arc<Vec<u8>>, AuthorityError> {
+        self.cached_crl(Scope::Etcd, now).await
+    }
+
+    /// A trusted generation's own CRL, rebuilt like [`Self::current_crl`].
+    pub async fn current_generation_crl(
+        &self,
+        issuer: &CrlIssuer,
+        now: OffsetDateTime,
+    ) -> Result<Arc<Vec<u8>>, AuthorityError> {
+        let generation = self.trusted_generation_id(issuer)?;
+        self.cached_crl(Scope::Generation(generation), now).await
+    }
+
+    /// A DER CRL signed by the active generation listing every revoked, unexpired certificate.
+    /// etcd matches serials only; serials are random 126-bit values, unique across generations.
+    pub async fn crl_der(&self, now: OffsetDateTime) -> Result<Vec<u8>, AuthorityError> {
+        self.build_crl(Scope::Etcd, now).await
+    }
+
+    /// A DER CRL signed by a trusted generation listing the revoked, unexpired certificates it
+    /// issued.
+    pub async fn generation_crl_der(
+        &self,
+        issuer: &CrlIssuer,
+        now: OffsetDateTime,
+    ) -> Result<Vec<u8>, AuthorityError> {
+        let generation = self.trusted_generation_id(issuer)?;
+        self.build_crl(Scope::Generation(generation), now).await
+    }
+
+    /// The id of the trusted (not retired) generation `issuer` names.
+    fn trusted_generation_id(&self, issuer: &CrlIssuer) -> Result<i64, AuthorityError> {
+        self.current()
+            .records
+            .iter()
+            .filter(|g| g.state != GenerationState::Retired)
+            .find(|g| match issuer {
+                CrlIssuer::Generation(id) => g.id == *id,
+                CrlIssuer::Fingerprint(fp) => g.fingerprint.eq_ignore_ascii_case(fp),
+            })
+            .map(|g| g.id)
+            .ok_or_else(|| AuthorityError::UnknownGeneration {
+                issuer: issuer.clone(),
+            })
+    }
+
+    async fn cached_crl(
+        &self,
+        scope: Scope,
+        now: OffsetDateTime,
+    ) -> Result<Arc<Vec<u8>>, AuthorityError> {
+        let epoch = self.store.revocation_epoch().await?;
+        let mut cache = self.crl_cache.0.lock().await;
+        if let Some(cached) = cache.get(&scope) {
+            let fresh = now - cached.built_at < to_time(self.policy.crl_lifetime / 2);
+            if cached.epoch == epoch && fresh {
+                return Ok(cached.der.clone());
+            }
+        }
+        let der = Arc::new(self.build_crl(scope, now).await?);
+        cache.insert(
+            scope,
+            CachedCrl {
+                der: der.clone(),
+                epoch,
+                built_at: now,
+            },
+        );
+        Ok(der)
+    }
+
+    async fn build_crl(
+        &self,
+        scope: Scope,
+        now: OffsetDateTime,
+    ) -> Result<Vec<u8>, AuthorityError> {
+        let (signer, revoked) = match scope {
+            Scope::Etcd => (self.signer()?, self.store.revoked_unexpired(now).await?),
+            Scope::Generation(id) => (
+                self.generation_signer(id)?,
+                self.store.revoked_unexpired_of_generation(id, now).await?,
+            ),
+        };
+        let crl_number = self.store.next_crl_number(signer.generation).await?;
+        self.sign_crl(&signer, revoked, crl_number, now)
+    }
+
+    fn sign_crl(
+        &self,
+        signer: &Signer,
+        revoked: Vec<RevokedEntry>,
+        crl_number: i64,
+        now: OffsetDateTime,
+    ) -> Result<Vec<u8>, AuthorityError> {
+        let mut revoked_certs = Vec::with_capacity(revoked.len());
+        for entry in revoked {
+            let serial = hex::decode(&entry.serial).map_err(|_| AuthorityError::InvalidSerial {
+                text: entry.serial.clone(),
+            })?;
+            let reason = entry
+                .reason
+                .as_deref()
+                .and_then(|r| r.parse::<RevocationReason>().ok())
+                .unwrap_or(RevocationReason::Unspecified);
+            revoked_certs.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&serial),
+                revocation_time: entry.revoked_at,
+                reason_code: Some(reason.to_rcgen()),
+                invalidity_date: None,
+            });
+        }
+        let params = CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + to_time(self.policy.crl_lifetime),
+            crl_number: SerialNumber::from(crl_number.max(1) as u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: match &signer.key_id {
+                Some(id) => KeyIdMethod::PreSpecified(id.clone()),
+                None => KeyIdMethod::Sha256,
+            },
+        };
+        let crl = params
+            .signed_by(&signer.issuer)
+            .map_err(|e| AuthorityError::Sign(e.to_string()))?;
+        Ok(crl.der().to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_needs_the_prefix_and_64_hex_digits() {
+        let hex = "AB".repeat(32);
+        assert_eq!(
+            CrlIssuer::fingerprint(&format!("sha256:{hex}")),
+            Some(CrlIssuer::Fingerprint(format!(
+                "sha256:{}",
+                hex.to_ascii_lowercase()
+            )))
+        );
+        assert_eq!(CrlIssuer::fingerprint(&hex), None);
+        assert_eq!(
+            CrlIssuer::fingerprint(&format!("sha256:{}", &hex[1..])),
+            None
+        );
+        assert_eq!(
+            CrlIssuer::fingerprint(&format!("sha256:{}x", &hex[1..])),
+            None
+        );
+        assert_eq!(CrlIssuer::fingerprint("sha256:"), None);
+    }
+}
