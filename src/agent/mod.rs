@@ -987,6 +987,21 @@ impl Agent {
                 tracing::info!(action = "crl", bytes = der.len(), "installed CRL");
             }
         }
+        // One CRL per CA in the bundle, signed by it, for RFC 5280 checkers (etcd reads only
+        // ca.crl): a failure here is logged, never fatal to etcd's own file.
+        let bundle = read_bundle(&self.settings.dir)?;
+        match crls::refresh_issuer_crls(&client, &self.settings.dir, &bundle).await {
+            Ok(changed) if !changed.written.is_empty() || !changed.removed.is_empty() => {
+                tracing::info!(
+                    action = "issuer-crls",
+                    written = changed.written.len(),
+                    removed = changed.removed.len(),
+                    "updated the per-CA CRLs"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot refresh the per-CA CRLs"),
+        }
         Ok(())
     }
 

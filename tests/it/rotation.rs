@@ -516,6 +516,30 @@ fn rotate_through_the_server(setup: Setup) {
         || crl_files.iter().all(|f| crl_lists(f, &old_serial)),
     );
     let crl_in = revoked_at.elapsed();
+    // During the overlap each CA's own CRL sits in the agent's dir too: RFC 5280 checkers find
+    // the old-generation certificate revoked, not "unable to get certificate CRL".
+    let issuer_crls: Vec<PathBuf> = [1, 2]
+        .map(|g| {
+            let fp = etcd_ca::pki::fingerprint(&generation_der(&server, g));
+            app_dir.join(format!("crl-{}.crl", &fp["sha256:".len()..][..16]))
+        })
+        .to_vec();
+    wait_for(
+        "the agent to install generation 1's own CRL",
+        Duration::from_secs(20),
+        || crl_lists(&issuer_crls[0], &old_serial),
+    );
+    let verify = Command::new(require_tool("openssl"))
+        .args(["verify", "-crl_check", "-CAfile"])
+        .arg(app_dir.join("ca.crt"))
+        .args(["-CRLfile", issuer_crls[0].to_str().unwrap()])
+        .args(["-CRLfile", issuer_crls[1].to_str().unwrap()])
+        .arg(old_ops_dir.join("client.crt"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stdout).into_owned()
+        + &String::from_utf8_lossy(&verify.stderr);
+    assert!(said.contains("certificate revoked"), "{said}");
 
     if setup.restart_server_before_finish {
         server.restart();
