@@ -883,18 +883,22 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
             )
         })
         .collect();
+    // Bind first: a busy port must fail before anything is issued or recorded.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
     // One task follows every change of the CA, however it was made: it re-issues the server's
     // own certificate from the signing generation and tells waiting agents.
     let (follower, serving, watched) =
         crate::api::follow::Follower::start(authority.clone(), sans.clone()).await?;
     let tls = crate::api::tls::server_config(serving, subjects)
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener
         .local_addr()
         .map_err(|e| CliError::Usage(format!("cannot read the listening address: {e}")))?;
+    // Watch the signals before saying we are ready: a SIGTERM right after the ready line stops
+    // the server cleanly instead of killing it.
+    let signalled = shutdown_signal()?;
     let fingerprint = authority.fingerprint()?.to_string();
     let names: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
     tracing::info!(listen = %addr, ca_fingerprint = %fingerprint, server_names = %names.join(","), "etcd-ca server ready");
@@ -924,7 +928,7 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
     };
     let follower = tokio::spawn(follower.run(stopped(stopping.clone())));
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signalled.await;
         let _ = stop.send(true);
     });
     crate::api::server::serve(
@@ -945,22 +949,21 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Watches SIGINT and SIGTERM from now on; the future completes on either.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, CliError> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; stop with SIGINT");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+    let watch = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| CliError::Usage(format!("cannot watch {name}: {e}")))
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
+    let mut term = watch(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = watch(SignalKind::interrupt(), "SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
+    })
 }
 
 async fn agent(args: AgentArgs) -> Result<ExitCode, CliError> {
