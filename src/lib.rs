@@ -13,6 +13,11 @@
 //! - [`policy`]: policy files and the decision for one request. No I/O, time passed in.
 //! - [`store`]: every SQL statement.
 //! - [`pki`], [`names`], [`duration`]: validated building blocks (keys, certificates, names, spans).
+//! - [`api`]: the HTTPS server; [`api::follow`] keeps its certificate and the state agents
+//!   long-poll in step with the CA, however the CA changed.
+//! - [`client`]: the HTTPS client of the CLI's remote mode and the agent; [`lineage`] decides
+//!   which CAs a pinned fingerprint vouches for across rotations (pure).
+//! - [`agent`]: the renewal agent on each node.
 //! - [`fsutil`]: atomic file writes; [`inspect`], [`etcd_flags`]: what the CLI prints about files.
 
 pub mod agent;
