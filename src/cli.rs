@@ -864,25 +864,6 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
     if listen_ip.is_unspecified() && args.sans.is_empty() {
         tracing::warn!("listening on all addresses without --san: nodes can only reach this server by a name in its certificate");
     }
-    let subjects = authority
-        .generations()
-        .iter()
-        .filter_map(|g| {
-            crate::pki::pem_certificates(&g.cert_pem)
-                .ok()?
-                .into_iter()
-                .next()
-        })
-        .filter_map(|der| {
-            Some(
-                crate::pki::parse_certificate(&der)
-                    .ok()?
-                    .subject()
-                    .as_raw()
-                    .to_vec(),
-            )
-        })
-        .collect();
     // Bind first: a busy port must fail before anything is issued or recorded.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -891,8 +872,8 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
     // own certificate from the signing generation and tells waiting agents.
     let (follower, serving, watched) =
         crate::api::follow::Follower::start(authority.clone(), sans.clone()).await?;
-    let tls = crate::api::tls::server_config(serving, subjects)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let tls =
+        crate::api::tls::server_config(serving).map_err(|e| CliError::Usage(e.to_string()))?;
     let addr = listener
         .local_addr()
         .map_err(|e| CliError::Usage(format!("cannot read the listening address: {e}")))?;

@@ -22,9 +22,12 @@ use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureSc
 pub struct TlsError(String);
 
 /// Accepts any client certificate whose key the client proves it holds; trust is decided later.
+///
+/// It names no acceptable CAs: the generations change while the server runs (a rotation), and
+/// Go's TLS client sends no certificate at all when its certificate's issuer is not among the
+/// names hinted, so hints fixed at start would silently break mTLS after `activate`.
 #[derive(Debug)]
 struct DeferredClientVerifier {
-    hints: Vec<DistinguishedName>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -38,7 +41,7 @@ impl ClientCertVerifier for DeferredClientVerifier {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &self.hints
+        &[]
     }
 
     fn verify_client_cert(
@@ -127,18 +130,10 @@ impl ResolvesServerCert for ServingCertificate {
     }
 }
 
-/// Server config presenting `serving`; `trusted_ca_subjects` are the raw subjects hinted to
-/// clients choosing a certificate.
-pub fn server_config(
-    serving: Arc<ServingCertificate>,
-    trusted_ca_subjects: Vec<Vec<u8>>,
-) -> Result<Arc<ServerConfig>, TlsError> {
+/// Server config presenting `serving`, asking for (not requiring) a client certificate.
+pub fn server_config(serving: Arc<ServingCertificate>) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
     let verifier = Arc::new(DeferredClientVerifier {
-        hints: trusted_ca_subjects
-            .into_iter()
-            .map(DistinguishedName::from)
-            .collect(),
         algorithms: provider.signature_verification_algorithms,
     });
     let mut config = ServerConfig::builder_with_provider(provider)
