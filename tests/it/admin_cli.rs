@@ -10,20 +10,8 @@ use crate::helpers::{etcd_ca, require_tool, CaServer};
 fn admin_commands_work_remotely_with_a_pinned_ca() {
     let server = CaServer::start(&[], &[]);
     let root = server.ca.tmp.path();
-    let token_file = root.join("admin.token");
-    std::fs::write(&token_file, format!("{}\n", server.admin_token)).unwrap();
-    let remote = |cmd: &[&str]| {
-        let mut args: Vec<&str> = cmd.to_vec();
-        args.extend([
-            "--server",
-            &server.url,
-            "--ca-fingerprint",
-            &server.fingerprint,
-            "--admin-token-file",
-            token_file.to_str().unwrap(),
-        ]);
-        etcd_ca(&args)
-    };
+    let token_file = &server.admin_token_file;
+    let remote = |cmd: &[&str]| server.remote(cmd);
 
     // A bootstrap token, with the agent command to paste on the node.
     let created = remote(&[

@@ -67,22 +67,10 @@ async fn refusal(client: &ApiClient, query: &str) -> (u16, String) {
 async fn each_trusted_generation_publishes_its_own_crl_during_a_rotation() {
     let server = CaServer::start(&[], &[]);
     let root = server.ca.tmp.path();
-    let token_file = root.join("admin.token");
-    std::fs::write(&token_file, format!("{}\n", server.admin_token)).unwrap();
     let rotate = |step: &str, extra: &[&str]| {
-        let mut args = vec![
-            "ca",
-            "rotate",
-            step,
-            "--server",
-            &server.url,
-            "--ca-fingerprint",
-            &server.fingerprint,
-            "--admin-token-file",
-            token_file.to_str().unwrap(),
-        ];
+        let mut args = vec!["ca", "rotate", step];
         args.extend_from_slice(extra);
-        etcd_ca(&args).ok();
+        server.remote(&args).ok();
     };
     let client_cert = |name: &str| {
         let out = root.join(name);
@@ -277,7 +265,7 @@ async fn each_trusted_generation_publishes_its_own_crl_during_a_rotation() {
     assert_eq!(unchanged, Default::default(), "nothing changed: 304s");
 
     // Once generation 1 is retired it has no CRL; the agent's file goes with the new bundle.
-    rotate_with_bundle(&server, root, &token_file, "finish");
+    rotate("finish", &["--force"]);
     assert_eq!(
         refusal(&public, "?generation=1").await,
         (404, "generation_unknown".into())
@@ -291,22 +279,4 @@ async fn each_trusted_generation_publishes_its_own_crl_during_a_rotation() {
     let changed = refresh(&public, &pki, new_bundle).await.unwrap();
     assert_eq!(changed.removed, [gen1_file.as_path()]);
     assert!(gen2_file.exists());
-}
-
-/// `ca rotate STEP --force` through the server, trusting the bundle (the server now presents a
-/// generation 2 certificate, which the old fingerprint pin does not accept).
-fn rotate_with_bundle(server: &CaServer, root: &Path, token_file: &Path, step: &str) {
-    etcd_ca([
-        "ca",
-        "rotate",
-        step,
-        "--force",
-        "--server",
-        &server.url,
-        "--ca-file",
-        root.join("bundle.pem").to_str().unwrap(),
-        "--admin-token-file",
-        token_file.to_str().unwrap(),
-    ])
-    .ok();
 }

@@ -480,6 +480,8 @@ pub struct CaServer {
     pub url: String,
     pub fingerprint: String,
     pub admin_token: String,
+    /// The admin token in a file, for `--admin-token-file`.
+    pub admin_token_file: PathBuf,
     pub log: PathBuf,
     serve_args: Vec<String>,
     child: Option<Child>,
@@ -503,11 +505,14 @@ impl CaServer {
             .stdout
             .trim()
             .to_string();
+        let admin_token_file = ca.tmp.path().join("admin.token");
+        std::fs::write(&admin_token_file, format!("{admin_token}\n")).unwrap();
         let mut server = Self {
             ca,
             url: String::new(),
             fingerprint: String::new(),
             admin_token,
+            admin_token_file,
             log: PathBuf::new(),
             serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
             child: None,
@@ -569,6 +574,12 @@ impl CaServer {
         self.url = words.nth(2).unwrap().to_string();
         self.fingerprint = words.nth(2).unwrap().trim_end_matches(')').to_string();
         self.child = Some(child);
+    }
+
+    /// The admin CLI against this server: `etcd-ca ARGS... --server URL --ca-fingerprint FP
+    /// --admin-token-file F`, pinned to the fingerprint the server printed at its last start.
+    pub fn remote(&self, args: &[&str]) -> Run {
+        admin_cli(&self.url, &self.fingerprint, &self.admin_token_file, args)
     }
 
     /// A client that trusts this server by its CA fingerprint.
@@ -716,4 +727,19 @@ pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bo
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The admin CLI against a running server, as the README tells an operator to run it:
+/// `etcd-ca ARGS... --server URL --ca-fingerprint PIN --admin-token-file FILE`.
+pub fn admin_cli(url: &str, pin: &str, token_file: &Path, args: &[&str]) -> Run {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend([
+        "--server",
+        url,
+        "--ca-fingerprint",
+        pin,
+        "--admin-token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    etcd_ca(&all)
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::helpers::{
-    etcd_ca, etcdctl, https_post_json, require_tool, tls_client_config, tls_connect,
+    admin_cli, etcd_ca, etcdctl, https_post_json, require_tool, tls_client_config, tls_connect,
     try_tls_client_config, wait_for, AgentProcess, CaServer, ClientCreds, EtcdCluster, Ports, Run,
 };
 
@@ -167,26 +167,15 @@ struct Admin {
 
 impl Admin {
     fn new(server: &CaServer) -> Self {
-        let token_file = server.ca.tmp.path().join("admin.token");
-        std::fs::write(&token_file, &server.admin_token).unwrap();
         Self {
             url: server.url.clone(),
             pin: server.fingerprint.clone(),
-            token_file,
+            token_file: server.admin_token_file.clone(),
         }
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend([
-            "--server",
-            &self.url,
-            "--ca-fingerprint",
-            &self.pin,
-            "--admin-token-file",
-            self.token_file.to_str().unwrap(),
-        ]);
-        etcd_ca(&all)
+        admin_cli(&self.url, &self.pin, &self.token_file, args)
     }
 
     fn rotate(&self, step: &str) -> Run {

@@ -141,8 +141,6 @@ async fn one_member_restarts_at_a_time_and_a_dead_holders_lease_expires() {
 #[test]
 fn a_running_server_follows_steps_taken_on_the_data_dir() {
     let server = CaServer::start(&[], &[]);
-    let token_file = server.ca.tmp.path().join("admin.token");
-    std::fs::write(&token_file, &server.admin_token).unwrap();
     rotate(&server.ca, &["start"]).ok();
     rotate(&server.ca, &["activate"]).ok();
     // The server polls the store every 2 s.
@@ -156,20 +154,10 @@ fn a_running_server_follows_steps_taken_on_the_data_dir() {
         "the server to drop generation 1 from the bundle",
         Duration::from_millis(4500),
         || {
-            let bundle = etcd_ca([
-                "ca",
-                "rotate",
-                "status",
-                "--json",
-                "--server",
-                &server.url,
-                "--ca-fingerprint",
-                &server.fingerprint,
-                "--admin-token-file",
-                token_file.to_str().unwrap(),
-            ])
-            .ok()
-            .stdout;
+            let bundle = server
+                .remote(&["ca", "rotate", "status", "--json"])
+                .ok()
+                .stdout;
             let status: serde_json::Value = serde_json::from_str(&bundle).unwrap();
             status["phase"] == "idle" && status["last_step"]["step"] == "finish"
         },
