@@ -174,13 +174,7 @@ impl TestCa {
     pub fn issue(&self, out: &Path, args: &[&str]) -> String {
         let mut all = vec!["--out", out.to_str().unwrap()];
         all.extend_from_slice(args);
-        let run = self.cli("issue", &all).ok();
-        run.stdout
-            .split_whitespace()
-            .skip_while(|w| *w != "certificate")
-            .nth(1)
-            .expect("issue prints the serial")
-            .to_string()
+        issued_serial(&self.cli("issue", &all).ok())
     }
 
     /// Creates a bootstrap token with `etcd-ca token create ARGS... --json` and returns it.
@@ -742,4 +736,14 @@ pub fn admin_cli(url: &str, pin: &str, token_file: &Path, args: &[&str]) -> Run 
         token_file.to_str().unwrap(),
     ]);
     etcd_ca(&all)
+}
+
+/// The serial `etcd-ca issue` printed ("... certificate SERIAL ...").
+pub fn issued_serial(run: &Run) -> String {
+    run.stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "certificate")
+        .nth(1)
+        .expect("issue prints the serial")
+        .to_string()
 }

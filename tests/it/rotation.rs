@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::helpers::{
-    admin_cli, etcd_ca, etcdctl, https_post_json, require_tool, tls_client_config, tls_connect,
-    try_tls_client_config, wait_for, AgentProcess, CaServer, ClientCreds, EtcdCluster, Ports, Run,
+    admin_cli, etcd_ca, etcdctl, https_post_json, issued_serial, require_tool, tls_client_config,
+    tls_connect, try_tls_client_config, wait_for, AgentProcess, CaServer, ClientCreds, EtcdCluster,
+    Ports, Run,
 };
 
 /// Members started by per-member scripts: running a member's script again restarts it, the
@@ -218,12 +219,7 @@ impl Admin {
                 out.to_str().unwrap(),
             ])
             .ok();
-        run.stdout
-            .split_whitespace()
-            .skip_while(|w| *w != "certificate")
-            .nth(1)
-            .expect("issue prints the serial")
-            .to_string()
+        issued_serial(&run)
     }
 }
 
