@@ -35,9 +35,10 @@ use check::{check_certificate, Expected, InstallRefusal};
 use schedule::{Urgency, Validity};
 use watch::ChangeWatch;
 
-/// How soon a member waiting for the restart lease asks again (plus up to as much jitter), in
-/// case the release that would wake it is missed or the holder died.
-const LEASE_RETRY: Duration = Duration::from_secs(5);
+/// How soon a member waiting for the restart lease asks again (plus up to as much jitter, so
+/// waiting members do not ask in lockstep). A member's restart takes seconds; this keeps the
+/// hand-over to the next one about as short, without waking the whole fleet at each release.
+const LEASE_RETRY: Duration = Duration::from_secs(2);
 
 /// The state file's name in the PKI dir.
 pub const STATE_FILE: &str = "etcd-ca-agent.json";
@@ -408,8 +409,7 @@ impl Agent {
                 + if settled {
                     self.settings.refresh_interval
                 } else {
-                    // Waiting for the restart lease: a release wakes the watch at once; this
-                    // covers a holder that died (its lease expires) and a missed wake-up.
+                    // Waiting for the restart lease: ask again soon.
                     LEASE_RETRY
                         .mul_f64(1.0 + random_unit())
                         .min(self.settings.refresh_interval)

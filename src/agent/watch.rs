@@ -1,9 +1,9 @@
 //! Waiting for the CA to change, in seconds rather than at the refresh interval.
 //!
 //! The agent long-polls `GET /v1/watch`: the server answers as soon as its watched state
-//! (generations, revocations, restart lease) moves, or after 25 s with the same version. When
-//! the version moves the agent refreshes its bundle and CRL and retries the restart lease. A
-//! random delay of up to a second spreads a fleet woken by the same change.
+//! (generations, revocations) moves, or after 25 s with the same version. When the version
+//! moves the agent refreshes its bundle and CRL (and so takes the restart lease if the bundle
+//! changed). A random delay of up to a second spreads a fleet woken by the same change.
 
 use std::time::Duration;
 

@@ -5,8 +5,8 @@
 //! - the server's own TLS certificate is re-issued whenever the generations differ from the ones
 //!   it was issued under (not "when this reload saw a change": a step taken through the API has
 //!   already reloaded them in-process);
-//! - the watched state (generations, revocations, restart lease) is published to agents waiting
-//!   on `GET /v1/watch`.
+//! - the watched state (generations, revocations) is published to agents waiting on
+//!   `GET /v1/watch`.
 //!
 //! It wakes at once when this process changed something ([`Authority::changed`]) and polls the
 //! store every [`POLL`] for changes made elsewhere.
@@ -66,7 +66,7 @@ impl Follower {
                 .map_err(|_| AuthorityError::Random)?;
             hex::encode(bytes)
         };
-        let version = format!("{boot}-{}", authority.watched_state(now).await?);
+        let version = format!("{boot}-{}", authority.watched_state().await?);
         let (published, watching) = watch::channel(Watched {
             version,
             closing: false,
@@ -119,7 +119,7 @@ impl Follower {
                 Err(e) => tracing::error!(error = %e, "cannot re-issue the server certificate"),
             }
         }
-        match self.authority.watched_state(now).await {
+        match self.authority.watched_state().await {
             Ok(state) => {
                 let version = format!("{}-{state}", self.boot);
                 self.published.send_if_modified(|w| {

@@ -219,9 +219,9 @@ pub struct WatchAnswer {
     version: String,
 }
 
-/// A long poll: answers as soon as the CA's watched state (generations, revocations, restart
-/// lease) differs from `version`, or after `wait` with the same version. Agents call it in a
-/// loop and fetch the bundle and CRL, or retry the restart lease, when the version moves.
+/// A long poll: answers as soon as the CA's watched state (generations, revocations) differs
+/// from `version`, or after `wait` with the same version. Agents call it in a loop and fetch the
+/// bundle and CRL when the version moves.
 pub async fn watch(
     State(state): State<AppState>,
     query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,

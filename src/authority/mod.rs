@@ -397,8 +397,8 @@ pub struct Authority {
     /// not cost a database read per request.
     admin_cache: std::sync::Mutex<HashMap<Vec<u8>, (AdminActor, std::time::Instant)>>,
     crl_cache: crl::CrlCache,
-    /// Woken when this process changed what agents watch (generations, revocations, the
-    /// restart lease), so the server publishes it at once instead of at its next poll.
+    /// Woken when this process changed what agents watch (generations, revocations), so the
+    /// server publishes it at once instead of at its next poll.
     changed: tokio::sync::Notify,
 }
 
@@ -728,18 +728,18 @@ impl Authority {
         self.changed.notified().await
     }
 
-    /// A digest of everything an agent acts on: the generations (trusted, signing, retired),
-    /// the revocations and who holds the restart lease. It changes exactly when an agent has
-    /// something to fetch or retry; the server publishes it to agents waiting for a change.
-    pub async fn watched_state(&self, now: OffsetDateTime) -> Result<String, AuthorityError> {
+    /// A digest of what every agent acts on: the generations (trusted, signing, retired) and
+    /// the revocations. It changes exactly when agents have something to fetch; the server
+    /// publishes it to agents waiting for a change. The restart lease is not in it: only the
+    /// few members waiting for the lease care, and they ask for it every few seconds, so a
+    /// fleet is not woken at each step of a rolling restart.
+    pub async fn watched_state(&self) -> Result<String, AuthorityError> {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         for g in self.current().records.iter() {
             ctx.update(format!("{}:{}:{};", g.id, g.state.as_str(), g.fingerprint).as_bytes());
         }
         let (revoked, latest) = self.store.revocation_epoch().await?;
         ctx.update(format!("revoked:{revoked}:{latest};").as_bytes());
-        let lease = self.store.restart_lease(now).await?;
-        ctx.update(format!("lease:{:?}", lease.map(|(node, _)| node)).as_bytes());
         Ok(hex::encode(&ctx.finish().as_ref()[..16]))
     }
 

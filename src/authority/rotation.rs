@@ -556,7 +556,6 @@ impl Authority {
         let until = now + time::Duration::try_from(LEASE_TTL).unwrap_or(time::Duration::minutes(2));
         let (holder, expires_at) = self.store.take_restart_lease(node, now, until).await?;
         if holder == node {
-            self.changed.notify_one();
             Ok(expires_at)
         } else {
             Err(AuthorityError::LeaseHeld {
@@ -567,10 +566,7 @@ impl Authority {
     }
 
     pub async fn release_restart_lease(&self, node: &str) -> Result<(), AuthorityError> {
-        self.store.release_restart_lease(node).await?;
-        // Members waiting for the lease retry now, not at their next poll.
-        self.changed.notify_one();
-        Ok(())
+        Ok(self.store.release_restart_lease(node).await?)
     }
 }
 
