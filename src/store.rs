@@ -666,43 +666,62 @@ impl Store {
         rows.iter().map(generation_from_row).collect()
     }
 
-    /// Moves generations between states in one transaction with its audit event: each
-    /// `(id, state)` in order (the order matters: at most one generation is active at a time).
+    /// A rotation step: moves generations between states in one transaction with its audit
+    /// event, each `(id, from, to)` in order (at most one generation is active at a time), and
+    /// only if each is still in state `from`. Returns false, changing nothing, when another step
+    /// got there first (compare-and-set: of two concurrent steps exactly one wins).
     pub async fn set_generation_states(
         &self,
-        changes: &[(i64, GenerationState)],
+        changes: &[(i64, GenerationState, GenerationState)],
         event: &AuditEvent,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        for (id, state) in changes {
-            sqlx::query(
+        for (id, from, to) in changes {
+            let updated = sqlx::query(
                 "UPDATE ca_generations SET state = ?1,
                    activated_at = CASE WHEN ?1 = 'active' THEN ?2 ELSE activated_at END,
                    retired_at = CASE WHEN ?1 = 'retired' THEN ?2 ELSE retired_at END
-                 WHERE id = ?3",
+                 WHERE id = ?3 AND state = ?4",
             )
-            .bind(state.as_str())
+            .bind(to.as_str())
             .bind(ts(event.at))
             .bind(id)
+            .bind(from.as_str())
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if updated != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
         }
         insert_audit(&mut tx, event).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
-    /// Stores a new generation with its audit event.
+    /// Stores the generation a rotation starts, with its audit event, only if no rotation is in
+    /// progress (no `next` generation) and its id follows the last one. Returns false, changing
+    /// nothing, when another start got there first.
     pub async fn add_generation(
         &self,
         g: &GenerationRecord,
         event: &AuditEvent,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let (in_progress, last): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE state = 'next'), COALESCE(MAX(id), 0) FROM ca_generations",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if in_progress != 0 || g.id != last + 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
         insert_generation(&mut tx, g).await?;
         insert_audit(&mut tx, event).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// What an agent last reported.

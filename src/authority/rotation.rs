@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use super::{ca, Authority, AuthorityError, DataDir};
 use crate::duration::rfc3339;
-use crate::fsutil;
+use crate::fsutil::{self, FsError};
 use crate::pki::{self, KeyType};
 use crate::store::{AuditEvent, GenerationRecord, GenerationState, NodeReport};
 
@@ -302,11 +302,13 @@ impl Authority {
         })
     }
 
-    fn check_phase(
+    /// Re-reads the generations (another process may have taken a step) and checks the phase.
+    async fn check_phase(
         &self,
         expected: Phase,
         step: &'static str,
     ) -> Result<(GenerationRecord, Option<GenerationRecord>), AuthorityError> {
+        self.reload_generations().await?;
         let (phase, active, other) = self.rotation_phase()?;
         if phase != expected {
             return Err(AuthorityError::RotationPhase { step, phase });
@@ -353,7 +355,9 @@ impl Authority {
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<GenerationRecord, AuthorityError> {
-        let (active, _) = self.check_phase(Phase::Idle, "start")?;
+        // One start at a time across processes: the new key file is written before its row.
+        let _lock = self.rotation_lock().await?;
+        let (active, _) = self.check_phase(Phase::Idle, "start").await?;
         let id = self.generations().iter().map(|g| g.id).max().unwrap_or(0) + 1;
         let validity = (active.not_after - active.not_before).max(time::Duration::days(365));
         let common_name = match active.cert_der().and_then(|d| {
@@ -384,17 +388,10 @@ impl Authority {
         let endorsement = ca::endorse(&material.cert_der, &material.key, &self.signer()?.issuer)?;
         let key_file = DataDir::generation_key_file(id);
         let key_text = self.key_protection()?.key_file_text(&material.key)?;
-        fsutil::write_new(
-            &self.dir.resolve(&key_file),
-            key_text.as_bytes(),
-            fsutil::PRIVATE,
-        )?;
+        // Replaces the key of a start that failed before its row was written (unrecorded).
+        let key_path = self.dir.resolve(&key_file);
+        fsutil::write_atomic(&key_path, key_text.as_bytes(), fsutil::PRIVATE)?;
         let cert_pem = pki::certificate_pem(&material.cert_der);
-        fsutil::write_atomic(
-            &self.dir.resolve(&DataDir::generation_cert_file(id)),
-            cert_pem.as_bytes(),
-            fsutil::PUBLIC,
-        )?;
         let record = GenerationRecord {
             id,
             state: GenerationState::Next,
@@ -421,8 +418,21 @@ impl Authority {
                 record.fingerprint
             ),
         };
-        self.store.add_generation(&record, &event).await?;
+        let added = self.store.add_generation(&record, &event).await;
+        if !matches!(added, Ok(true)) {
+            // Unrecorded: nothing may use it. (Another start cannot have written this path: it
+            // would have held the lock.)
+            let _ = std::fs::remove_file(&key_path);
+        }
         self.reload_generations().await?;
+        if !added? {
+            return Err(self.phase_conflict("start"));
+        }
+        fsutil::write_atomic(
+            &self.dir.resolve(&DataDir::generation_cert_file(id)),
+            record.cert_pem.as_bytes(),
+            fsutil::PUBLIC,
+        )?;
         self.changed.notify_one();
         Ok(record)
     }
@@ -435,7 +445,7 @@ impl Authority {
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<(), AuthorityError> {
-        let (old, new) = self.check_phase(Phase::Started, "activate")?;
+        let (old, new) = self.check_phase(Phase::Started, "activate").await?;
         let new = new.ok_or(AuthorityError::NoActiveGeneration)?;
         self.check_converged("activate", force, now).await?;
         let event = AuditEvent {
@@ -451,18 +461,15 @@ impl Authority {
                 forced(force)
             ),
         };
-        self.store
-            .set_generation_states(
-                &[
-                    (old.id, GenerationState::Next),
-                    (new.id, GenerationState::Active),
-                ],
-                &event,
-            )
-            .await?;
-        self.reload_generations().await?;
-        self.changed.notify_one();
-        Ok(())
+        self.take_step(
+            "activate",
+            &[
+                (old.id, GenerationState::Active, GenerationState::Next),
+                (new.id, GenerationState::Next, GenerationState::Active),
+            ],
+            &event,
+        )
+        .await
     }
 
     /// Retires the old generation: the bundle holds only the new one.
@@ -472,7 +479,7 @@ impl Authority {
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<(), AuthorityError> {
-        let (_, old) = self.check_phase(Phase::Activated, "finish")?;
+        let (_, old) = self.check_phase(Phase::Activated, "finish").await?;
         let old = old.ok_or(AuthorityError::NoActiveGeneration)?;
         self.check_converged("finish", force, now).await?;
         let event = AuditEvent {
@@ -483,12 +490,12 @@ impl Authority {
             serial: None,
             detail: format!("generation {} retired{}", old.id, forced(force)),
         };
-        self.store
-            .set_generation_states(&[(old.id, GenerationState::Retired)], &event)
-            .await?;
-        self.reload_generations().await?;
-        self.changed.notify_one();
-        Ok(())
+        self.take_step(
+            "finish",
+            &[(old.id, GenerationState::Next, GenerationState::Retired)],
+            &event,
+        )
+        .await
     }
 
     /// Goes back from `start`: the new generation, which never signed, is retired.
@@ -497,7 +504,7 @@ impl Authority {
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<(), AuthorityError> {
-        let (_, new) = self.check_phase(Phase::Started, "abort")?;
+        let (_, new) = self.check_phase(Phase::Started, "abort").await?;
         let new = new.ok_or(AuthorityError::NoActiveGeneration)?;
         let event = AuditEvent {
             at: now,
@@ -507,12 +514,60 @@ impl Authority {
             serial: None,
             detail: format!("generation {} retired before it signed", new.id),
         };
-        self.store
-            .set_generation_states(&[(new.id, GenerationState::Retired)], &event)
-            .await?;
+        self.take_step(
+            "abort",
+            &[(new.id, GenerationState::Next, GenerationState::Retired)],
+            &event,
+        )
+        .await
+    }
+
+    /// Applies a step's state changes if the generations are still as the step saw them; the
+    /// in-memory view then follows the store either way. The loser of two concurrent steps gets
+    /// `rotation_phase`.
+    async fn take_step(
+        &self,
+        step: &'static str,
+        changes: &[(i64, GenerationState, GenerationState)],
+        event: &AuditEvent,
+    ) -> Result<(), AuthorityError> {
+        let applied = self.store.set_generation_states(changes, event).await?;
         self.reload_generations().await?;
+        if !applied {
+            return Err(self.phase_conflict(step));
+        }
         self.changed.notify_one();
         Ok(())
+    }
+
+    fn phase_conflict(&self, step: &'static str) -> AuthorityError {
+        match self.rotation_phase() {
+            Ok((phase, _, _)) => AuthorityError::RotationPhase { step, phase },
+            Err(e) => e,
+        }
+    }
+
+    /// Holds `ca/rotation.lock` (an advisory lock the kernel drops if the process dies) while
+    /// a rotation starts.
+    async fn rotation_lock(&self) -> Result<std::fs::File, AuthorityError> {
+        let path = self.dir.resolve("ca/rotation.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| FsError::new("open", &path, e))?;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(FsError::new("lock", &path, e).into())
+                }
+            }
+        }
     }
 
     /// Records what a node's agent has installed and runs with. `node` comes from the client

@@ -38,5 +38,6 @@ mod hostile;
 mod import;
 mod key_at_rest;
 mod rotation;
+mod rotation_races;
 mod rotation_steps;
 mod secrets_in_logs;
