@@ -185,9 +185,21 @@ pub struct ServeArgs {
     /// Close connections that do not send a request's headers within this.
     #[arg(long, default_value = "10s")]
     pub header_timeout: HumanDuration,
+    /// Close a connection whose client has not taken a response's bytes for this long (a
+    /// client that sends requests but never reads the answers).
+    #[arg(long, default_value = "10s")]
+    pub write_timeout: HumanDuration,
+    /// Close a connection on which nothing arrives for this long (longer than an agent's
+    /// 25-second long poll).
+    #[arg(long, default_value = "60s")]
+    pub idle_timeout: HumanDuration,
     /// Connections served at once; more wait in the kernel's accept queue.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    /// Connections one client address may hold at once; more are closed at once, so one
+    /// address cannot take every slot. Each agent holds one (its long poll).
+    #[arg(long, default_value_t = 128)]
+    pub max_connections_per_address: usize,
     #[command(flatten)]
     pub protection: KeyProtectionArgs,
     /// Failed token authentications (bootstrap or admin) from one address before it is
@@ -920,6 +932,9 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
             handshake_timeout: args.handshake_timeout.as_std(),
             header_timeout: args.header_timeout.as_std(),
             max_connections: args.max_connections.max(1),
+            max_connections_per_address: args.max_connections_per_address.max(1),
+            write_timeout: args.write_timeout.as_std(),
+            idle_timeout: args.idle_timeout.as_std(),
             ..Default::default()
         },
         stopped(stopping),

@@ -1,8 +1,11 @@
 //! The accept loop: TCP, then a TLS handshake with a deadline, then HTTP/1.1 with a header
-//! deadline, for at most `max_connections` connections at once. Stops accepting when the
-//! shutdown future completes and lets in-flight requests finish.
+//! deadline, for at most `max_connections` connections at once and `max_connections_per_address`
+//! from one address. Every read and write on a connection has a deadline too, so a client that
+//! stops reading its answers or sends nothing frees its slot. Stops accepting when the shutdown
+//! future completes and lets in-flight requests finish.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +31,12 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Connections served at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Connections one address may hold; more are closed at once.
+    pub max_connections_per_address: usize,
+    /// A write (the client taking a response's bytes) must progress within this.
+    pub write_timeout: Duration,
+    /// Something must arrive on a connection within this.
+    pub idle_timeout: Duration,
     /// How long in-flight requests get to finish at shutdown.
     pub shutdown_grace: Duration,
 }
@@ -38,6 +47,9 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_connections_per_address: 128,
+            write_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -53,6 +65,7 @@ pub async fn serve(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(PerAddress::default());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -75,23 +88,38 @@ pub async fn serve(
                 }
             },
         };
+        let Some(address_slot) = per_address.take(peer.ip(), limits.max_connections_per_address)
+        else {
+            tracing::debug!(%peer, "too many connections from this address; closed");
+            continue;
+        };
+        // Nearly full: a client gets less time to finish its handshake.
+        let handshake_timeout = if slots.available_permits() < limits.max_connections / 10 {
+            limits.handshake_timeout.min(Duration::from_secs(2))
+        } else {
+            limits.handshake_timeout
+        };
+        let mut stream = tokio_io_timeout::TimeoutStream::new(tcp);
+        stream.set_write_timeout(Some(limits.write_timeout));
+        stream.set_read_timeout(Some(limits.idle_timeout));
+        let stream = Box::pin(stream);
         let acceptor = acceptor.clone();
         let app = app.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
-            let tls =
-                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
+            let _address_slot = address_slot;
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
             let client_certificate = ClientCertificate(
                 tls.get_ref()
                     .1
@@ -120,6 +148,47 @@ pub async fn serve(
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(limits.shutdown_grace) => {
             tracing::warn!("in-flight requests did not finish in time; closing them");
+        }
+    }
+}
+
+/// How many connections each client address holds.
+#[derive(Default)]
+struct PerAddress {
+    held: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// One connection of an address; given back when dropped.
+struct AddressSlot {
+    owner: Arc<PerAddress>,
+    address: IpAddr,
+}
+
+impl PerAddress {
+    /// A slot for `address` unless it already holds `cap`.
+    fn take(self: &Arc<Self>, address: IpAddr, cap: usize) -> Option<AddressSlot> {
+        // A poisoned lock only means a panic while counting; the map is still usable.
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let count = held.entry(address).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            owner: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut held = self.owner.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = held.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.address);
+            }
         }
     }
 }

@@ -25,6 +25,7 @@ mod api_cluster;
 mod api_limits;
 mod api_refusals;
 mod api_renewal;
+mod api_slots;
 mod backup;
 mod ca_init;
 mod cli_errors;
