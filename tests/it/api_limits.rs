@@ -28,9 +28,17 @@ fn addr(server: &CaServer) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_neither_block_the_server_nor_stay_open() {
+    // All from one address: the per-address cap (api_slots) is not what this test is about.
     let server = CaServer::start(
         &[],
-        &["--handshake-timeout", "2s", "--header-timeout", "2s"],
+        &[
+            "--handshake-timeout",
+            "2s",
+            "--header-timeout",
+            "2s",
+            "--max-connections-per-address",
+            "400",
+        ],
     );
     // 300 clients connect and say nothing.
     let silent: Vec<TcpStream> = (0..300)
