@@ -46,6 +46,8 @@ pub enum PkiError {
     Crl(String),
     #[error("the CSR's signature does not verify: it was not made with the key it carries")]
     CsrSignature,
+    #[error("the CSR is signed with {algorithm}, which is broken: sign it with SHA-256 or better")]
+    WeakSignature { algorithm: &'static str },
     #[error("RSA keys must have at least 2048 bits (this one has {bits})")]
     RsaTooSmall { bits: usize },
     #[error(
@@ -387,6 +389,15 @@ pub struct VerifiedCsr {
     pub common_name: Option<String>,
 }
 
+/// Signature algorithms refused in a CSR (SHA-1 and MD5 based), by OID.
+const WEAK_SIGNATURES: &[(&str, &str)] = &[
+    ("1.2.840.113549.1.1.4", "md5WithRSAEncryption"),
+    ("1.2.840.113549.1.1.5", "sha1WithRSAEncryption"),
+    ("1.3.14.3.2.29", "sha1WithRSAEncryption"),
+    ("1.2.840.10045.4.1", "ecdsa-with-SHA1"),
+    ("1.2.840.10040.4.3", "dsa-with-SHA1"),
+];
+
 impl VerifiedCsr {
     /// Parses a PEM CSR (`CERTIFICATE REQUEST` or `NEW CERTIFICATE REQUEST`) and checks its
     /// signature, key type and names.
@@ -421,6 +432,10 @@ impl VerifiedCsr {
                     return Err(PkiError::RsaTooSmall { bits });
                 }
             }
+        }
+        let algorithm = csr.signature_algorithm.algorithm.to_id_string();
+        if let Some((_, name)) = WEAK_SIGNATURES.iter().find(|(oid, _)| *oid == algorithm) {
+            return Err(PkiError::WeakSignature { algorithm: name });
         }
         csr.verify_signature().map_err(|_| PkiError::CsrSignature)?;
 

@@ -72,6 +72,10 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, &'static str) {
         E::TokenUsed => (StatusCode::CONFLICT, "token_used"),
         E::TokenProfileNotAllowed { .. } => (StatusCode::FORBIDDEN, "profile_not_allowed"),
         E::NodeMismatch { .. } => (StatusCode::FORBIDDEN, "node_mismatch"),
+        E::NodeReserved { .. } => (StatusCode::FORBIDDEN, "node_reserved"),
+        E::MemberCertificateRequired { .. } => {
+            (StatusCode::FORBIDDEN, "member_certificate_required")
+        }
         E::TokenTtlTooLong { .. } => (StatusCode::BAD_REQUEST, "ttl_too_long"),
         E::TokenWithoutProfiles => (StatusCode::BAD_REQUEST, "profiles_required"),
         E::NoCsrs => (StatusCode::BAD_REQUEST, "csr_missing"),
@@ -111,6 +115,7 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, &'static str) {
 fn csr_code(e: &PkiError) -> &'static str {
     match e {
         PkiError::CsrSignature => "csr_signature_invalid",
+        PkiError::WeakSignature { .. } => "csr_signature_weak",
         PkiError::UnsupportedKeyAlgorithm { .. } | PkiError::RsaTooSmall { .. } => {
             "key_type_not_allowed"
         }

@@ -89,6 +89,14 @@ pub enum AuthorityError {
     TokenTtlTooLong { ttl: String, max: String },
     #[error("this token is for node {token_node}, not {asked}: create a token for {asked}, or run the agent with --node {token_node}")]
     NodeMismatch { asked: String, token_node: String },
+    #[error("node name {node} is reserved for the CA server's own certificate")]
+    NodeReserved { node: String },
+    #[error("only a member's certificate (server or peer) may {action}; this is a {profile} certificate of node {node}")]
+    MemberCertificateRequired {
+        action: &'static str,
+        profile: String,
+        node: String,
+    },
     #[error("a token needs at least one profile")]
     TokenWithoutProfiles,
     #[error("the request holds no CSR; send one per profile")]
@@ -849,6 +857,7 @@ impl Authority {
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<IssuedWithKey, AuthorityError> {
+        reserved(&request.node)?;
         let identity = self
             .resolve_identity(&request.node, &request.ips, &request.dns_names)
             .await?;
@@ -998,6 +1007,7 @@ impl Authority {
         if request.profiles.is_empty() {
             return Err(AuthorityError::TokenWithoutProfiles);
         }
+        reserved(&request.node)?;
         if request.ttl > MAX_TOKEN_TTL {
             return Err(AuthorityError::TokenTtlTooLong {
                 ttl: HumanDuration::from(request.ttl).to_string(),
@@ -1552,6 +1562,7 @@ impl Authority {
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<IssuedCertificate, AuthorityError> {
+        reserved(node)?;
         let csr = VerifiedCsr::from_pem(csr_pem).map_err(|source| AuthorityError::Csr {
             profile: profile.to_string(),
             source,
@@ -1698,7 +1709,7 @@ impl Authority {
         sans: Vec<San>,
         now: OffsetDateTime,
     ) -> Result<(Vec<Vec<u8>>, KeyPair), AuthorityError> {
-        let node: NodeName = "etcd-ca-server"
+        let node: NodeName = SERVER_NODE
             .parse()
             .map_err(|e: crate::names::NameError| AuthorityError::Sign(e.to_string()))?;
         let ips = sans
@@ -1729,7 +1740,7 @@ impl Authority {
                 &grant,
                 &identity,
                 &key,
-                Origin::issue("etcd-ca-server"),
+                Origin::issue(SERVER_NODE),
                 now,
             )
             .await?;
@@ -1820,6 +1831,19 @@ impl Authority {
     pub async fn audit_events(&self, limit: i64) -> Result<Vec<AuditEvent>, AuthorityError> {
         Ok(self.store.audit_events(limit).await?)
     }
+}
+
+/// The node of the CA server's own certificate: never an etcd node, so no token, issue or
+/// signing request may name it.
+pub const SERVER_NODE: &str = "etcd-ca-server";
+
+fn reserved(node: &NodeName) -> Result<(), AuthorityError> {
+    if node.as_str() == SERVER_NODE {
+        return Err(AuthorityError::NodeReserved {
+            node: node.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// The SubjectPublicKeyInfo (DER) of a certificate and its key type.

@@ -153,8 +153,7 @@ fn last_step(generations: &[GenerationRecord]) -> Option<LastStep> {
 /// How long a restart lease lasts unless returned (an agent that died loses it).
 pub const LEASE_TTL: Duration = Duration::from_secs(120);
 
-/// The node of the CA server's own certificate: not an etcd node.
-const SERVER_NODE: &str = "etcd-ca-server";
+use super::SERVER_NODE;
 
 impl Authority {
     /// The phase, the active generation and the other non-retired one, if any.
