@@ -296,18 +296,13 @@ impl AgentArgs {
             .ca_fingerprint
             .clone()
             .ok_or_else(|| need("ca-fingerprint"))?;
-        let hex_part = fingerprint.strip_prefix("sha256:").unwrap_or("");
-        if hex_part.len() != 64 || !hex_part.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(CliError::Usage(format!(
-                "--ca-fingerprint {fingerprint:?}: expected sha256: and 64 hex digits"
-            )));
-        }
+        let fingerprint = fingerprint_arg(&fingerprint)?;
         if self.profiles.is_empty() {
             return Err(need("profiles"));
         }
         Ok(crate::agent::AgentSettings {
             server: self.server.clone().ok_or_else(|| need("server"))?,
-            ca_fingerprint: fingerprint.to_ascii_lowercase(),
+            ca_fingerprint: fingerprint,
             node: self.node.clone().ok_or_else(|| need("node"))?,
             dir: self.dir.clone().ok_or_else(|| need("dir"))?,
             token: match (&self.token, &self.token_file) {
@@ -479,10 +474,14 @@ pub struct TokenCreateArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminTokenCommand {
-    /// Create an admin token and print it (once) on standard output.
+    /// Create an admin token and print it (once) on standard output, or write it to --out.
     Create {
         #[command(flatten)]
         data_dir: DataDirArg,
+        /// Write the token to this new file (mode 0600; an existing file is never replaced)
+        /// instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -758,8 +757,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Serve(args) => serve(args).await,
         Command::Init(args) => init(args, now).await,
         Command::Token(TokenCommand::Create(args)) => token_create(args, now).await,
-        Command::AdminToken(AdminTokenCommand::Create { data_dir }) => {
-            admin_token_create(&data_dir, now).await
+        Command::AdminToken(AdminTokenCommand::Create { data_dir, out }) => {
+            admin_token_create(&data_dir, out.as_deref(), now).await
         }
         Command::Issue(args) => issue(args, now).await,
         Command::Adopt(args) => adopt(args, now).await,
@@ -1185,11 +1184,12 @@ async fn token_create(args: TokenCreateArgs, now: OffsetDateTime) -> Result<Exit
         .server_url
         .or(args.remote.server.clone())
         .unwrap_or_else(|| "https://CA-HOST:8443".into());
+    // The token goes into a file, not onto a command line every `ps` shows.
     let agent = format!(
-        "etcd-ca agent --server {server} --ca-fingerprint {fingerprint} --node {} --dir /etc/etcd/pki --profiles {} --token {}",
+        "install -D -m 0600 /dev/stdin /etc/etcd-ca/token <<< '{}'\n  etcd-ca agent --server {server} --ca-fingerprint {fingerprint} --node {} --dir /etc/etcd/pki --profiles {} --token-file /etc/etcd-ca/token",
+        token.token,
         args.node,
         args.profiles.join(","),
-        token.token
     );
     let mut out = stdout();
     if args.json {
@@ -1215,7 +1215,11 @@ async fn token_create(args: TokenCreateArgs, now: OffsetDateTime) -> Result<Exit
             token.expires_at.map(rfc3339).unwrap_or_default()
         )?;
         writeln!(out, "  {}", token.token)?;
-        writeln!(out, "On {}, run:", args.node)?;
+        writeln!(
+            out,
+            "On {}, keep the token in a file only root can read and start the agent (its PKI dir here is etcd's usual /etc/etcd/pki):",
+            args.node
+        )?;
         writeln!(out, "  {agent}")?;
     }
     Ok(ExitCode::SUCCESS)
@@ -1231,17 +1235,41 @@ struct RemoteToken {
 
 async fn admin_token_create(
     data_dir: &DataDirArg,
+    out: Option<&Path>,
     now: OffsetDateTime,
 ) -> Result<ExitCode, CliError> {
+    if let Some(file) = out.filter(|f| f.exists()) {
+        return Err(CliError::Usage(format!(
+            "--out {}: the file exists; an admin token file is never replaced",
+            file.display()
+        )));
+    }
     let authority = data_dir.open().await?;
     let created = authority.create_admin_token(&local_actor(), now).await;
     authority.close().await;
     let created = created?;
-    writeln!(stdout(), "{}", created.token)?;
-    eprintln!(
-        "admin token {} created; it is shown only this once. Keep it in a file readable only by you and pass --admin-token-file.",
-        created.id
-    );
+    match out {
+        Some(file) => {
+            fsutil::write_new(
+                file,
+                format!("{}\n", created.token).as_bytes(),
+                fsutil::PRIVATE,
+            )?;
+            eprintln!(
+                "admin token {} written to {} (mode 0600); pass --admin-token-file {}.",
+                created.id,
+                file.display(),
+                file.display()
+            );
+        }
+        None => {
+            writeln!(stdout(), "{}", created.token)?;
+            eprintln!(
+                "admin token {} created; it is shown only this once. Keep it in a file readable only by you (or use --out FILE) and pass --admin-token-file.",
+                created.id
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1252,7 +1280,7 @@ impl RemoteArgs {
             return Ok(None);
         };
         let trust = match (&self.ca_fingerprint, &self.ca_file) {
-            (Some(fp), _) => crate::client::Trust::Fingerprint(fp.clone()),
+            (Some(fp), _) => crate::client::Trust::Fingerprint(fingerprint_arg(fp)?),
             (None, Some(file)) => crate::client::Trust::Bundle(
                 crate::pki::pem_certificates(&read_text(file)?).map_err(|source| {
                     CliError::Certificate {
@@ -1273,6 +1301,16 @@ impl RemoteArgs {
         }
         Ok(Some(client))
     }
+}
+
+/// A `--ca-fingerprint`, normalised (openssl's colon form is taken too).
+fn fingerprint_arg(text: &str) -> Result<String, CliError> {
+    crate::pki::parse_fingerprint(text).ok_or_else(|| {
+        CliError::Usage(format!(
+            "--ca-fingerprint {text:?}: expected sha256: and 64 hex digits (or openssl's \
+             SHA256 Fingerprint=AB:CD:..., as `openssl x509 -noout -fingerprint -sha256` prints)"
+        ))
+    })
 }
 
 async fn init(args: InitArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
@@ -1364,6 +1402,10 @@ async fn issue(args: IssueArgs, now: OffsetDateTime) -> Result<ExitCode, CliErro
     let cert_file = args.out.join(etcd_flags::files::certificate(&args.profile));
     let key_file = args.out.join(etcd_flags::files::key(&args.profile));
     let ca_file = args.out.join(etcd_flags::files::CA_BUNDLE);
+    if !args.out.exists() {
+        // Made only now that there is something to write (0700: a key goes there).
+        fsutil::create_private_dir(&args.out)?;
+    }
     fsutil::write_all_atomic(&[
         (&key_file, key_pem.as_bytes(), fsutil::PRIVATE),
         (
@@ -1399,15 +1441,16 @@ struct RemoteIssue {
 }
 
 /// Fails early (before anything is signed) when the output dir cannot be written.
+/// Checks, before anything is signed, that `out` can be written or made: it, or the nearest
+/// of its parents that exists, is a directory we can write into.
 fn check_output_dir(out: &Path) -> Result<(), CliError> {
-    let existing = if out.exists() {
-        out
-    } else {
-        fsutil::parent_of(out)
-    };
+    let existing = out
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("."));
     if !existing.is_dir() {
         return Err(CliError::Usage(format!(
-            "--out {}: {} is not a directory",
+            "--out {}: {} exists and is not a directory",
             out.display(),
             existing.display()
         )));
@@ -1605,9 +1648,14 @@ async fn revoke(args: RevokeArgs, now: OffsetDateTime) -> Result<ExitCode, CliEr
             locally!(args.data_dir, a => a.revoke(&args.serial, reason, &local_actor(), now))
         }
     };
+    let next = if args.remote.server.is_some() {
+        "Agents install the new CRL within seconds; members without an agent need it written where etcd reads it: etcd-ca crl --out PKIDIR/ca.crl"
+    } else {
+        "Agents install the new CRL within seconds (through a running server); members without an agent need it written where etcd reads it: etcd-ca crl --out PKIDIR/ca.crl"
+    };
     writeln!(
         stdout(),
-        "Revoked {} ({} certificate of node {}, CN {}), reason {}.\nWrite a new CRL where etcd reads it: etcd-ca crl --out PKIDIR/ca.crl",
+        "Revoked {} ({} certificate of node {}, CN {}), reason {}.\n{next}",
         record.serial,
         record.profile,
         record.node,

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::tls::provider;
+use crate::pki;
 
 /// Why a call to the CA server failed.
 #[derive(Debug, thiserror::Error)]
@@ -228,7 +229,10 @@ impl ApiClient {
                             rustls::Error::General(_) | rustls::Error::InvalidCertificate(_)
                         )
                     })
-                    .map(|e| e.to_string());
+                    .map(|e| match e {
+                        rustls::Error::General(reason) => reason.clone(),
+                        other => other.to_string(),
+                    });
                 match rejected {
                     Some(reason) => ClientError::Untrusted {
                         addr: self.addr.clone(),
@@ -357,10 +361,18 @@ impl ServerCertVerifier for PinnedCaVerifier {
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         let vouched = crate::lineage::vouched_for(&self.pins, &presented, at);
         if vouched.is_empty() {
-            return Err(rustls::Error::General(format!(
-                "the server's CA is not the pinned one ({})",
-                self.pins.join(", ")
-            )));
+            let cas: Vec<String> = presented
+                .iter()
+                .filter(|der| pki::parse_certificate(der).is_ok_and(|c| c.is_ca()))
+                .map(|der| pki::fingerprint(der))
+                .collect();
+            return Err(rustls::Error::General(match cas.as_slice() {
+                [] => "it presents no CA certificate, so not the pinned one".to_string(),
+                _ => format!(
+                    "it presents CA {}: not the pinned one nor one it endorsed",
+                    cas.join(", ")
+                ),
+            }));
         }
         let mut roots = RootCertStore::empty();
         roots.add_parsable_certificates(vouched.into_iter().map(CertificateDer::from));

@@ -252,6 +252,25 @@ pub fn is_issued_by(cert: &X509Certificate<'_>, ca_der: &[u8]) -> bool {
     })
 }
 
+/// A CA fingerprint as etcd-ca writes it (`sha256:` and 64 lowercase hex digits) from the ways
+/// people copy one: ours, bare hex, or openssl's `SHA256 Fingerprint=AB:CD:...` (colons, any
+/// case). None when it is not 32 bytes of hex.
+pub fn parse_fingerprint(text: &str) -> Option<String> {
+    let text = text.trim();
+    let hex_part = [
+        "sha256:",
+        "SHA256:",
+        "sha256 Fingerprint=",
+        "SHA256 Fingerprint=",
+    ]
+    .iter()
+    .find_map(|prefix| text.strip_prefix(prefix))
+    .unwrap_or(text)
+    .replace(':', "");
+    (hex_part.len() == 64 && hex_part.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("sha256:{}", hex_part.to_ascii_lowercase()))
+}
+
 /// Loads a PEM private key of the given type: PKCS#8 (`PRIVATE KEY`), SEC1 (`EC PRIVATE KEY`,
 /// what kubeadm and Go write) or PKCS#1 (`RSA PRIVATE KEY`, what cfssl and older openssl write).
 pub fn load_private_key(pem_text: &str, key_type: KeyType) -> Result<KeyPair, PkiError> {

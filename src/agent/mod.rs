@@ -229,6 +229,9 @@ pub struct Agent {
     next_refresh: OffsetDateTime,
     /// The fingerprint of the CA that signs now, as the server last said.
     active_ca: Option<String>,
+    /// This run created the PKI dir: a fault that stops the agent before it wrote anything
+    /// removes it again.
+    created_dir: bool,
 }
 
 impl Agent {
@@ -237,7 +240,8 @@ impl Agent {
             dir: settings.dir.clone(),
             source,
         };
-        if !settings.dir.exists() {
+        let created_dir = !settings.dir.exists();
+        if created_dir {
             std::fs::create_dir_all(&settings.dir).map_err(unusable)?;
             std::fs::set_permissions(&settings.dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(unusable)?;
@@ -261,6 +265,7 @@ impl Agent {
             state,
             next_refresh: OffsetDateTime::UNIX_EPOCH,
             active_ca: None,
+            created_dir,
         })
     }
 
@@ -325,7 +330,13 @@ impl Agent {
                     }
                     next
                 }
-                Err(e) if e.is_permanent() => return Err(e),
+                Err(e) if e.is_permanent() => {
+                    if self.created_dir {
+                        // Only succeeds while it is still empty.
+                        let _ = std::fs::remove_dir(&self.settings.dir);
+                    }
+                    return Err(e);
+                }
                 Err(e) => {
                     self.save_state(Some(e.to_string()));
                     if self.settings.once {
@@ -416,6 +427,7 @@ impl Agent {
                 };
         }
         let mut next = now() + time::Duration::hours(1);
+        let mut renewed_any = false;
         for profile in self.settings.profiles.clone() {
             let installed = load_installed(&self.settings.dir, &profile).ok_or_else(|| {
                 AgentError::NeedToken {
@@ -431,11 +443,18 @@ impl Agent {
             }
             let due = if renew_now || retiring || now() >= due {
                 let renewed = self.renew(&profile, installed).await?;
+                renewed_any = true;
                 renewal_due_at(renewed.validity, &renewed.serial)
             } else {
                 due
             };
             next = next.min(due);
+        }
+        if renewed_any {
+            // Rotation status shows which certificate each node holds: tell it now.
+            if let Err(e) = self.report().await {
+                tracing::warn!(error = %e, "cannot report to the CA");
+            }
         }
         next = next.min(self.next_refresh);
         Ok(to_std(next - now()).max(Duration::from_millis(200)))
@@ -1083,7 +1102,7 @@ pub fn status_report(dir: &Path, now: OffsetDateTime) -> Result<String, AgentErr
     if let Some(s) = &state {
         let _ = writeln!(
             out,
-            "node {} (server {}, CA {})",
+            "node {} (server {}, enrolled pinning CA {})",
             s.node, s.server, s.ca_fingerprint
         );
         let _ = writeln!(

@@ -66,14 +66,15 @@ pub fn create(
     })
 }
 
-/// An endorsement: a certificate for a new CA's exact name and key (same validity), signed by
-/// the CA that signs now. A client that pinned the old CA accepts the new one through it, and
-/// only through it. Standard verifiers never use it to widen trust: the old CA's path length is
-/// 0, so nothing chains through it.
+/// An endorsement: a certificate for a new CA's exact name and key, signed by the CA that signs
+/// now, valid as long as both are. A client that pinned the old CA accepts the new one through
+/// it, and only through it. Standard verifiers never use it to widen trust: the old CA's path
+/// length is 0, so nothing chains through it.
 pub fn endorse(
     new_cert_der: &[u8],
     new_key: &KeyPair,
     issuer: &Issuer<'static, KeyPair>,
+    issuer_not_after: OffsetDateTime,
 ) -> Result<Vec<u8>, AuthorityError> {
     let new_cert = pki::parse_certificate(new_cert_der)?;
     let mut params = CertificateParams::default();
@@ -82,7 +83,11 @@ pub fn endorse(
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
     params.not_before = new_cert.validity().not_before.to_datetime();
-    params.not_after = new_cert.validity().not_after.to_datetime();
+    params.not_after = new_cert
+        .validity()
+        .not_after
+        .to_datetime()
+        .min(issuer_not_after);
     let cert = params
         .signed_by(new_key, issuer)
         .map_err(|e| AuthorityError::Sign(e.to_string()))?;

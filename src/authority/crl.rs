@@ -34,9 +34,10 @@ pub enum CrlIssuer {
 impl CrlIssuer {
     /// A `sha256:` and 64 hex digits fingerprint (any case), or None when `text` is not one.
     pub fn fingerprint(text: &str) -> Option<Self> {
-        let hex_part = text.strip_prefix("sha256:")?;
-        (hex_part.len() == 64 && hex_part.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| Self::Fingerprint(text.to_ascii_lowercase()))
+        text.starts_with("sha256:")
+            .then(|| crate::pki::parse_fingerprint(text))
+            .flatten()
+            .map(Self::Fingerprint)
     }
 }
 

@@ -1736,13 +1736,7 @@ impl Authority {
             self.active_generation()?.not_after,
         );
         let issued = self
-            .sign_and_record(
-                &grant,
-                &identity,
-                &key,
-                Origin::issue(SERVER_NODE),
-                now,
-            )
+            .sign_and_record(&grant, &identity, &key, Origin::issue(SERVER_NODE), now)
             .await?;
         let mut chain = pki::pem_certificates(&issued.certificate_pem)?;
         chain.extend(self.lineage()?);

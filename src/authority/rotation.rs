@@ -211,11 +211,15 @@ impl Authority {
             let report = reports.get(&node);
             let installed: Option<Vec<i64>> =
                 report.map(|r| r.installed_bundle.iter().map(generation_of).collect());
-            let running: Option<Vec<i64>> =
-                report.map(|r| r.running_bundle.iter().map(generation_of).collect());
+            // What etcd was started with: a client's agent restarts nothing, so it has none.
+            let running: Option<Vec<i64>> = report
+                .filter(|_| member)
+                .map(|r| r.running_bundle.iter().map(generation_of).collect());
+            // Only nodes with an agent report; a member without one is stale too (it needs one),
+            // a client without one is the admin's to update.
             let stale = match (&last, report) {
                 (Some(step), Some(r)) => r.reported_at < step.at,
-                (Some(_), None) => true,
+                (Some(_), None) => member,
                 (None, _) => false,
             };
             let waiting_for = match (phase, &other) {
@@ -358,7 +362,10 @@ impl Authority {
         let _lock = self.rotation_lock().await?;
         let (active, _) = self.check_phase(Phase::Idle, "start").await?;
         let id = self.generations().iter().map(|g| g.id).max().unwrap_or(0) + 1;
-        let validity = (active.not_after - active.not_before).max(time::Duration::days(365));
+        // As long as the active one was made to last (its NotBefore was backdated).
+        let backdate = time::Duration::try_from(self.policy.backdate).unwrap_or_default();
+        let validity =
+            (active.not_after - active.not_before - backdate).max(time::Duration::days(365));
         let common_name = match active.cert_der().and_then(|d| {
             let cert = pki::parse_certificate(&d).ok()?;
             let cn = cert
@@ -384,7 +391,12 @@ impl Authority {
             now,
         )?;
         // The generation that signs now vouches for the new one (clients pinned to it follow).
-        let endorsement = ca::endorse(&material.cert_der, &material.key, &self.signer()?.issuer)?;
+        let endorsement = ca::endorse(
+            &material.cert_der,
+            &material.key,
+            &self.signer()?.issuer,
+            active.not_after,
+        )?;
         let key_file = DataDir::generation_key_file(id);
         let key_text = self.key_protection()?.key_file_text(&material.key)?;
         // Replaces the key of a start that failed before its row was written (unrecorded).

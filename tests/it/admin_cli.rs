@@ -38,7 +38,31 @@ fn admin_commands_work_remotely_with_a_pinned_ca() {
         command.contains(&format!("--ca-fingerprint {}", server.fingerprint)),
         "{command}"
     );
-    assert!(command.contains(&format!("--token {token}")), "{command}");
+    // The token goes into a 0600 file; the agent reads it from there, not from its command
+    // line (which every `ps` shows).
+    let (install, agent) = command.split_once('\n').unwrap();
+    assert!(install.contains("install -D -m 0600") && install.contains(token));
+    assert!(
+        agent.contains("--token-file /etc/etcd-ca/token") && !agent.contains(token),
+        "{command}"
+    );
+
+    // An openssl-style fingerprint (colons, capitals) is taken as well.
+    let colons = server.fingerprint.as_bytes()["sha256:".len()..]
+        .chunks(2)
+        .map(|pair| std::str::from_utf8(pair).unwrap().to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(":");
+    etcd_ca([
+        "list",
+        "--server",
+        &server.url,
+        "--ca-fingerprint",
+        &format!("SHA256 Fingerprint={colons}"),
+        "--admin-token-file",
+        token_file.to_str().unwrap(),
+    ])
+    .ok();
 
     // Server-side key generation for a consumer that cannot run the agent.
     let out = root.join("kube-apiserver");
@@ -169,4 +193,74 @@ async fn an_admin_profile_certificate_opens_the_admin_api_and_a_client_certifica
 
     let audit: Vec<serde_json::Value> = admin.get_json("/v1/audit").await.unwrap();
     assert!(audit.iter().any(|e| e["action"] == "admin.refused"));
+}
+
+#[test]
+fn an_admin_token_file_is_private_and_never_replaced() {
+    use std::os::unix::fs::PermissionsExt;
+    let ca = crate::helpers::TestCa::init(&[]);
+    let file = ca.tmp.path().join("admin.token");
+    let create = || {
+        etcd_ca([
+            "admin-token",
+            "create",
+            "--data-dir",
+            ca.data_dir(),
+            "--out",
+            file.to_str().unwrap(),
+        ])
+    };
+    let run = create().ok();
+    assert!(
+        run.stdout.is_empty(),
+        "the token is not printed: {}",
+        run.stdout
+    );
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let first = std::fs::read_to_string(&file).unwrap();
+    assert!(first.starts_with("etcdca_"));
+    let err = create().fails();
+    assert!(err.contains("never replaced"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), first);
+}
+
+#[test]
+fn issue_makes_a_missing_output_dir_and_revoke_says_what_happens_next() {
+    let server = CaServer::start(&[], &[]);
+    let out = server.ca.tmp.path().join("pki/ops");
+    server
+        .remote(&[
+            "issue",
+            "--profile",
+            "client",
+            "--node",
+            "ops",
+            "--cn",
+            "ops",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(out.join("client.key").exists());
+    let serial = crate::helpers::issued_serial(
+        &server
+            .remote(&[
+                "issue",
+                "--profile",
+                "client",
+                "--node",
+                "ops2",
+                "--cn",
+                "ops2",
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .ok(),
+    );
+    let said = server.remote(&["revoke", &serial]).ok().stdout;
+    assert!(
+        said.contains("Agents install the new CRL within seconds"),
+        "{said}"
+    );
 }

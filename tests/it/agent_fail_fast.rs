@@ -77,11 +77,15 @@ fn a_pin_that_does_not_match_stops_the_agent_and_writes_nothing() {
             daemon,
             &["--token", &token, "--ca-fingerprint", &wrong],
         );
+        // It names what the server presents instead.
         failed_with(
             &out,
-            &[&format!("is not the CA pinned by --ca-fingerprint {wrong}")],
+            &[
+                &format!("is not the CA pinned by --ca-fingerprint {wrong}"),
+                &format!("it presents CA {}", server.fingerprint),
+            ],
         );
-        nothing_in(&dir);
+        assert!(!dir.exists(), "the dir it made is gone again");
     }
 }
 
