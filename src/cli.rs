@@ -913,6 +913,24 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
             },
         )),
         watched,
+        anonymous: Arc::new(crate::api::limits::RefusalDigest::default()),
+    };
+    // Refusals of requests without credentials go to the audit trail as one line a minute.
+    let digest = state.anonymous.clone();
+    let summaries = {
+        let (authority, digest) = (authority.clone(), state.anonymous.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Some(summary) = digest.take() {
+                    authority
+                        .audit_summary("refused.anonymous", &summary, OffsetDateTime::now_utc())
+                        .await;
+                }
+            }
+        })
     };
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -940,6 +958,12 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
     )
     .await;
     let _ = follower.await;
+    summaries.abort();
+    if let Some(summary) = digest.take() {
+        authority
+            .audit_summary("refused.anonymous", &summary, OffsetDateTime::now_utc())
+            .await;
+    }
     tracing::info!("etcd-ca server stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -102,9 +102,6 @@ impl FromRequestParts<AppState> for Admin {
     ) -> Result<Self, Self::Rejection> {
         let authority = &state.authority;
         let ClientAddr(source) = ClientAddr::from_request_parts(parts, state).await?;
-        state
-            .limiter
-            .check(source, None, std::time::Instant::now())?;
         let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -121,13 +118,28 @@ impl FromRequestParts<AppState> for Admin {
                 _ => Err(AuthorityError::AdminRequired),
             },
         };
+        let anonymous = bearer.is_none()
+            && !matches!(
+                parts.extensions.get::<ClientCertificate>(),
+                Some(ClientCertificate(Some(_)))
+            );
         match result {
+            // A valid credential is never refused for what others did from this address.
             Ok(actor) => Ok(Admin(actor)),
             Err(e) => {
-                state
+                let code = authority_status(&e).1;
+                state.metrics.refused("admin", code);
+                if anonymous {
+                    // No credential at all: nothing to count against the address.
+                    state.anonymous.note("admin", code);
+                    return Err(e.into());
+                }
+                if let Some(locked) = state
                     .limiter
-                    .failed(source, None, std::time::Instant::now());
-                state.metrics.refused("admin", authority_status(&e).1);
+                    .failed(source, None, std::time::Instant::now())
+                {
+                    return Err(locked);
+                }
                 authority
                     .audit_refusal("admin", "unauthenticated", &e, OffsetDateTime::now_utc())
                     .await;

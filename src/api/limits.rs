@@ -1,9 +1,14 @@
-//! Failed-attempt limits: a source address that keeps failing to authenticate (bootstrap or
-//! admin tokens), or a bootstrap token whose secret keeps being guessed wrong, is refused for a
-//! while. Token secrets are 256 bits, so guessing was hopeless anyway; this keeps it cheap for us.
+//! Failed-attempt limits: a source address that keeps presenting wrong credentials (bootstrap
+//! or admin tokens) gets 429 for its wrong ones, unaudited, for a while; a bootstrap token whose
+//! secret keeps being guessed wrong is locked. Token secrets are 256 bits, so guessing was
+//! hopeless anyway; this keeps it cheap for us (no audit row, no fsync, per wrong attempt).
 //!
-//! Only authentication failures count: a node that sends a bad CSR with a good token is not
-//! locked out.
+//! Only wrong credentials count: a request with none at all costs nothing to refuse, and a node
+//! that sends a bad CSR with a good token is not locked out. A valid credential is never refused
+//! because others failed from the same address (everyone behind one NAT shares it).
+//!
+//! Refusals of requests without any credentials are not audited one by one either:
+//! [`RefusalDigest`] counts them and the server audits a summary each minute.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -91,24 +96,9 @@ impl AttemptLimiter {
         }
     }
 
-    /// Refuses (429) a source or token that failed too often recently.
-    pub fn check(
-        &self,
-        source: IpAddr,
-        token_id: Option<&str>,
-        now: Instant,
-    ) -> Result<(), ApiError> {
+    /// Refuses (429) a token whose secret was guessed wrong too often recently.
+    pub fn check_token(&self, token_id: Option<&str>, now: Instant) -> Result<(), ApiError> {
         let l = self.limits;
-        if let Some(wait) = over(&self.sources, &source, l.per_source, l.window, now) {
-            return Err(ApiError::Request {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                code: "too_many_attempts",
-                message: format!(
-                    "too many failed attempts from {source}; try again in {}s",
-                    wait.as_secs().max(1)
-                ),
-            });
-        }
         if let Some(id) = token_id {
             if let Some(wait) = over(&self.tokens, &id.to_string(), l.per_token, l.window, now) {
                 return Err(ApiError::Request {
@@ -125,12 +115,50 @@ impl AttemptLimiter {
         Ok(())
     }
 
-    /// Counts an authentication failure.
-    pub fn failed(&self, source: IpAddr, token_id: Option<&str>, now: Instant) {
-        count(&self.sources, source, self.limits.window, now);
+    /// Counts a wrong credential. Returns the 429 to answer instead of the usual refusal when
+    /// the source has failed too often recently (that refusal is then not audited).
+    pub fn failed(&self, source: IpAddr, token_id: Option<&str>, now: Instant) -> Option<ApiError> {
+        let l = self.limits;
+        let locked = over(&self.sources, &source, l.per_source, l.window, now);
+        count(&self.sources, source, l.window, now);
         if let Some(id) = token_id {
-            count(&self.tokens, id.to_string(), self.limits.window, now);
+            count(&self.tokens, id.to_string(), l.window, now);
         }
+        locked.map(|wait| ApiError::Request {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "too_many_attempts",
+            message: format!(
+                "too many failed attempts from {source}; try again in {}s",
+                wait.as_secs().max(1)
+            ),
+        })
+    }
+}
+
+/// Refusals of requests that carried no credentials at all, by action and code, since the
+/// last summary.
+#[derive(Debug, Default)]
+pub struct RefusalDigest {
+    counts: Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
+}
+
+impl RefusalDigest {
+    pub fn note(&self, action: &str, code: &'static str) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry((action.to_string(), code)).or_insert(0) += 1;
+    }
+
+    /// The counts so far, as one line for the audit trail (None when there were none), and
+    /// starts over.
+    pub fn take(&self) -> Option<String> {
+        let counts = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|e| e.into_inner()));
+        (!counts.is_empty()).then(|| {
+            counts
+                .iter()
+                .map(|((action, code), n)| format!("{action} {code} x{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
     }
 }
 
@@ -148,17 +176,19 @@ mod tests {
         let t0 = Instant::now();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        limiter.failed(a, Some("tok"), t0);
-        assert!(limiter.check(a, Some("tok"), t0).is_ok());
-        limiter.failed(b, Some("tok"), t0);
-        // The token is locked for everyone, the sources are not yet.
-        assert!(limiter.check(a, Some("tok"), t0).is_err());
-        assert!(limiter.check(a, Some("other"), t0).is_ok());
-        limiter.failed(a, None, t0);
-        limiter.failed(a, None, t0);
-        assert!(limiter.check(a, None, t0).is_err());
-        assert!(limiter.check(b, None, t0).is_ok());
+        assert!(limiter.failed(a, Some("tok"), t0).is_none());
+        assert!(limiter.check_token(Some("tok"), t0).is_ok());
+        assert!(limiter.failed(b, Some("tok"), t0).is_none());
+        // The token is locked for everyone, other tokens are not.
+        assert!(limiter.check_token(Some("tok"), t0).is_err());
+        assert!(limiter.check_token(Some("other"), t0).is_ok());
+        // a's third failure is the last answered normally; from the fourth on it gets 429.
+        assert!(limiter.failed(a, None, t0).is_none());
+        assert!(limiter.failed(a, None, t0).is_none());
+        assert!(limiter.failed(a, None, t0).is_some());
+        assert!(limiter.failed(b, None, t0).is_none());
         let later = t0 + Duration::from_secs(61);
-        assert!(limiter.check(a, Some("tok"), later).is_ok());
+        assert!(limiter.check_token(Some("tok"), later).is_ok());
+        assert!(limiter.failed(a, None, later).is_none());
     }
 }

@@ -43,6 +43,8 @@ pub struct AppState {
     pub authority: Arc<Authority>,
     pub metrics: Arc<metrics::Metrics>,
     pub limiter: Arc<limits::AttemptLimiter>,
+    /// Refusals of requests without credentials, audited as a summary.
+    pub anonymous: Arc<limits::RefusalDigest>,
     /// The CA state agents wait on (`GET /v1/watch`), published by [`follow::Follower`].
     pub watched: tokio::sync::watch::Receiver<follow::Watched>,
 }

@@ -107,10 +107,15 @@ fn parse_duration(field: &'static str, text: &str) -> Result<Duration, ApiError>
         .map_err(|e| ApiError::bad_request("body_invalid", format!("{field}: {e}")))
 }
 
-/// Counts and audits a refused node request, then hands the error on.
+/// Counts and audits a refused node request, then hands the error on. A request without any
+/// credential (`actor` "anonymous") is only counted: anyone can send many.
 async fn refused(state: &AppState, action: &str, actor: &str, e: AuthorityError) -> ApiError {
     let (_, code) = authority_status(&e);
     state.metrics.refused(action, code);
+    if actor == "anonymous" {
+        state.anonymous.note(action, code);
+        return ApiError::Authority(e);
+    }
     state
         .authority
         .audit_refusal(action, actor, &e, now())
@@ -274,7 +279,7 @@ pub async fn enroll(
 ) -> Result<Json<Enrollment>, ApiError> {
     let token_id = crate::authority::token_id(&body.token);
     let started = std::time::Instant::now();
-    state.limiter.check(source, token_id, started)?;
+    state.limiter.check_token(token_id, started)?;
     match state
         .authority
         .enroll(&body.token, body.node.as_deref(), &body.csrs, now())
@@ -295,7 +300,10 @@ pub async fn enroll(
                     | AuthorityError::TokenExpired { .. }
                     | AuthorityError::TokenUsed
             ) {
-                state.limiter.failed(source, token_id, started);
+                if let Some(locked) = state.limiter.failed(source, token_id, started) {
+                    state.metrics.refused("enroll", authority_status(&e).1);
+                    return Err(locked);
+                }
             }
             Err(refused(&state, "enroll", "token", e).await)
         }

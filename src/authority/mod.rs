@@ -1743,6 +1743,21 @@ impl Authority {
         Ok((chain, key))
     }
 
+    /// Records a summary line (of refusals not audited one by one) in the audit trail.
+    pub async fn audit_summary(&self, action: &str, detail: &str, now: OffsetDateTime) {
+        let event = AuditEvent {
+            at: now,
+            actor: "etcd-ca serve".to_string(),
+            action: action.to_string(),
+            node: None,
+            serial: None,
+            detail: detail.to_string(),
+        };
+        if let Err(e) = self.store.record_audit(&event).await {
+            tracing::warn!(error = %e, "cannot record a summary in the audit trail");
+        }
+    }
+
     /// Records a refused request in the audit trail.
     pub async fn audit_refusal(
         &self,

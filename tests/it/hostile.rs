@@ -197,6 +197,7 @@ fn every_json_endpoint_refuses_garbage_with_a_4xx_and_writes_nothing() {
                     window: std::time::Duration::from_secs(1),
                 },
             )),
+            anonymous: Default::default(),
             watched: tokio::sync::watch::channel(etcd_ca::api::follow::Watched {
                 version: "v".into(),
                 closing: false,
