@@ -862,6 +862,20 @@ impl Agent {
             self.install_bundle(pem_text, &mut changed).await?;
             return Ok(true);
         };
+        let member = self
+            .settings
+            .profiles
+            .iter()
+            .any(|p| p == "server" || p == "peer");
+        if !member {
+            // A client's consumer (say kube-apiserver) is restarted by its hook; the restart
+            // lease is the members' (only member certificates may take it).
+            let mut changed = Vec::new();
+            self.install_bundle(pem_text, &mut changed).await?;
+            self.run_hook(Some(hook), "trust-change", std::slice::from_ref(&path))
+                .await;
+            return Ok(true);
+        }
         let client = self.node_client()?;
         let lease = ApiClient::check(
             client

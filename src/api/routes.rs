@@ -636,14 +636,25 @@ pub async fn audit(
 // ---- rotation ----
 
 /// The node behind the client certificate of this connection.
+/// The node a lease or report request speaks for: a member's certificate for the lease, a
+/// certificate the node may report with for a report.
 async fn node_of(
     state: &AppState,
     presented: Option<std::sync::Arc<Vec<u8>>>,
-    action: &str,
+    action: &'static str,
 ) -> Result<String, ApiError> {
     let der = required_certificate(state, presented, action).await?;
-    match state.authority.verify_client_certificate(&der, now()).await {
-        Ok(record) => Ok(record.node),
+    let node = match action {
+        "report" => state.authority.reporting_node(&der, now()).await,
+        _ => {
+            state
+                .authority
+                .member_node(&der, "take the restart lease", now())
+                .await
+        }
+    };
+    match node {
+        Ok(node) => Ok(node),
         Err(e) => Err(refused(state, action, "client-certificate", e).await),
     }
 }

@@ -581,6 +581,58 @@ impl Authority {
         }
     }
 
+    /// The node of a member's certificate (server or peer profile): only members restart etcd,
+    /// so only they may take the restart lease.
+    pub async fn member_node(
+        &self,
+        der: &[u8],
+        action: &'static str,
+        now: OffsetDateTime,
+    ) -> Result<String, AuthorityError> {
+        let record = self.verify_client_certificate(der, now).await?;
+        if is_member_profile(&record.profile) {
+            Ok(record.node)
+        } else {
+            Err(AuthorityError::MemberCertificateRequired {
+                action,
+                profile: record.profile,
+                node: record.node,
+            })
+        }
+    }
+
+    /// The node a report speaks for. A member's report must come with a member certificate: a
+    /// client certificate of the same node cannot claim what etcd runs with.
+    pub async fn reporting_node(
+        &self,
+        der: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<String, AuthorityError> {
+        let record = self.verify_client_certificate(der, now).await?;
+        if is_member_profile(&record.profile) {
+            return Ok(record.node);
+        }
+        let filter = crate::store::CertificateFilter {
+            node: Some(record.node.clone()),
+            status: Some(crate::store::CertificateStatus::Valid),
+            ..Default::default()
+        };
+        let member = self
+            .store
+            .certificates(&filter, now)
+            .await?
+            .iter()
+            .any(|c| is_member_profile(&c.profile));
+        if member {
+            return Err(AuthorityError::MemberCertificateRequired {
+                action: "report for a member",
+                profile: record.profile,
+                node: record.node,
+            });
+        }
+        Ok(record.node)
+    }
+
     /// Records what a node's agent has installed and runs with. `node` comes from the client
     /// certificate the report was made with.
     pub async fn record_node_report(
@@ -634,6 +686,10 @@ impl Authority {
     pub async fn release_restart_lease(&self, node: &str) -> Result<(), AuthorityError> {
         Ok(self.store.release_restart_lease(node).await?)
     }
+}
+
+fn is_member_profile(profile: &str) -> bool {
+    profile == "server" || profile == "peer"
 }
 
 fn forced(force: bool) -> &'static str {

@@ -217,3 +217,94 @@ async fn a_node_that_has_not_reported_since_the_last_step_is_stale() {
 fn server_fingerprint(authority: &etcd_ca::authority::Authority) -> String {
     authority.fingerprint().unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_member_certificates_take_the_restart_lease_or_report_for_a_member() {
+    use hyper::Method;
+    let server = CaServer::start(&[], &[]);
+    let root = server.ca.tmp.path();
+    let issue = |dir: &str, args: &[&str]| {
+        let out = root.join(dir);
+        server.ca.issue(&out, args);
+        out
+    };
+    let member = issue(
+        "n1",
+        &["--profile", "peer", "--node", "n1", "--ip", "10.0.0.1"],
+    );
+    // A client certificate of the member's own node, and one of a client-only node.
+    let same_node = issue(
+        "n1-client",
+        &["--profile", "client", "--node", "n1", "--cn", "n1-ops"],
+    );
+    let client_only = issue(
+        "app",
+        &["--profile", "client", "--node", "app", "--cn", "app"],
+    );
+    let with = |dir: &std::path::Path, profile: &str| {
+        server.client_with_certificate(
+            &dir.join(format!("{profile}.crt")),
+            &dir.join(format!("{profile}.key")),
+        )
+    };
+    let report = serde_json::json!({"installed_bundle": [], "running_bundle": []})
+        .to_string()
+        .into_bytes();
+    let post = |client: etcd_ca::client::ApiClient, path: &'static str, body: Option<Vec<u8>>| async move {
+        let response = client
+            .send(
+                Method::POST,
+                path,
+                body.map(|b| ("application/json", b)),
+                &[],
+            )
+            .await
+            .unwrap();
+        let code = serde_json::from_slice::<serde_json::Value>(&response.body)
+            .map(|v| v["code"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default();
+        (response.status.as_u16(), code)
+    };
+    let refused = (403, "member_certificate_required".to_string());
+    assert_eq!(
+        post(with(&same_node, "client"), "/v1/rotation/lease", None).await,
+        refused
+    );
+    assert_eq!(
+        post(with(&client_only, "client"), "/v1/rotation/lease", None).await,
+        refused
+    );
+    assert_eq!(
+        post(
+            with(&same_node, "client"),
+            "/v1/agent/report",
+            Some(report.clone())
+        )
+        .await,
+        refused,
+        "a client certificate cannot claim what the member's etcd runs with"
+    );
+    // A client-only node's agent reports with its client certificate; a member with its own.
+    assert_eq!(
+        post(
+            with(&client_only, "client"),
+            "/v1/agent/report",
+            Some(report.clone())
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        post(with(&member, "peer"), "/v1/agent/report", Some(report))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        post(with(&member, "peer"), "/v1/rotation/lease", None)
+            .await
+            .0,
+        200
+    );
+}
