@@ -101,6 +101,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{} is damaged: {reason}", path.display())]
+    Damaged { path: PathBuf, reason: String },
     #[error("cannot read the --token-file {}: {reason}", path.display())]
     TokenFile { path: PathBuf, reason: String },
     #[error("the CA refused to enroll node {node} ({code}): {message}")]
@@ -219,7 +221,22 @@ pub fn renewal_due_at(validity: Validity, serial: &str) -> OffsetDateTime {
 fn read_bundle(dir: &Path) -> Result<Vec<Vec<u8>>, AgentError> {
     let path = dir.join(files::CA_BUNDLE);
     let text = std::fs::read_to_string(&path).map_err(|e| FsError::new("read", &path, e))?;
-    Ok(pki::pem_certificates(&text)?)
+    match pki::pem_certificates(&text) {
+        Ok(ders) if !ders.is_empty() => Ok(ders),
+        Ok(_) => Err(AgentError::Damaged {
+            path,
+            reason: "it holds no certificate".into(),
+        }),
+        Err(e) => Err(AgentError::Damaged {
+            path,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// True when the CRL file is there and parses (a broken one makes etcd refuse everyone).
+fn crl_intact(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|der| pki::check_crl_der(&der).is_ok())
 }
 
 /// The renewal agent for one node.
@@ -414,7 +431,11 @@ impl Agent {
     /// long to sleep before the next pass.
     async fn step(&mut self, renew_now: bool) -> Result<Duration, AgentError> {
         self.enroll_missing().await?;
-        if now() >= self.next_refresh || !self.path(files::CRL).exists() {
+        // Files someone or something damaged are fetched again now, not when they change.
+        if read_bundle(&self.settings.dir).is_err() {
+            self.repair_bundle().await?;
+        }
+        if now() >= self.next_refresh || !crl_intact(&self.path(files::CRL)) {
             let settled = self.refresh_trust().await?;
             self.next_refresh = now()
                 + if settled {
@@ -593,17 +614,10 @@ impl Agent {
             })?;
         // Every CA in the bundle must be the pinned one or one it endorsed (a pin taken before
         // a rotation still enrolls after it).
-        if !bundle.iter().all(|c| pki::fingerprint(c) == pin) {
-            let lineage = pki::pem_certificates(&String::from_utf8_lossy(
-                &client.get("/v1/ca/lineage").await?.body,
-            ))?;
-            let vouched = crate::lineage::vouched_for(std::slice::from_ref(&pin), &lineage, now);
-            if let Some(stranger) = bundle.iter().find(|c| !vouched.contains(c)) {
-                return Err(pin_mismatch(format!(
-                    "its trust bundle holds {}, which the pinned CA never endorsed",
-                    pki::fingerprint(stranger)
-                )));
-            }
+        if let Some(stranger) = stranger_in(&client, &pin, &bundle, now).await? {
+            return Err(pin_mismatch(format!(
+                "its trust bundle holds {stranger}, which the pinned CA never endorsed"
+            )));
         }
         let mut checked = BTreeMap::new();
         for (profile, key) in &keys {
@@ -678,6 +692,32 @@ impl Agent {
         let key = KeyType::EcdsaP256.generate()?;
         fsutil::write_atomic(&pending, key.serialize_pem().as_bytes(), fsutil::PRIVATE)?;
         Ok(key)
+    }
+
+    /// Fetches the trust bundle again through the pin the agent enrolled with (and the
+    /// endorsements since), when the installed one cannot be read.
+    async fn repair_bundle(&mut self) -> Result<(), AgentError> {
+        let damage = match read_bundle(&self.settings.dir) {
+            Ok(_) => return Ok(()),
+            Err(e) => e.to_string(),
+        };
+        let pin = self.settings.ca_fingerprint.clone();
+        let client = ApiClient::new(&self.settings.server, Trust::Fingerprint(pin.clone()), None)?;
+        let text = String::from_utf8_lossy(&client.get("/v1/ca").await?.body).into_owned();
+        let bundle = pki::pem_certificates(&text).map_err(|e| AgentError::BadAnswer {
+            what: "trust bundle",
+            reason: e.to_string(),
+        })?;
+        if let Some(stranger) = stranger_in(&client, &pin, &bundle, now()).await? {
+            return Err(AgentError::BadAnswer {
+                what: "trust bundle",
+                reason: format!("it holds {stranger}, which the pinned CA {pin} never endorsed"),
+            });
+        }
+        let path = self.path(files::CA_BUNDLE);
+        fsutil::write_atomic(&path, text.as_bytes(), fsutil::PUBLIC)?;
+        tracing::warn!(file = %path.display(), damage = %damage, "repaired the trust bundle");
+        Ok(())
     }
 
     /// Renews one certificate over mTLS with the same key, checks it, installs it atomically.
@@ -965,11 +1005,10 @@ impl Agent {
     async fn refresh_trust(&mut self) -> Result<bool, AgentError> {
         let client = self.ca_client(None)?;
         let mut settled = true;
-        let etag = self.state.bundle_etag.clone().or_else(|| {
-            std::fs::read(self.path(files::CA_BUNDLE))
-                .ok()
-                .map(|b| etag_of(&b))
-        });
+        // What is on disk, not what the state file remembers: a damaged file is fetched again.
+        let etag = std::fs::read(self.path(files::CA_BUNDLE))
+            .ok()
+            .map(|b| etag_of(&b));
         let response = conditional_get(&client, "/v1/ca", etag.as_deref()).await?;
         if let Some(body) = response {
             let text = String::from_utf8(body).map_err(|e| AgentError::BadAnswer {
@@ -1002,10 +1041,9 @@ impl Agent {
     async fn refresh_crl(&mut self, force: bool) -> Result<(), AgentError> {
         let client = self.ca_client(None)?;
         let path = self.path(files::CRL);
-        let etag = if force || !path.exists() {
-            None
-        } else {
-            self.state.crl_etag.clone()
+        let etag = match std::fs::read(&path) {
+            Ok(der) if !force && pki::check_crl_der(&der).is_ok() => Some(etag_of(&der)),
+            _ => None,
         };
         if let Some(der) = conditional_get(&client, "/v1/crl", etag.as_deref()).await? {
             // A broken CRL makes etcd refuse every client: never write one.
@@ -1060,6 +1098,27 @@ impl Agent {
             Err(_) => tracing::warn!(event, "hook did not finish within 5 minutes"),
         }
     }
+}
+
+/// The first CA of `bundle` that is neither `pin` nor endorsed by it (through the server's
+/// lineage), as a fingerprint; None when the pin vouches for all of them.
+async fn stranger_in(
+    client: &ApiClient,
+    pin: &str,
+    bundle: &[Vec<u8>],
+    now: OffsetDateTime,
+) -> Result<Option<String>, AgentError> {
+    if bundle.iter().all(|c| pki::fingerprint(c) == pin) {
+        return Ok(None);
+    }
+    let lineage = pki::pem_certificates(&String::from_utf8_lossy(
+        &client.get("/v1/ca/lineage").await?.body,
+    ))?;
+    let vouched = crate::lineage::vouched_for(&[pin.to_string()], &lineage, now);
+    Ok(bundle
+        .iter()
+        .find(|c| !vouched.contains(c))
+        .map(|c| pki::fingerprint(c)))
 }
 
 /// The mTLS identity of an installed certificate.

@@ -19,6 +19,7 @@ mod adopt;
 mod agent_cluster;
 mod agent_fail_fast;
 mod agent_faults;
+mod agent_repair;
 mod agent_unit;
 mod api_attempt_limits;
 mod api_cluster;
