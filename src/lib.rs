@@ -28,6 +28,7 @@ pub mod client;
 pub mod duration;
 pub mod etcd_flags;
 pub mod fsutil;
+pub mod hardening;
 pub mod inspect;
 pub mod lineage;
 pub mod names;

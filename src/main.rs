@@ -28,6 +28,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // Keys, the passphrase and tokens live in this process's memory: keep them out of core
+    // files and away from ptrace.
+    if let Err(e) = etcd_ca::hardening::forbid_core_dumps() {
+        tracing::warn!(error = %e, "cannot make this process non-dumpable");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

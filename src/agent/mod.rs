@@ -1089,6 +1089,9 @@ impl Agent {
             .env("ETCD_CA_NODE", self.settings.node.as_str())
             .env("ETCD_CA_DIR", &self.settings.dir)
             .env("ETCD_CA_CHANGED_FILES", files.join(" "))
+            // Secrets the agent was given stay with it.
+            .env_remove("ETCD_CA_TOKEN")
+            .env_remove("ETCD_CA_PASSPHRASE")
             .kill_on_drop(true)
             .status();
         match tokio::time::timeout(Duration::from_secs(300), run).await {

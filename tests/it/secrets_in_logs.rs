@@ -108,3 +108,41 @@ async fn logs_never_hold_secrets() {
         }
     }
 }
+
+#[test]
+fn hooks_do_not_inherit_the_agents_secrets() {
+    let server = CaServer::start(&[], &[]);
+    let dir = server.ca.tmp.path().join("pki");
+    let token = server.ca.token(&["--node", "n1", "--profiles", "server"]);
+    let seen = server.ca.tmp.path().join("hook-env");
+    let run = Command::new(ETCD_CA)
+        .args([
+            "agent",
+            "--once",
+            "--server",
+            &server.url,
+            "--ca-fingerprint",
+            &server.fingerprint,
+            "--node",
+            "n1",
+            "--profiles",
+            "server",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--on-renew")
+        .arg(format!("env > {}", seen.display()))
+        .env("ETCD_CA_TOKEN", &token)
+        .env("ETCD_CA_PASSPHRASE", PASSPHRASE)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let env = std::fs::read_to_string(&seen).unwrap();
+    assert!(env.contains("ETCD_CA_EVENT=enroll"), "{env}");
+    assert!(!env.contains(&token), "the hook saw the bootstrap token");
+    assert!(!env.contains(PASSPHRASE), "the hook saw the passphrase");
+}
