@@ -789,7 +789,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore(args) => {
-            let report = Authority::restore(&args.from, &args.data_dir.data_dir).await?;
+            let report = Authority::restore(
+                &args.from,
+                &args.data_dir.data_dir,
+                args.data_dir.passphrase()?,
+            )
+            .await?;
             writeln!(
                 stdout(),
                 "Restored {} into {} ({} CA generations, {} certificates)",

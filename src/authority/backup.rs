@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::keyfile::Passphrase;
 use super::{Authority, AuthorityError, DataDir};
 use crate::fsutil::{self, FsError};
 use crate::policy::Policy;
@@ -87,8 +88,14 @@ impl Authority {
     }
 
     /// Restores a backup into `dir`, which must not hold a CA. Everything is unpacked and
-    /// checked in a staging directory first; nothing is left behind on failure.
-    pub async fn restore(archive: &Path, dir: &Path) -> Result<BackupReport, AuthorityError> {
+    /// checked in a staging directory first (regular files only, every key where the store
+    /// says, the CA opens, and with `passphrase` every trusted key opens and matches its
+    /// certificate); nothing is left behind on failure.
+    pub async fn restore(
+        archive: &Path,
+        dir: &Path,
+        passphrase: Option<Passphrase>,
+    ) -> Result<BackupReport, AuthorityError> {
         let layout = DataDir::new(dir);
         if let Some(found) = layout.existing_ca_marker() {
             return Err(AuthorityError::AlreadyInitialised {
@@ -125,6 +132,12 @@ impl Authority {
                     "the backup holds an unexpected file {name:?}"
                 )));
             }
+            let kind = entry.header().entry_type();
+            if !kind.is_file() {
+                return Err(refuse(format!(
+                    "the backup holds {name:?} as a {kind:?} entry, not a regular file"
+                )));
+            }
             let mut bytes = Vec::new();
             entry
                 .read_to_end(&mut bytes)
@@ -154,7 +167,16 @@ impl Authority {
                 .iter()
                 .filter(|g| g.state != crate::store::GenerationState::Retired)
             {
-                if !staged.resolve(&g.key_file).exists() {
+                // Keys live where `init` and `rotate start` put them, nowhere else.
+                if g.key_file != DataDir::generation_key_file(g.id) {
+                    return Err(refuse(format!(
+                        "the database names {:?} as the key of CA generation {}; it must be {}",
+                        g.key_file,
+                        g.id,
+                        DataDir::generation_key_file(g.id)
+                    )));
+                }
+                if !staged.resolve(&g.key_file).is_file() {
                     return Err(refuse(format!(
                         "the key of CA generation {} is missing",
                         g.id
@@ -167,6 +189,16 @@ impl Authority {
         .await;
         store.close().await;
         let (generations, certificates) = checked?;
+        // The restored CA must open (and, given the passphrase, sign) before it is put in place.
+        let restored = Authority::open(staging.path())
+            .await?
+            .with_passphrase(passphrase);
+        let keys = match restored.passphrase.is_some() {
+            true => restored.check_keys(),
+            false => Ok(()),
+        };
+        restored.close().await;
+        keys?;
         if dir.exists() {
             std::fs::remove_dir(dir).map_err(|e| FsError::new("replace", dir, e))?;
         }

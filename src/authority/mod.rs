@@ -771,6 +771,15 @@ impl Authority {
         self.generation_signer(id)
     }
 
+    /// Opens the key of every trusted generation (permissions, passphrase, and that it belongs
+    /// to its certificate).
+    pub fn check_keys(&self) -> Result<(), AuthorityError> {
+        for id in self.current().signers.keys() {
+            self.generation_signer(*id)?;
+        }
+        Ok(())
+    }
+
     /// The signer of a trusted (not retired) generation, its key loaded on first use.
     fn generation_signer(&self, id: i64) -> Result<Arc<Signer>, AuthorityError> {
         let generations = self.current();

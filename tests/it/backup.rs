@@ -148,3 +148,110 @@ fn a_restored_ca_renews_a_certificate_issued_before_the_backup() {
     assert!(err.contains("unexpected file"), "{err}");
     assert!(!target.exists() && !fresh.path().join("escape").exists());
 }
+
+/// `etcd-ca restore` of `archive` into a new dir; its stderr, after checking it failed and
+/// left nothing.
+fn restore_refused(
+    root: &std::path::Path,
+    archive: &std::path::Path,
+    env: &[(&str, &str)],
+) -> String {
+    let target = root.join("restored");
+    let run = std::process::Command::new(crate::helpers::ETCD_CA)
+        .args(["restore", "--data-dir", target.to_str().unwrap(), "--from"])
+        .arg(archive)
+        .env("ETCD_CA_PASSPHRASE", crate::helpers::PASSPHRASE)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(!target.exists(), "nothing is left behind: {err}");
+    err
+}
+
+/// The files of a real backup, by name.
+fn unpack(archive: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let mut tar = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    tar.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let mut bytes = Vec::new();
+            e.read_to_end(&mut bytes).unwrap();
+            (name, bytes)
+        })
+        .collect()
+}
+
+fn pack(path: &std::path::Path, files: &[(String, Vec<u8>)], symlink: Option<(&str, &str)>) {
+    let mut tar = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (name, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o600);
+        header.set_cksum();
+        tar.append_data(&mut header, name, &bytes[..]).unwrap();
+    }
+    if let Some((name, target)) = symlink {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        header.set_mode(0o777);
+        tar.append_link(&mut header, name, target).unwrap();
+    }
+    tar.finish().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_refuses_malicious_archives_and_a_wrong_passphrase() {
+    let ca = crate::helpers::TestCa::init(&[]);
+    let root = ca.tmp.path();
+    let backup = root.join("ca.backup");
+    ca.cli("backup", &["--out", backup.to_str().unwrap()]).ok();
+    let files = unpack(&backup);
+    let without = |skip: &str| -> Vec<(String, Vec<u8>)> {
+        files.iter().filter(|(n, _)| n != skip).cloned().collect()
+    };
+
+    // The key, or the database, as a symlink to a file elsewhere on the host.
+    for name in ["ca/gen-1.key", "etcd-ca.db"] {
+        let evil = root.join("symlink.tar");
+        pack(&evil, &without(name), Some((name, "/etc/hostname")));
+        let err = restore_refused(root, &evil, &[]);
+        assert!(err.contains("not a regular file"), "{name}: {err}");
+    }
+
+    // A database whose generation points at a key outside the data dir.
+    let unpacked = root.join("unpacked.db");
+    let db = &files.iter().find(|(n, _)| n == "etcd-ca.db").unwrap().1;
+    std::fs::write(&unpacked, db).unwrap();
+    {
+        use sqlx::ConnectOptions;
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&unpacked)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("UPDATE ca_generations SET key_file = '/etc/hostname'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let mut tampered = without("etcd-ca.db");
+    tampered.push(("etcd-ca.db".into(), std::fs::read(&unpacked).unwrap()));
+    let evil = root.join("outside.tar");
+    pack(&evil, &tampered, None);
+    let err = restore_refused(root, &evil, &[]);
+    assert!(err.contains("\"/etc/hostname\""), "{err}");
+
+    // The genuine backup with the wrong passphrase: its key would not open.
+    let err = restore_refused(
+        root,
+        &backup,
+        &[("ETCD_CA_PASSPHRASE", "not the passphrase at all")],
+    );
+    assert!(err.contains("passphrase"), "{err}");
+}
