@@ -401,6 +401,7 @@ async fn commit_loop(
         }
         let started = std::time::Instant::now();
         let committed = commit_group(&mut conn, &group).await;
+        let failed = committed.is_err();
         tracing::trace!(
             size = group.len(),
             micros = started.elapsed().as_micros() as u64,
@@ -425,7 +426,11 @@ async fn commit_loop(
                 }
             }
         }
-        if !*closing.borrow() {
+        // After a failure the connection may still be inside the group's transaction (a
+        // ROLLBACK can fail too, on a full disk): a fresh one takes the next group.
+        if failed {
+            let _ = conn.close().await;
+        } else if !*closing.borrow() {
             writer = Some(conn);
         }
         // A nudge already waiting covers this commit too.
@@ -573,6 +578,15 @@ impl Store {
             // A local file, not a socket: nothing to probe before each use (the probe is one
             // more round trip to SQLite's thread for every read).
             .test_before_acquire(false)
+            // A connection given back inside a transaction (a COMMIT that failed, say on a full
+            // disk) would keep the write lock, and every later write would wait and fail
+            // "database is locked" until a restart: close it instead (closing rolls back).
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Connection;
+                    Ok(!conn.is_in_transaction())
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Open {

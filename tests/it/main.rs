@@ -34,6 +34,7 @@ mod crash;
 mod crl_generations;
 mod csr;
 mod curl_walkthrough;
+mod disk_full;
 mod foundation_cluster;
 mod helpers;
 mod hostile;
