@@ -40,10 +40,19 @@ fn mutated(original: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// Cases per input class: `default` in CI; a scheduled long run sets `PROPTEST_CASES`
+/// (e.g. `PROPTEST_CASES=100000 cargo test --test it hostile`).
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 #[test]
 fn csr_parsing_never_panics() {
     let mut runner = TestRunner::new(Config {
-        cases: 512,
+        cases: cases(512),
         ..Config::default()
     });
     runner
@@ -78,7 +87,7 @@ fn san() -> impl Strategy<Value = San> {
 #[test]
 fn policy_parsing_and_evaluation_never_panic_and_grants_respect_the_policy() {
     let mut runner = TestRunner::new(Config {
-        cases: 512,
+        cases: cases(512),
         ..Config::default()
     });
     // Arbitrary text, and the real policy with bytes changed.
@@ -229,7 +238,7 @@ fn every_json_endpoint_refuses_garbage_with_a_4xx_and_writes_nothing() {
     };
 
     let mut runner = TestRunner::new(Config {
-        cases: 256,
+        cases: cases(256),
         ..Config::default()
     });
     let garbage = (
