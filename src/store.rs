@@ -280,6 +280,8 @@ pub struct TokenRecord {
     pub used_at: Option<OffsetDateTime>,
     pub request_sha256: Option<String>,
     pub issued_serials: BTreeMap<String, String>,
+    /// When an admin revoked it (admin tokens).
+    pub revoked_at: Option<OffsetDateTime>,
 }
 
 /// What an agent reports about its node: the bundle it installed, the bundle etcd was last
@@ -1125,13 +1127,62 @@ impl Store {
         let row = sqlx::query(
             "SELECT id, kind, secret_sha256, node, ips, dns_names, profiles, common_name,
                     allow_privileged_common_name, created_by, created_at, expires_at, used_at,
-                    request_sha256, issued_serials
+                    request_sha256, issued_serials, revoked_at
              FROM tokens WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| token_from_row(&r)).transpose()
+    }
+
+    /// Every admin token, oldest first.
+    pub async fn admin_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, secret_sha256, node, ips, dns_names, profiles, common_name,
+                    allow_privileged_common_name, created_by, created_at, expires_at, used_at,
+                    request_sha256, issued_serials, revoked_at
+             FROM tokens WHERE kind = 'admin' ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    /// Revokes an admin token with its audit event. False when there is no such admin token
+    /// or it was already revoked (nothing written).
+    pub async fn revoke_admin_token(
+        &self,
+        id: &str,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let revoked = sqlx::query(
+            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND kind = 'admin' AND revoked_at IS NULL",
+        )
+        .bind(ts(event.at))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if revoked != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Changes whenever an admin token is revoked (by any process).
+    pub async fn admin_token_revocations(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(revoked_at) AS n, COALESCE(MAX(revoked_at), 0) AS latest
+             FROM tokens WHERE kind = 'admin'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("latest")?))
     }
 
     /// Consumes a bootstrap token and records the certificates it paid for, in one transaction.
@@ -1407,6 +1458,7 @@ fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
             Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
             None => BTreeMap::new(),
         },
+        revoked_at: optional_time("revoked_at")?,
     })
 }
 

@@ -73,6 +73,7 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, &'static str) {
         E::TokenProfileNotAllowed { .. } => (StatusCode::FORBIDDEN, "profile_not_allowed"),
         E::NodeMismatch { .. } => (StatusCode::FORBIDDEN, "node_mismatch"),
         E::NodeReserved { .. } => (StatusCode::FORBIDDEN, "node_reserved"),
+        E::AdminTokenUnknown { .. } => (StatusCode::NOT_FOUND, "admin_token_unknown"),
         E::MemberCertificateRequired { .. } => {
             (StatusCode::FORBIDDEN, "member_certificate_required")
         }

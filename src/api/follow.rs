@@ -119,6 +119,9 @@ impl Follower {
                 Err(e) => tracing::error!(error = %e, "cannot re-issue the server certificate"),
             }
         }
+        if let Err(e) = self.authority.follow_admin_revocations().await {
+            tracing::warn!(error = %e, "cannot read admin token revocations");
+        }
         match self.authority.watched_state().await {
             Ok(state) => {
                 let version = format!("{}-{state}", self.boot);

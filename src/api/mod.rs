@@ -67,6 +67,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/certs/{serial}/revoke", post(routes::revoke_cert))
         .route("/v1/issue", post(routes::issue))
         .route("/v1/audit", get(routes::audit))
+        .route("/v1/admin-tokens", get(routes::admin_tokens))
+        .route(
+            "/v1/admin-tokens/{id}/revoke",
+            post(routes::revoke_admin_token),
+        )
         .route("/v1/agent/report", post(routes::agent_report))
         .route("/v1/rotation", get(routes::rotation_status))
         .route("/v1/rotation/lease", post(routes::take_lease))

@@ -714,6 +714,27 @@ pub async fn release_lease(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Every admin token (ids, creators, expiry, revocation; never a secret).
+pub async fn admin_tokens(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+) -> Result<Json<Vec<crate::authority::AdminTokenView>>, ApiError> {
+    Ok(Json(state.authority.admin_tokens().await?))
+}
+
+/// Revokes an admin token (the caller's own too): refused from the next request on.
+pub async fn revoke_admin_token(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state
+        .authority
+        .revoke_admin_token(&id, &admin.0, now())
+        .await?;
+    Ok(Json(serde_json::json!({ "id": id, "revoked": true })))
+}
+
 pub async fn rotation_status(
     State(state): State<AppState>,
     Admin(_): Admin,

@@ -89,6 +89,8 @@ pub enum AuthorityError {
     TokenTtlTooLong { ttl: String, max: String },
     #[error("this token is for node {token_node}, not {asked}: create a token for {asked}, or run the agent with --node {token_node}")]
     NodeMismatch { asked: String, token_node: String },
+    #[error("no admin token {id} to revoke (unknown, or revoked already)")]
+    AdminTokenUnknown { id: String },
     #[error("node name {node} is reserved for the CA server's own certificate")]
     NodeReserved { node: String },
     #[error("only a member's certificate (server or peer) may {action}; this is a {profile} certificate of node {node}")]
@@ -351,6 +353,19 @@ pub struct Enrollment {
     pub replayed: bool,
 }
 
+/// An admin token as `admin-token list` shows it: never its secret.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct AdminTokenView {
+    pub id: String,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
 /// Who is calling the admin API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminActor(pub String);
@@ -403,8 +418,11 @@ pub struct Authority {
     passphrase: Option<keyfile::Passphrase>,
     /// Admin tokens verified recently, by the SHA-256 of their text: a busy admin client does
     /// not cost a database read per request.
+    /// Each entry holds until when it may be trusted: 30 s, or the token's expiry if sooner.
     admin_cache: std::sync::Mutex<HashMap<Vec<u8>, (AdminActor, std::time::Instant)>>,
     crl_cache: crl::CrlCache,
+    /// The admin token revocations last seen in the store (see `follow_admin_revocations`).
+    admin_revocations: std::sync::Mutex<Option<(i64, i64)>>,
     /// Woken when this process changed what agents watch (generations, revocations), so the
     /// server publishes it at once instead of at its next poll.
     changed: tokio::sync::Notify,
@@ -633,6 +651,7 @@ impl Authority {
             passphrase: None,
             admin_cache: std::sync::Mutex::new(HashMap::new()),
             crl_cache: crl::CrlCache::default(),
+            admin_revocations: std::sync::Mutex::new(None),
             changed: tokio::sync::Notify::new(),
         };
         if authority.active_generation().is_err() {
@@ -1066,6 +1085,7 @@ impl Authority {
             used_at: None,
             request_sha256: None,
             issued_serials: BTreeMap::new(),
+            revoked_at: None,
         };
         let event = AuditEvent {
             at: now,
@@ -1105,10 +1125,12 @@ impl Authority {
     /// Creates a bearer token for the admin API. It does not expire; it is shown once.
     pub async fn create_admin_token(
         &self,
+        ttl: Option<std::time::Duration>,
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<CreatedToken, AuthorityError> {
         let generated = tokens::generate()?;
+        let expires_at = ttl.map(|t| now + to_time(t));
         let record = TokenRecord {
             id: generated.id.clone(),
             kind: TokenKind::Admin,
@@ -1119,10 +1141,11 @@ impl Authority {
             allow_privileged_common_name: false,
             created_by: actor.to_string(),
             created_at: now,
-            expires_at: None,
+            expires_at,
             used_at: None,
             request_sha256: None,
             issued_serials: BTreeMap::new(),
+            revoked_at: None,
         };
         let event = AuditEvent {
             at: now,
@@ -1136,7 +1159,7 @@ impl Authority {
         Ok(CreatedToken {
             token: generated.text,
             id: generated.id,
-            expires_at: None,
+            expires_at,
             node: None,
             profiles: Vec::new(),
         })
@@ -1166,25 +1189,102 @@ impl Authority {
         {
             // A poisoned lock only means a panic while updating the cache; entries stay whole.
             let cache = self.admin_cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((actor, at)) = cache.get(&key) {
-                if now.duration_since(*at) < FRESH {
+            if let Some((actor, until)) = cache.get(&key) {
+                if now < *until {
                     return Ok(actor.clone());
                 }
             }
         }
         match self.find_token(text, TokenKind::Admin).await {
+            Ok(token)
+                if token.revoked_at.is_some()
+                    || token
+                        .expires_at
+                        .is_some_and(|at| at <= OffsetDateTime::now_utc()) =>
+            {
+                Err(AuthorityError::AdminRequired)
+            }
             Ok(token) => {
                 let actor = AdminActor(format!("admin-token:{}", token.id));
                 let mut cache = self.admin_cache.lock().unwrap_or_else(|e| e.into_inner());
                 if cache.len() > 1024 {
                     cache.clear();
                 }
-                cache.insert(key, (actor.clone(), now));
+                // Trusted for FRESH at most, and never past the token's own expiry.
+                let left = token
+                    .expires_at
+                    .map(|at| to_std_duration(at - OffsetDateTime::now_utc()))
+                    .unwrap_or(FRESH);
+                cache.insert(key, (actor.clone(), now + FRESH.min(left)));
                 Ok(actor)
             }
             Err(AuthorityError::TokenInvalid) => Err(AuthorityError::AdminRequired),
             Err(e) => Err(e),
         }
+    }
+
+    /// Every admin token (never its secret).
+    pub async fn admin_tokens(&self) -> Result<Vec<AdminTokenView>, AuthorityError> {
+        Ok(self
+            .store
+            .admin_tokens()
+            .await?
+            .into_iter()
+            .map(|t| AdminTokenView {
+                id: t.id,
+                created_by: t.created_by,
+                created_at: t.created_at,
+                expires_at: t.expires_at,
+                revoked_at: t.revoked_at,
+            })
+            .collect())
+    }
+
+    /// Revokes an admin token: refused from now on here, within the server's poll (2 s) on
+    /// other servers (they forget their cache when a revocation appears in the store).
+    pub async fn revoke_admin_token(
+        &self,
+        id: &str,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), AuthorityError> {
+        let event = AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: "admin-token.revoke".into(),
+            node: None,
+            serial: None,
+            detail: format!("admin token {id}"),
+        };
+        if !self.store.revoke_admin_token(id, &event).await? {
+            return Err(AuthorityError::AdminTokenUnknown { id: id.to_string() });
+        }
+        self.forget_admin_tokens();
+        Ok(())
+    }
+
+    /// Forgets the verified admin tokens when one was revoked since the last call (by any
+    /// process): the next request of each checks the store again.
+    pub async fn follow_admin_revocations(&self) -> Result<(), AuthorityError> {
+        let epoch = self.store.admin_token_revocations().await?;
+        let mut seen = self
+            .admin_revocations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *seen != Some(epoch) {
+            if seen.is_some() {
+                self.forget_admin_tokens();
+            }
+            *seen = Some(epoch);
+        }
+        Ok(())
+    }
+
+    fn forget_admin_tokens(&self) {
+        self.admin_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// The admin behind a client certificate of the admin profile.
@@ -1854,6 +1954,11 @@ impl Authority {
 /// The node of the CA server's own certificate: never an etcd node, so no token, issue or
 /// signing request may name it.
 pub const SERVER_NODE: &str = "etcd-ca-server";
+
+/// A non-negative std duration (zero for a negative span).
+fn to_std_duration(d: time::Duration) -> std::time::Duration {
+    std::time::Duration::try_from(d).unwrap_or(std::time::Duration::ZERO)
+}
 
 fn reserved(node: &NodeName) -> Result<(), AuthorityError> {
     if node.as_str() == SERVER_NODE {
