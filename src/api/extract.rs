@@ -93,6 +93,30 @@ pub fn json_rejection(rejection: JsonRejection) -> ApiError {
 /// An authenticated admin: a bearer admin token, or a client certificate of the admin profile.
 pub struct Admin(pub AdminActor);
 
+/// An admin if the request carries credentials (which must then be an admin's), None when it
+/// carries none: for endpoints that show more to an admin.
+pub struct OptionalAdmin(pub Option<AdminActor>);
+
+impl FromRequestParts<AppState> for OptionalAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let bearer = parts.headers.contains_key(header::AUTHORIZATION);
+        let certificate = matches!(
+            parts.extensions.get::<ClientCertificate>(),
+            Some(ClientCertificate(Some(_)))
+        );
+        if !bearer && !certificate {
+            return Ok(OptionalAdmin(None));
+        }
+        let Admin(actor) = Admin::from_request_parts(parts, state).await?;
+        Ok(OptionalAdmin(Some(actor)))
+    }
+}
+
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 

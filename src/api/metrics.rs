@@ -46,10 +46,13 @@ impl Metrics {
     }
 
     /// The whole exposition.
+    /// The Prometheus text. Series naming nodes (`etcd_ca_certificate_expiry_seconds`) only
+    /// with `per_node` (an admin scrape): node names are an inventory of the clusters.
     pub async fn render(
         &self,
         authority: &Authority,
         now: OffsetDateTime,
+        per_node: bool,
     ) -> Result<String, AuthorityError> {
         let mut out = String::new();
         let counters = [
@@ -87,19 +90,40 @@ impl Metrics {
                 );
             }
         }
-        let name = "etcd_ca_certificate_expiry_seconds";
+        let expiries = authority.expiry_by_node_and_profile(now).await?;
+        let name = "etcd_ca_certificate_expiry_min_seconds";
         let _ = writeln!(
             out,
-            "# HELP {name} Seconds until the last valid certificate of a node and profile expires.\n# TYPE {name} gauge"
+            "# HELP {name} Seconds until the first node of a profile is left without a valid certificate.\n# TYPE {name} gauge"
         );
-        for (node, profile, not_after) in authority.expiry_by_node_and_profile(now).await? {
+        let mut soonest: std::collections::BTreeMap<&str, OffsetDateTime> = Default::default();
+        for (_, profile, not_after) in &expiries {
+            let at = soonest.entry(profile).or_insert(*not_after);
+            *at = (*at).min(*not_after);
+        }
+        for (profile, not_after) in soonest {
             let _ = writeln!(
                 out,
-                "{name}{{node=\"{}\",profile=\"{}\"}} {}",
-                escape(&node),
-                escape(&profile),
+                "{name}{{profile=\"{}\"}} {}",
+                escape(profile),
                 (not_after - now).whole_seconds()
             );
+        }
+        if per_node {
+            let name = "etcd_ca_certificate_expiry_seconds";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Seconds until the last valid certificate of a node and profile expires.\n# TYPE {name} gauge"
+            );
+            for (node, profile, not_after) in &expiries {
+                let _ = writeln!(
+                    out,
+                    "{name}{{node=\"{}\",profile=\"{}\"}} {}",
+                    escape(node),
+                    escape(profile),
+                    (*not_after - now).whole_seconds()
+                );
+            }
         }
         let name = "etcd_ca_ca_expiry_seconds";
         let _ = writeln!(

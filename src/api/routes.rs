@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::error::{authority_status, ApiError};
-use super::extract::{Admin, ApiJson, ClientAddr, ClientCertificate};
+use super::extract::{Admin, ApiJson, ClientAddr, ClientCertificate, OptionalAdmin};
 use super::AppState;
 use crate::authority::{
     AuthorityError, CrlIssuer, Enrollment, IssueRequest, IssuedCertificate, RevocationReason,
@@ -244,8 +244,17 @@ pub async fn watch(
     Ok(Json(WatchAnswer { version }))
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let text = state.metrics.render(&state.authority, now()).await?;
+/// Prometheus text. Anyone gets the aggregates; an admin (bearer token or admin certificate)
+/// also gets the series per node, whose names are an inventory of the clusters.
+pub async fn metrics(
+    State(state): State<AppState>,
+    OptionalAdmin(admin): OptionalAdmin,
+) -> Result<Response, ApiError> {
+    let per_node = admin.is_some();
+    let text = state
+        .metrics
+        .render(&state.authority, now(), per_node)
+        .await?;
     Ok((
         [(
             header::CONTENT_TYPE,
