@@ -36,6 +36,7 @@ mod csr;
 mod curl_walkthrough;
 mod disk_full;
 mod foundation_cluster;
+mod hardening;
 mod helpers;
 mod hostile;
 mod import;
