@@ -147,3 +147,31 @@ async fn one_address_cannot_take_every_slot() {
     stop.store(true, Ordering::Relaxed);
     hog.join().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_readers_at_their_address_cap_leave_room_for_everyone_else() {
+    let server = CaServer::start(
+        &[],
+        &[
+            "--max-connections",
+            "8",
+            "--max-connections-per-address",
+            "4",
+        ],
+    );
+    // Six clients from 127.0.0.1 pipeline requests and never read; four get in.
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs: Vec<_> = (0..6).map(|_| never_reads(&server, stop.clone())).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for _ in 0..5 {
+        let took = tokio::time::timeout(Duration::from_secs(10), health_from(&server, "127.0.0.2"))
+            .await
+            .expect("another address was locked out")
+            .unwrap();
+        assert!(took < Duration::from_secs(1), "health took {took:?}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().unwrap();
+    }
+}
