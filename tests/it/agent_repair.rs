@@ -2,7 +2,7 @@
 //! (which would make etcd refuse everyone) and an unreadable trust bundle are fetched again at
 //! the next pass, not when the server's copy next changes.
 
-use crate::helpers::{etcd_ca, CaServer};
+use crate::helpers::{agent_once, etcd_ca, run_command, CaServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_crl_or_bundle_is_fetched_again_at_the_next_pass() {
@@ -10,22 +10,8 @@ async fn a_damaged_crl_or_bundle_is_fetched_again_at_the_next_pass() {
     let dir = server.ca.tmp.path().join("pki");
     let token = server.ca.token(&["--node", "n1", "--profiles", "server"]);
     let pass = |extra: &[&str]| {
-        let mut args = vec![
-            "agent",
-            "--once",
-            "--server",
-            &server.url,
-            "--ca-fingerprint",
-            &server.fingerprint,
-            "--node",
-            "n1",
-            "--profiles",
-            "server",
-            "--dir",
-            dir.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        etcd_ca(&args).ok()
+        run_command(agent_once(&server.url, &server.fingerprint, "n1", "server", &dir).args(extra))
+            .ok()
     };
     pass(&["--token", &token]);
     let crl = dir.join("ca.crl");

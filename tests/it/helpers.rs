@@ -747,3 +747,21 @@ pub fn issued_serial(run: &Run) -> String {
         .expect("issue prints the serial")
         .to_string()
 }
+
+/// `etcd-ca agent --once` for `node` into `dir` against the server at `url`, pinned to `pin`:
+/// add flags (`--token`, `--renew-now`, hooks) and environment, then run it.
+pub fn agent_once(url: &str, pin: &str, node: &str, profiles: &str, dir: &Path) -> Command {
+    let mut command = Command::new(ETCD_CA);
+    command
+        .args(["agent", "--once", "--server", url, "--ca-fingerprint", pin])
+        .args(["--node", node, "--profiles", profiles])
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs a command built by [`agent_once`] and the like; its outcome.
+pub fn run_command(command: &mut Command) -> Run {
+    run(command)
+}

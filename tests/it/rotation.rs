@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::helpers::{
-    admin_cli, etcd_ca, etcdctl, https_post_json, issued_serial, require_tool, tls_client_config,
-    tls_connect, try_tls_client_config, wait_for, AgentProcess, CaServer, ClientCreds, EtcdCluster,
-    Ports, Run,
+    admin_cli, agent_once, etcd_ca, etcdctl, https_post_json, issued_serial, require_tool,
+    run_command, tls_client_config, tls_connect, try_tls_client_config, wait_for, AgentProcess,
+    CaServer, ClientCreds, EtcdCluster, Ports, Run,
 };
 
 /// Members started by per-member scripts: running a member's script again restarts it, the
@@ -644,22 +644,8 @@ fn rotate_through_the_server(setup: Setup) {
     let late_dir = root.join("pki-late");
     let late_token = admin.token(&["--node", "late", "--profiles", "client", "--cn", "late"]);
     let late = |extra: &[&str]| {
-        let mut args = vec![
-            "agent",
-            "--once",
-            "--server",
-            &server.url,
-            "--ca-fingerprint",
-            &admin.pin,
-            "--node",
-            "late",
-            "--profiles",
-            "client",
-            "--dir",
-            late_dir.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        etcd_ca(&args).ok()
+        run_command(agent_once(&server.url, &admin.pin, "late", "client", &late_dir).args(extra))
+            .ok()
     };
     late(&["--token", &late_token]);
     let enrolled = serial_of(&late_dir.join("client.crt"));

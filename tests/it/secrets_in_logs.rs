@@ -4,7 +4,7 @@ use std::process::Command;
 
 use hyper::Method;
 
-use crate::helpers::{CaServer, ETCD_CA, PASSPHRASE};
+use crate::helpers::{agent_once, CaServer, ETCD_CA, PASSPHRASE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_never_hold_secrets() {
@@ -115,21 +115,7 @@ fn hooks_do_not_inherit_the_agents_secrets() {
     let dir = server.ca.tmp.path().join("pki");
     let token = server.ca.token(&["--node", "n1", "--profiles", "server"]);
     let seen = server.ca.tmp.path().join("hook-env");
-    let run = Command::new(ETCD_CA)
-        .args([
-            "agent",
-            "--once",
-            "--server",
-            &server.url,
-            "--ca-fingerprint",
-            &server.fingerprint,
-            "--node",
-            "n1",
-            "--profiles",
-            "server",
-        ])
-        .arg("--dir")
-        .arg(&dir)
+    let run = agent_once(&server.url, &server.fingerprint, "n1", "server", &dir)
         .arg("--on-renew")
         .arg(format!("env > {}", seen.display()))
         .env("ETCD_CA_TOKEN", &token)
