@@ -103,6 +103,7 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, &'static str) {
         | E::DirNotEmpty { .. }
         | E::NotInitialised { .. }
         | E::Import { .. }
+        | E::Restore { .. }
         | E::KeyFilePermissions { .. }
         | E::NoActiveGeneration
         | E::Sign(_)

@@ -113,18 +113,23 @@ impl Authority {
         fsutil::create_private_dir(staging.path())?;
         fsutil::create_private_dir(&staged.ca_dir())?;
 
-        let refuse = |reason: String| AuthorityError::Import { reason };
+        let refuse = |reason: String| AuthorityError::Restore { reason };
+        // What the tar reader says about a file that is not a tar archive ("numeric field was
+        // not a number") names no cause a person can act on.
+        let not_a_backup = |_: std::io::Error| AuthorityError::Restore {
+            reason: format!(
+                "{} is not an etcd-ca backup (not the archive `etcd-ca backup` writes)",
+                archive.display()
+            ),
+        };
         let file = std::fs::File::open(archive).map_err(|e| FsError::new("open", archive, e))?;
         let mut tar = tar::Archive::new(file);
         let mut names = Vec::new();
-        for entry in tar
-            .entries()
-            .map_err(|e| FsError::new("read", archive, e))?
-        {
-            let mut entry = entry.map_err(|e| FsError::new("read", archive, e))?;
+        for entry in tar.entries().map_err(not_a_backup)? {
+            let mut entry = entry.map_err(not_a_backup)?;
             let name = entry
                 .path()
-                .map_err(|e| FsError::new("read", archive, e))?
+                .map_err(not_a_backup)?
                 .to_string_lossy()
                 .into_owned();
             if !allowed(&name) {

@@ -55,6 +55,8 @@ pub enum AuthorityError {
     NotInitialised { dir: PathBuf },
     #[error("cannot adopt the CA: {reason}")]
     Import { reason: String },
+    #[error("cannot restore: {reason}")]
+    Restore { reason: String },
     #[error("the CA key {} is readable by other users (mode {mode:o}); run chmod 600 on it", path.display())]
     KeyFilePermissions { path: PathBuf, mode: u32 },
     #[error("the data dir has no active CA generation")]

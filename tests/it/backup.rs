@@ -247,6 +247,13 @@ async fn restore_refuses_malicious_archives_and_a_wrong_passphrase() {
     let err = restore_refused(root, &evil, &[]);
     assert!(err.contains("\"/etc/hostname\""), "{err}");
 
+    // Not a backup at all.
+    let text = root.join("notes.txt");
+    std::fs::write(&text, "these are not the droids".repeat(40)).unwrap();
+    let err = restore_refused(root, &text, &[]);
+    assert!(err.contains("is not an etcd-ca backup"), "{err}");
+    assert!(!err.contains("numeric field"), "{err}");
+
     // The genuine backup with the wrong passphrase: its key would not open.
     let err = restore_refused(
         root,
