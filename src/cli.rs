@@ -254,8 +254,13 @@ pub struct AgentArgs {
     /// A file holding a bootstrap token; re-read whenever one is needed.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
-    /// Profiles to keep, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "server,peer")]
+    /// Profiles to keep, comma-separated (`--profile` is taken too).
+    #[arg(
+        long,
+        alias = "profile",
+        value_delimiter = ',',
+        default_value = "server,peer"
+    )]
     pub profiles: Vec<String>,
     /// Command run (sh -c) after certificates change; ETCD_CA_CHANGED_FILES lists them.
     #[arg(long)]
@@ -453,8 +458,13 @@ pub struct TokenCreateArgs {
     pub node: NodeName,
     #[command(flatten)]
     pub names: NodeNamesArgs,
-    /// Profiles the node may enroll, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "server,peer")]
+    /// Profiles the node may enroll, comma-separated (`--profile` is taken too).
+    #[arg(
+        long,
+        alias = "profile",
+        value_delimiter = ',',
+        default_value = "server,peer"
+    )]
     pub profiles: Vec<String>,
     /// The etcd user name for a client profile.
     #[arg(long)]
@@ -584,8 +594,9 @@ pub struct IssueArgs {
     pub data_dir: DataDirArg,
     #[command(flatten)]
     pub remote: RemoteArgs,
-    /// Policy profile: server, peer or client (or any profile your policy defines).
-    #[arg(long)]
+    /// Policy profile: server, peer or client (or any profile your policy defines;
+    /// `--profiles` is taken too).
+    #[arg(long, alias = "profiles")]
     pub profile: String,
     /// The etcd member (or client) this certificate is for.
     #[arg(long)]
@@ -705,6 +716,8 @@ pub enum FlagFormatArg {
     Args,
     /// ETCD_FLAG=value lines for an environment file.
     Env,
+    /// --flag=value, one per line and nothing else, for scripts.
+    Lines,
 }
 
 #[derive(Debug, Args)]
@@ -718,8 +731,13 @@ pub struct EtcdFlagsArgs {
     /// The CN every peer certificate carries (the peer profile's common_name).
     #[arg(long, default_value = "etcd-peer")]
     pub peer_cn: String,
+    /// args: for a unit file (trailing backslashes); lines: one flag per line, for scripts;
+    /// env: ETCD_* variables.
     #[arg(long, value_enum, default_value = "args")]
     pub format: FlagFormatArg,
+    /// Fail (exit 1) instead of warning when the dir lacks a file the flags name.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]
@@ -1914,7 +1932,20 @@ fn etcd_flags(args: EtcdFlagsArgs) -> Result<ExitCode, CliError> {
     let format = match args.format {
         FlagFormatArg::Args => FlagFormat::Args,
         FlagFormatArg::Env => FlagFormat::Env,
+        FlagFormatArg::Lines => FlagFormat::Lines,
     };
+    let missing = etcd_flags::missing_files(&dir);
+    if !missing.is_empty() {
+        let message = format!(
+            "{} has no {} yet: etcd will not start with these flags until the agent (or `etcd-ca issue --out`) writes them",
+            dir.display(),
+            missing.join(", ")
+        );
+        if args.check {
+            return Err(CliError::Usage(message));
+        }
+        eprintln!("warning: {message}");
+    }
     write!(
         stdout(),
         "{}",

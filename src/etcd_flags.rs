@@ -26,6 +26,8 @@ pub enum FlagFormat {
     Args,
     /// `ETCD_FLAG=value`, one per line: paste into `/etc/default/etcd`.
     Env,
+    /// `--flag=value`, one per line and nothing else: for scripts (`$(etcd-ca etcd-flags ...)`).
+    Lines,
 }
 
 /// The flags, as (flag name without dashes, value) pairs, in the order etcd's docs list them.
@@ -47,6 +49,21 @@ pub fn flags(node: &str, dir: &Path, peer_common_name: &str) -> Vec<(&'static st
     ]
 }
 
+/// The files the flags name that are missing from `dir` (empty when etcd can start with them).
+pub fn missing_files(dir: &Path) -> Vec<String> {
+    [
+        files::certificate("server"),
+        files::key("server"),
+        files::certificate("peer"),
+        files::key("peer"),
+        files::CA_BUNDLE.to_string(),
+        files::CRL.to_string(),
+    ]
+    .into_iter()
+    .filter(|name| !dir.join(name).is_file())
+    .collect()
+}
+
 /// The flags rendered for pasting.
 pub fn render(node: &str, dir: &Path, peer_common_name: &str, format: FlagFormat) -> String {
     let pairs = flags(node, dir, peer_common_name);
@@ -57,6 +74,11 @@ pub fn render(node: &str, dir: &Path, peer_common_name: &str, format: FlagFormat
             for (i, (flag, value)) in pairs.iter().enumerate() {
                 out.push_str(&format!("  --{flag}={value}"));
                 out.push_str(if i == last { "\n" } else { " \\\n" });
+            }
+        }
+        FlagFormat::Lines => {
+            for (flag, value) in pairs {
+                out.push_str(&format!("--{flag}={value}\n"));
             }
         }
         FlagFormat::Env => {

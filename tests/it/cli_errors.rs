@@ -324,3 +324,75 @@ fn list_filters_by_expiry_node_and_profile() {
     assert!(servers.contains(&short) && servers.contains(&other) && !servers.contains(&long));
     assert!(servers.starts_with("SERIAL"), "{servers}");
 }
+
+#[test]
+fn etcd_flags_warns_about_missing_files_and_prints_plain_lines_for_scripts() {
+    let ca = TestCa::init(&[]);
+    let empty = ca.tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let run = etcd_ca([
+        "etcd-flags",
+        "--node",
+        "n1",
+        "--dir",
+        empty.to_str().unwrap(),
+    ])
+    .ok();
+    assert!(
+        run.stderr.contains("warning:") && run.stderr.contains("server.crt"),
+        "{}",
+        run.stderr
+    );
+    let err = etcd_ca([
+        "etcd-flags",
+        "--node",
+        "n1",
+        "--dir",
+        empty.to_str().unwrap(),
+        "--check",
+    ])
+    .fails();
+    assert!(err.contains("has no server.crt"), "{err}");
+
+    // With the files in place: no warning, and one plain flag per line.
+    let pki = ca.tmp.path().join("pki");
+    ca.issue(
+        &pki,
+        &["--profile", "server", "--node", "n1", "--ip", "10.0.0.1"],
+    );
+    ca.issue(
+        &pki,
+        &["--profile", "peer", "--node", "n1", "--ip", "10.0.0.1"],
+    );
+    ca.write_crl(&pki.join("ca.crl"));
+    let run = etcd_ca([
+        "etcd-flags",
+        "--node",
+        "n1",
+        "--dir",
+        pki.to_str().unwrap(),
+        "--format",
+        "lines",
+        "--check",
+    ])
+    .ok();
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+    assert!(run
+        .stdout
+        .lines()
+        .all(|l| l.starts_with("--") && !l.contains(' ') && !l.ends_with('\\')));
+    assert!(run.stdout.contains("--peer-cert-allowed-cn=etcd-peer\n"));
+
+    // One spelling or the other: --profile and --profiles are both taken.
+    etcd_ca([
+        "token",
+        "create",
+        "--data-dir",
+        ca.data_dir(),
+        "--node",
+        "n2",
+        "--profile",
+        "server",
+    ])
+    .ok();
+}
