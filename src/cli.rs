@@ -53,6 +53,8 @@ pub enum CliError {
     Name(#[from] crate::names::NameError),
     #[error(transparent)]
     Agent(#[from] crate::agent::AgentError),
+    #[error(transparent)]
+    ServeLock(#[from] crate::authority::ServeLockError),
 }
 
 /// A certificate authority built for etcd clusters.
@@ -907,6 +909,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         .await?;
         tracing::info!(data_dir = %dir.display(), ca_fingerprint = %report.fingerprint, "created a new CA");
     }
+    // One server per data dir (held until this process ends).
+    let _lock = DataDir::new(dir).lock_for_server()?;
     let authority = Arc::new(args.data_dir.open().await?);
     let result = run_server(&authority, &args).await;
     authority.close().await;

@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 
 pub use backup::BackupReport;
 pub use crl::CrlIssuer;
-pub use datadir::DataDir;
+pub use datadir::{DataDir, ServeLockError};
 
 use crate::duration::{rfc3339, HumanDuration};
 use crate::fsutil::{self, FsError};

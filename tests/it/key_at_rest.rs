@@ -155,3 +155,32 @@ fn a_first_serve_generates_the_passphrase_file() {
         .unwrap()
         .contains("ENCRYPTED"));
 }
+
+#[test]
+fn a_second_server_on_the_same_data_dir_is_refused_with_the_first_ones_pid() {
+    let server = crate::helpers::CaServer::start(&[], &[]);
+    let run = std::process::Command::new(crate::helpers::ETCD_CA)
+        .args([
+            "serve",
+            "--data-dir",
+            server.ca.data_dir(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("ETCD_CA_PASSPHRASE", crate::helpers::PASSPHRASE)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("another etcd-ca serve (PID {})", server.pid())),
+        "{err}"
+    );
+    // The first one still serves.
+    let health = std::process::Command::new("curl")
+        .args(["-sk", &format!("{}/v1/health", server.url)])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&health.stdout).contains("\"ok\""));
+}
