@@ -184,17 +184,14 @@ pub struct ServeArgs {
     /// Close connections that have not finished the TLS handshake within this.
     #[arg(long, default_value = "10s")]
     pub handshake_timeout: HumanDuration,
-    /// Close connections that do not send a request's headers within this.
+    /// Close connections that do not send a request's headers within this (also an idle
+    /// keep-alive connection between two requests).
     #[arg(long, default_value = "10s")]
     pub header_timeout: HumanDuration,
     /// Close a connection whose client has not taken a response's bytes for this long (a
     /// client that sends requests but never reads the answers).
     #[arg(long, default_value = "10s")]
     pub write_timeout: HumanDuration,
-    /// Close a connection on which nothing arrives for this long (longer than an agent's
-    /// 25-second long poll).
-    #[arg(long, default_value = "60s")]
-    pub idle_timeout: HumanDuration,
     /// Connections served at once; more wait in the kernel's accept queue.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
@@ -1008,7 +1005,6 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
             max_connections: args.max_connections.max(1),
             max_connections_per_address: args.max_connections_per_address.max(1),
             write_timeout: args.write_timeout.as_std(),
-            idle_timeout: args.idle_timeout.as_std(),
             ..Default::default()
         },
         stopped(stopping),
