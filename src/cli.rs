@@ -1859,8 +1859,17 @@ async fn audit(args: AuditArgs) -> Result<ExitCode, CliError> {
 fn inspect(args: InspectArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
     let warn = args.warn.as_time();
     let mut found = Vec::new();
+    let mut crls = Vec::new();
     for file in &args.files {
-        let text = read_text(file)?;
+        let bytes = std::fs::read(file).map_err(|e| FsError::new("read", file, e))?;
+        if let Some(crl) = inspect::inspect_crl(file.clone(), &bytes, now, warn) {
+            crls.push(crl);
+            continue;
+        }
+        let text = String::from_utf8(bytes).map_err(|_| CliError::Certificate {
+            path: file.clone(),
+            source: PkiError::Pem("neither a PEM certificate file nor a CRL".into()),
+        })?;
         let certs = inspect::inspect_pem(file.clone(), &text, now, warn).map_err(|source| {
             CliError::Certificate {
                 path: file.clone(),
@@ -1871,9 +1880,39 @@ fn inspect(args: InspectArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
     }
     let mut out = stdout();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &found)?;
+        if crls.is_empty() {
+            serde_json::to_writer_pretty(&mut out, &found)?;
+        } else {
+            serde_json::to_writer_pretty(
+                &mut out,
+                &serde_json::json!({"certificates": found, "crls": crls}),
+            )?;
+        }
         writeln!(out)?;
     } else {
+        for c in &crls {
+            let state = match c.expiry {
+                Expiry::Ok => "ok",
+                Expiry::ExpiresSoon => "NEXT UPDATE SOON",
+                Expiry::Expired => "PAST ITS NEXT UPDATE",
+                Expiry::NotYetValid => "NOT YET VALID",
+            };
+            writeln!(out, "{} (CRL)", c.file.display())?;
+            writeln!(out, "  issuer:      {}", c.issuer)?;
+            writeln!(
+                out,
+                "  number:      {}",
+                c.crl_number.as_deref().unwrap_or("-")
+            )?;
+            writeln!(out, "  this update: {}", date(c.this_update))?;
+            writeln!(
+                out,
+                "  next update: {}",
+                c.next_update.map(date).unwrap_or_else(|| "-".into())
+            )?;
+            writeln!(out, "  revoked:     {}", c.revoked)?;
+            writeln!(out, "  status:      {state}")?;
+        }
         for c in &found {
             let s = &c.summary;
             let state = match c.expiry {
@@ -1911,7 +1950,8 @@ fn inspect(args: InspectArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
             writeln!(out, "  status:     {state}")?;
         }
     }
-    let worrying = found.iter().any(|c| c.expiry != Expiry::Ok);
+    let worrying =
+        found.iter().any(|c| c.expiry != Expiry::Ok) || crls.iter().any(|c| c.expiry != Expiry::Ok);
     Ok(if worrying {
         ExitCode::from(3)
     } else {

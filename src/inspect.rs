@@ -1,4 +1,5 @@
-//! `etcd-ca inspect`: what is in any PEM certificate file, and whether it expires soon.
+//! `etcd-ca inspect`: what is in any PEM certificate file or CRL (PEM or DER, like the `ca.crl`
+//! etcd reads), and whether it expires soon.
 //!
 //! Works on any certificate (ours, kubeadm's, cfssl's), like `kubeadm certs check-expiration`
 //! for arbitrary files. Reading files is the caller's job; this module judges summaries.
@@ -54,6 +55,55 @@ pub fn inspect_pem(
             })
         })
         .collect()
+}
+
+/// A CRL found in a file.
+#[derive(Clone, Debug, Serialize)]
+pub struct InspectedCrl {
+    pub file: PathBuf,
+    pub issuer: String,
+    pub crl_number: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub this_update: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_update: Option<OffsetDateTime>,
+    pub revoked: usize,
+    /// Judged on nextUpdate: a CRL past it is stale for RFC 5280 checkers (etcd does not care).
+    pub expiry: Expiry,
+}
+
+/// The CRL in `bytes` (DER, or PEM `X509 CRL`), if that is what the file holds.
+pub fn inspect_crl(
+    file: PathBuf,
+    bytes: &[u8],
+    now: OffsetDateTime,
+    warn: time::Duration,
+) -> Option<InspectedCrl> {
+    use x509_parser::prelude::FromDer;
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let der = match pem::parse(bytes) {
+        Ok(block) if block.tag() == "X509 CRL" => block.into_contents(),
+        Ok(_) => return None,
+        Err(_) => bytes.to_vec(),
+    };
+    let (_, crl) = CertificateRevocationList::from_der(&der).ok()?;
+    let this_update = crl.last_update().to_datetime();
+    let next_update = crl.next_update().map(|t| t.to_datetime());
+    let expiry = match next_update {
+        Some(at) if at <= now => Expiry::Expired,
+        Some(at) if at - now <= warn => Expiry::ExpiresSoon,
+        _ if this_update > now => Expiry::NotYetValid,
+        _ => Expiry::Ok,
+    };
+    Some(InspectedCrl {
+        file,
+        issuer: crl.issuer().to_string(),
+        crl_number: crl.crl_number().map(|n| n.to_string()),
+        this_update,
+        next_update,
+        revoked: crl.iter_revoked_certificates().count(),
+        expiry,
+    })
 }
 
 /// Expired, not yet valid, expiring within `warn`, or fine.

@@ -396,3 +396,26 @@ fn etcd_flags_warns_about_missing_files_and_prints_plain_lines_for_scripts() {
     ])
     .ok();
 }
+
+#[test]
+fn inspect_reads_the_der_crl_etcd_reads() {
+    let ca = TestCa::init(&[]);
+    let out = ca.tmp.path().join("c");
+    let serial = ca.issue(&out, &["--profile", "client", "--node", "c", "--cn", "c"]);
+    ca.cli("revoke", &[&serial]).ok();
+    let crl = ca.tmp.path().join("ca.crl");
+    ca.write_crl(&crl);
+    let run = etcd_ca(["inspect", crl.to_str().unwrap(), "--warn", "1h"]).ok();
+    for expected in [
+        "(CRL)",
+        "issuer:      CN=etcd-ca generation 1",
+        "revoked:     1",
+        "status:      ok",
+    ] {
+        assert!(run.stdout.contains(expected), "{expected}: {}", run.stdout);
+    }
+    // nextUpdate inside the warning window: exit 3, as for a certificate.
+    let run = etcd_ca(["inspect", crl.to_str().unwrap(), "--warn", "3650d"]);
+    assert_eq!(run.code, Some(3), "{}", run.stdout);
+    assert!(run.stdout.contains("NEXT UPDATE SOON"), "{}", run.stdout);
+}
