@@ -98,6 +98,18 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, &'static str) {
         E::TooManySerials { .. } => (StatusCode::BAD_REQUEST, "too_many_serials"),
         E::AlreadyRevoked { .. } => (StatusCode::CONFLICT, "already_revoked"),
         E::UnknownReason { .. } => (StatusCode::BAD_REQUEST, "reason_unknown"),
+        // A key type asked for that this build cannot generate: the caller's to change.
+        E::Pki(PkiError::CannotGenerate { .. }) => {
+            (StatusCode::BAD_REQUEST, "key_type_unsupported")
+        }
+        // Our own keys, CRLs and key generation: internal faults, whatever the request was.
+        E::Pki(
+            PkiError::Generate(_)
+            | PkiError::Crl(_)
+            | PkiError::KeyFormat { .. }
+            | PkiError::EncryptedKey
+            | PkiError::KeyRejected { .. },
+        ) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         E::Pki(source) => (StatusCode::BAD_REQUEST, csr_code(source)),
         E::AlreadyInitialised { .. }
         | E::DirNotEmpty { .. }

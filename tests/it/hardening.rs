@@ -102,3 +102,13 @@ fn the_handshake_names_no_client_ca_that_a_rotation_would_make_stale() {
         "the server lists client CA names: {said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_type_the_ca_cannot_generate_has_its_own_refusal() {
+    let server = CaServer::start(&[], &[]);
+    let body = json!({"profile": "client", "node": "ops", "common_name": "ops", "key_type": "rsa"});
+    assert_eq!(
+        post(&server, "/v1/issue", "application/json", body).await,
+        (400, "key_type_unsupported".into())
+    );
+}
