@@ -1841,10 +1841,15 @@ async fn audit(args: AuditArgs) -> Result<ExitCode, CliError> {
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    for e in events {
+    // Columns as wide as their longest value, so long actors do not shift the rest.
+    let width = |f: &dyn Fn(&AuditEvent) -> usize| events.iter().map(f).max().unwrap_or(0);
+    let actor = width(&|e| e.actor.len());
+    let action = width(&|e| e.action.len());
+    let node = width(&|e| e.node.as_deref().unwrap_or("-").len());
+    for e in &events {
         writeln!(
             out,
-            "{}  {:<16} {:<10} node={} serial={} {}",
+            "{}  {:<actor$}  {:<action$}  node={:<node$}  serial={} {}",
             date(e.at),
             e.actor,
             e.action,

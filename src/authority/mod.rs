@@ -1926,11 +1926,17 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<CertificateRecord, AuthorityError> {
         let serial = normalize_serial(serial)?;
+        // The audit trail names the node whose certificate this is.
+        let node = self
+            .store
+            .certificate(&serial, now)
+            .await?
+            .map(|record| record.node);
         let event = AuditEvent {
             at: now,
             actor: actor.to_string(),
             action: "revoke".into(),
-            node: None,
+            node,
             serial: Some(serial.clone()),
             detail: format!("reason {}", reason.name()),
         };

@@ -419,3 +419,28 @@ fn inspect_reads_the_der_crl_etcd_reads() {
     assert_eq!(run.code, Some(3), "{}", run.stdout);
     assert!(run.stdout.contains("NEXT UPDATE SOON"), "{}", run.stdout);
 }
+
+#[test]
+fn the_audit_trail_names_the_revoked_node_and_keeps_its_columns() {
+    let ca = TestCa::init(&[]);
+    let out = ca.tmp.path().join("c");
+    let serial = ca.issue(&out, &["--profile", "client", "--node", "c1", "--cn", "c1"]);
+    ca.cli("revoke", &[&serial]).ok();
+    let events: serde_json::Value =
+        serde_json::from_str(&ca.cli("audit", &["--json"]).ok().stdout).unwrap();
+    let revoke = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "revoke")
+        .unwrap();
+    assert_eq!(revoke["node"], "c1");
+    let text = ca.cli("audit", &[]).ok().stdout;
+    let columns: std::collections::BTreeSet<usize> =
+        text.lines().filter_map(|l| l.find("node=")).collect();
+    assert_eq!(
+        columns.len(),
+        1,
+        "node= at one column in every line:\n{text}"
+    );
+}
