@@ -190,6 +190,11 @@ pub struct Renewal<'a> {
 /// Profile name recorded for the CA server's own TLS certificate.
 pub const SERVER_PROFILE: &str = "etcd-ca-server";
 
+/// Profiles whose holder runs etcd (and so restarts to trust a new CA): server and peer.
+pub fn is_member_profile(profile: &str) -> bool {
+    profile == "server" || profile == "peer"
+}
+
 /// Profile whose client certificates may use the admin API.
 pub const ADMIN_PROFILE: &str = "admin";
 

@@ -906,7 +906,7 @@ impl Agent {
             .settings
             .profiles
             .iter()
-            .any(|p| p == "server" || p == "peer");
+            .any(|p| crate::policy::is_member_profile(p));
         if !member {
             // A client's consumer (say kube-apiserver) is restarted by its hook; the restart
             // lease is the members' (only member certificates may take it).

@@ -154,6 +154,7 @@ fn last_step(generations: &[GenerationRecord]) -> Option<LastStep> {
 pub const LEASE_TTL: Duration = Duration::from_secs(120);
 
 use super::SERVER_NODE;
+use crate::policy::is_member_profile;
 
 impl Authority {
     /// The phase, the active generation and the other non-retired one, if any.
@@ -207,7 +208,7 @@ impl Authority {
         }
         let mut nodes = Vec::new();
         for (node, certs) in certificates {
-            let member = certs.contains_key("server") || certs.contains_key("peer");
+            let member = certs.keys().any(|p| is_member_profile(p));
             let report = reports.get(&node);
             let installed: Option<Vec<i64>> =
                 report.map(|r| r.installed_bundle.iter().map(generation_of).collect());
@@ -686,10 +687,6 @@ impl Authority {
     pub async fn release_restart_lease(&self, node: &str) -> Result<(), AuthorityError> {
         Ok(self.store.release_restart_lease(node).await?)
     }
-}
-
-fn is_member_profile(profile: &str) -> bool {
-    profile == "server" || profile == "peer"
 }
 
 fn forced(force: bool) -> &'static str {

@@ -229,35 +229,9 @@ fn an_admin_token_file_is_private_and_never_replaced() {
 fn issue_makes_a_missing_output_dir_and_revoke_says_what_happens_next() {
     let server = CaServer::start(&[], &[]);
     let out = server.ca.tmp.path().join("pki/ops");
-    server
-        .remote(&[
-            "issue",
-            "--profile",
-            "client",
-            "--node",
-            "ops",
-            "--cn",
-            "ops",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .ok();
+    server.remote_issue_client(&out, "ops");
     assert!(out.join("client.key").exists());
-    let serial = crate::helpers::issued_serial(
-        &server
-            .remote(&[
-                "issue",
-                "--profile",
-                "client",
-                "--node",
-                "ops2",
-                "--cn",
-                "ops2",
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .ok(),
-    );
+    let serial = server.remote_issue_client(&out, "ops2");
     let said = server.remote(&["revoke", &serial]).ok().stdout;
     assert!(
         said.contains("Agents install the new CRL within seconds"),

@@ -576,6 +576,25 @@ impl CaServer {
         admin_cli(&self.url, &self.fingerprint, &self.admin_token_file, args)
     }
 
+    /// `issue --profile client --node NODE --cn NODE --out OUT` through this server; the serial.
+    pub fn remote_issue_client(&self, out: &Path, node: &str) -> String {
+        issued_serial(
+            &self
+                .remote(&[
+                    "issue",
+                    "--profile",
+                    "client",
+                    "--node",
+                    node,
+                    "--cn",
+                    node,
+                    "--out",
+                    out.to_str().unwrap(),
+                ])
+                .ok(),
+        )
+    }
+
     /// A client that trusts this server by its CA fingerprint.
     pub fn client(&self) -> etcd_ca::client::ApiClient {
         etcd_ca::client::ApiClient::new(

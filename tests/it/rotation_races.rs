@@ -93,17 +93,5 @@ async fn a_start_that_died_before_its_row_does_not_wedge_the_next() {
     // The new generation signs with that key.
     step(&admin, "activate", true).await.unwrap();
     let out = server.ca.tmp.path().join("probe");
-    server
-        .remote(&[
-            "issue",
-            "--profile",
-            "client",
-            "--node",
-            "probe",
-            "--cn",
-            "probe",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .ok();
+    server.remote_issue_client(&out, "probe");
 }
