@@ -41,8 +41,18 @@ pub enum CliError {
         #[source]
         source: PkiError,
     },
+    /// The command line itself is wrong (a missing or malformed flag): exit status 2.
     #[error("{0}")]
     Usage(String),
+    /// The command ran and could not do what was asked, for the reason given: exit status 1.
+    #[error("{0}")]
+    Failed(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write to standard output: {0}")]
     Stdout(#[from] std::io::Error),
     #[error("cannot encode JSON: {0}")]
@@ -57,6 +67,17 @@ pub enum CliError {
     ServeLock(#[from] crate::authority::ServeLockError),
 }
 
+impl CliError {
+    /// The process exit status for this error: 2 when the command line was wrong, else 1
+    /// (`inspect` returns 3 itself, as a result rather than an error).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
 /// A certificate authority built for etcd clusters.
 #[derive(Debug, Parser)]
 #[command(name = "etcd-ca", version, about, long_about = None, propagate_version = true)]
@@ -67,15 +88,25 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct DataDirArg {
-    /// The CA's data dir (database, CA keys, policy).
-    #[arg(long, env = "ETCD_CA_DATA_DIR", default_value = "/var/lib/etcd-ca")]
-    pub data_dir: PathBuf,
+    /// The CA's data dir (database, CA keys, policy) [default: /var/lib/etcd-ca].
+    #[arg(long, env = "ETCD_CA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// File holding the passphrase of the CA keys (or set ETCD_CA_PASSPHRASE).
     #[arg(long, env = "ETCD_CA_PASSPHRASE_FILE")]
     pub passphrase_file: Option<PathBuf>,
 }
 
+/// Where the CA lives when neither --data-dir nor ETCD_CA_DATA_DIR names it.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/etcd-ca";
+
 impl DataDirArg {
+    /// The data dir: the one named, else the default.
+    pub fn path(&self) -> &Path {
+        self.data_dir
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_DATA_DIR))
+    }
+
     /// The passphrase, from --passphrase-file or ETCD_CA_PASSPHRASE, if one was given.
     fn passphrase(&self) -> Result<Option<Passphrase>, CliError> {
         if let Some(file) = &self.passphrase_file {
@@ -91,7 +122,7 @@ impl DataDirArg {
     /// Opens the data dir with its passphrase.
     async fn open(&self) -> Result<Authority, CliError> {
         let passphrase = self.passphrase()?;
-        Ok(Authority::open(&self.data_dir)
+        Ok(Authority::open(self.path())
             .await?
             .with_passphrase(passphrase))
     }
@@ -838,7 +869,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Restore(args) => {
             let report = Authority::restore(
                 &args.from,
-                &args.data_dir.data_dir,
+                args.data_dir.path(),
                 args.data_dir.passphrase()?,
             )
             .await?;
@@ -846,7 +877,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 stdout(),
                 "Restored {} into {} ({} CA generations, {} certificates)",
                 report.file.display(),
-                args.data_dir.data_dir.display(),
+                args.data_dir.path().display(),
                 report.generations,
                 report.certificates
             )?;
@@ -871,9 +902,25 @@ fn date(t: OffsetDateTime) -> String {
 }
 
 async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
-    let dir = &args.data_dir.data_dir;
+    let dir = args.data_dir.path();
     let now = OffsetDateTime::now_utc();
+    // Bind first: a busy port fails before anything is created, issued or recorded.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| CliError::Listen {
+            addr: args.listen,
+            source,
+        })?;
     if DataDir::new(dir).existing_ca_marker().is_none() {
+        // A new CA only where the operator said: a forgotten --data-dir must not start a
+        // second, unrelated CA in the default place.
+        if args.data_dir.data_dir.is_none() {
+            return Err(CliError::Failed(format!(
+                "{} holds no CA, and no data dir was named: give --data-dir DIR (or \
+                 ETCD_CA_DATA_DIR) to use an existing CA or create one there",
+                dir.display()
+            )));
+        }
         // A first start with --passphrase-file naming a file that does not exist yet: make a
         // strong passphrase there (only its owner can read it), so one command starts a CA.
         if let Some(file) = &args.data_dir.passphrase_file {
@@ -891,7 +938,10 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             dir,
             InitOptions {
                 key_type: KeyType::EcdsaP256,
-                validity: HumanDuration::from_secs(10 * 365 * 86400).as_std(),
+                validity: "10y"
+                    .parse::<HumanDuration>()
+                    .map_err(|e| CliError::Failed(e.to_string()))?
+                    .span_from(now),
                 common_name: "etcd-ca".into(),
                 policy: None,
                 import: None,
@@ -909,12 +959,16 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     // One server per data dir (held until this process ends).
     let _lock = DataDir::new(dir).lock_for_server()?;
     let authority = Arc::new(args.data_dir.open().await?);
-    let result = run_server(&authority, &args).await;
+    let result = run_server(&authority, listener, &args).await;
     authority.close().await;
     result
 }
 
-async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<ExitCode, CliError> {
+async fn run_server(
+    authority: &Arc<Authority>,
+    listener: tokio::net::TcpListener,
+    args: &ServeArgs,
+) -> Result<ExitCode, CliError> {
     let mut sans = args.sans.clone();
     let listen_ip = args.listen.ip();
     if !listen_ip.is_unspecified() {
@@ -929,19 +983,15 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
     if listen_ip.is_unspecified() && args.sans.is_empty() {
         tracing::warn!("listening on all addresses without --san: nodes can only reach this server by a name in its certificate");
     }
-    // Bind first: a busy port must fail before anything is issued or recorded.
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
     // One task follows every change of the CA, however it was made: it re-issues the server's
     // own certificate from the signing generation and tells waiting agents.
     let (follower, serving, watched) =
         crate::api::follow::Follower::start(authority.clone(), sans.clone()).await?;
     let tls =
-        crate::api::tls::server_config(serving).map_err(|e| CliError::Usage(e.to_string()))?;
+        crate::api::tls::server_config(serving).map_err(|e| CliError::Failed(e.to_string()))?;
     let addr = listener
         .local_addr()
-        .map_err(|e| CliError::Usage(format!("cannot read the listening address: {e}")))?;
+        .map_err(|e| CliError::Failed(format!("cannot read the listening address: {e}")))?;
     // Watch the signals before saying we are ready: a SIGTERM right after the ready line stops
     // the server cleanly instead of killing it.
     let signalled = shutdown_signal()?;
@@ -1025,7 +1075,7 @@ async fn run_server(authority: &Arc<Authority>, args: &ServeArgs) -> Result<Exit
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, CliError> {
     use tokio::signal::unix::{signal, SignalKind};
     let watch = |kind: SignalKind, name: &str| {
-        signal(kind).map_err(|e| CliError::Usage(format!("cannot watch {name}: {e}")))
+        signal(kind).map_err(|e| CliError::Failed(format!("cannot watch {name}: {e}")))
     };
     let mut term = watch(SignalKind::terminate(), "SIGTERM")?;
     let mut int = watch(SignalKind::interrupt(), "SIGINT")?;
@@ -1366,7 +1416,7 @@ async fn admin_token_create(
     now: OffsetDateTime,
 ) -> Result<ExitCode, CliError> {
     if let Some(file) = out.filter(|f| f.exists()) {
-        return Err(CliError::Usage(format!(
+        return Err(CliError::Failed(format!(
             "--out {}: the file exists; an admin token file is never replaced",
             file.display()
         )));
@@ -1452,10 +1502,10 @@ async fn init(args: InitArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
         _ => None,
     };
     let report = Authority::init(
-        &args.data_dir.data_dir,
+        args.data_dir.path(),
         InitOptions {
             key_type: args.key_type,
-            validity: args.validity.as_std(),
+            validity: args.validity.span_from(now),
             common_name: args.common_name,
             policy,
             import,
@@ -1514,7 +1564,7 @@ async fn issue(args: IssueArgs, now: OffsetDateTime) -> Result<ExitCode, CliErro
                 ips: args.names.ips.clone(),
                 dns_names: args.names.dns_names.clone(),
                 common_name: args.cn.clone(),
-                lifetime: args.lifetime.map(|l| l.as_std()),
+                lifetime: args.lifetime.map(|l| l.span_from(now)),
                 key_type: args.key_type,
                 allow_privileged_common_name: args.allow_root,
             };
@@ -1578,7 +1628,7 @@ fn check_output_dir(out: &Path) -> Result<(), CliError> {
         .find(|p| p.exists())
         .unwrap_or(Path::new("."));
     if !existing.is_dir() {
-        return Err(CliError::Usage(format!(
+        return Err(CliError::Failed(format!(
             "--out {}: {} exists and is not a directory",
             out.display(),
             existing.display()
@@ -1641,7 +1691,7 @@ async fn list(args: ListArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
                 .filter_map(|(k, v)| Some((k, v?)))
                 .collect::<Vec<_>>(),
             )
-            .map_err(|e| CliError::Usage(e.to_string()))?;
+            .map_err(|e| CliError::Failed(e.to_string()))?;
             client.get_json(&format!("/v1/certs?{query}")).await?
         }
         None => {
@@ -1689,7 +1739,7 @@ fn write_table(
                 r.node.clone(),
                 r.common_name.clone(),
                 date(r.not_after),
-                (r.not_after - now).whole_days().to_string(),
+                crate::duration::days_left(r.not_after, now).to_string(),
                 r.status.as_str().to_string(),
             ]
         })
@@ -1756,7 +1806,7 @@ async fn show(args: ShowArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
         out,
         "not after:     {} ({} days left)",
         date(r.not_after),
-        (r.not_after - now).whole_days()
+        crate::duration::days_left(r.not_after, now)
     )?;
     writeln!(out, "issued at:     {}", date(r.issued_at))?;
     write!(out, "{}", r.pem)?;
@@ -1810,7 +1860,7 @@ async fn crl(args: CrlArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
     };
     // Never install something etcd cannot parse: a broken CRL makes it refuse every client.
     crate::pki::check_crl_der(&der).map_err(|e| {
-        CliError::Usage(format!(
+        CliError::Failed(format!(
             "the CRL received is unusable ({e}); nothing was written"
         ))
     })?;
@@ -1987,7 +2037,7 @@ fn etcd_flags(args: EtcdFlagsArgs) -> Result<ExitCode, CliError> {
             missing.join(", ")
         );
         if args.check {
-            return Err(CliError::Usage(message));
+            return Err(CliError::Failed(message));
         }
         eprintln!("warning: {message}");
     }

@@ -182,6 +182,19 @@ impl NodeIdentity {
             dns_names,
         }
     }
+
+    /// An identity carrying exactly these names.
+    pub fn from_sans(name: NodeName, sans: &[San]) -> Self {
+        let mut ips = Vec::new();
+        let mut dns_names = Vec::new();
+        for san in sans {
+            match san {
+                San::Ip(ip) => ips.push(*ip),
+                San::Dns(d) => dns_names.push(d.clone()),
+            }
+        }
+        Self::new(name, ips, dns_names)
+    }
 }
 
 macro_rules! serde_via_str {

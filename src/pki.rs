@@ -551,9 +551,9 @@ impl CertSummary {
         })
     }
 
-    /// Whole days until expiry, negative once expired.
+    /// Days until expiry as a person reads them, negative once expired.
     pub fn days_left(&self, now: OffsetDateTime) -> i64 {
-        (self.not_after - now).whole_days()
+        crate::duration::days_left(self.not_after, now)
     }
 }
 

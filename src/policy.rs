@@ -155,6 +155,8 @@ pub struct Profile {
 pub struct Policy {
     pub backdate: Duration,
     pub crl_lifetime: Duration,
+    /// Lifetime of the CA server's own TLS certificate (renewed at 2/3 of it).
+    pub server_lifetime: Duration,
     pub allowed_key_types: Vec<KeyType>,
     pub ip_ranges: Vec<IpNet>,
     pub dns_names: Vec<String>,
@@ -421,7 +423,7 @@ impl Policy {
             key_usages: vec![KeyUsage::DigitalSignature],
             key_type,
             not_before: now - time_duration(self.backdate),
-            not_after: (now + time::Duration::days(365)).min(issuer_not_after),
+            not_after: (now + time_duration(self.server_lifetime)).min(issuer_not_after),
         }
     }
 
@@ -625,6 +627,8 @@ struct DefaultsFile {
     backdate: HumanDuration,
     #[serde(default = "default_crl_lifetime")]
     crl_lifetime: HumanDuration,
+    #[serde(default = "default_server_lifetime")]
+    server_lifetime: HumanDuration,
     #[serde(default = "default_key_types")]
     allowed_key_types: Vec<KeyType>,
 }
@@ -634,6 +638,7 @@ impl Default for DefaultsFile {
         Self {
             backdate: default_backdate(),
             crl_lifetime: default_crl_lifetime(),
+            server_lifetime: default_server_lifetime(),
             allowed_key_types: default_key_types(),
         }
     }
@@ -644,6 +649,9 @@ fn default_backdate() -> HumanDuration {
 }
 fn default_crl_lifetime() -> HumanDuration {
     HumanDuration::from_secs(7 * 86400)
+}
+fn default_server_lifetime() -> HumanDuration {
+    HumanDuration::from_secs(365 * 86400)
 }
 fn default_key_types() -> Vec<KeyType> {
     KeyType::ALL.to_vec()
@@ -770,6 +778,7 @@ impl PolicyFile {
         Ok(Policy {
             backdate: self.defaults.backdate.as_std(),
             crl_lifetime: self.defaults.crl_lifetime.as_std(),
+            server_lifetime: self.defaults.server_lifetime.as_std(),
             allowed_key_types: self.defaults.allowed_key_types,
             ip_ranges: self.names.ip_ranges,
             dns_names,

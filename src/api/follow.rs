@@ -4,7 +4,9 @@
 //! One task owns both consequences of a change, so they cannot disagree:
 //! - the server's own TLS certificate is re-issued whenever the generations differ from the ones
 //!   it was issued under (not "when this reload saw a change": a step taken through the API has
-//!   already reloaded them in-process);
+//!   already reloaded them in-process), and when it is due for renewal (the server never serves
+//!   an expired certificate of its own; a restart reuses the kept one, see
+//!   [`Authority::serving_identity`]);
 //! - the watched state (generations, revocations) is published to agents waiting on
 //!   `GET /v1/watch`.
 //!
@@ -40,23 +42,26 @@ pub struct Follower {
     sans: Vec<San>,
     /// The generations the serving certificate was issued under.
     served_for: Vec<GenerationRecord>,
+    /// When the serving certificate is due for renewal.
+    renew_at: OffsetDateTime,
     published: watch::Sender<Watched>,
     /// Distinguishes this process's versions from a previous run's.
     boot: String,
 }
 
 impl Follower {
-    /// Issues the first serving certificate for `sans` and the first watched version.
+    /// Takes the kept serving certificate for `sans` (or issues one) and the first watched
+    /// version.
     pub async fn start(
         authority: Arc<Authority>,
         sans: Vec<San>,
     ) -> Result<(Self, Arc<ServingCertificate>, watch::Receiver<Watched>), AuthorityError> {
         let now = OffsetDateTime::now_utc();
         let served_for = authority.generations();
-        let (chain, key) = authority
-            .issue_server_certificate(sans.clone(), now)
-            .await?;
-        let serving = ServingCertificate::new(chain, key.serialize_der())
+        let identity = authority.serving_identity(&sans, now).await?;
+        tracing::info!(serial = %identity.serial, renew_at = %identity.renew_at, "serving certificate");
+        let renew_at = identity.renew_at;
+        let serving = ServingCertificate::new(identity.chain, identity.key_der)
             .map_err(|e| AuthorityError::Sign(e.to_string()))?;
         let boot = {
             use ring::rand::SecureRandom;
@@ -77,6 +82,7 @@ impl Follower {
                 serving: serving.clone(),
                 sans,
                 served_for,
+                renew_at,
                 published,
                 boot,
             },
@@ -109,10 +115,17 @@ impl Follower {
             tracing::warn!(error = %e, "cannot reload the CA generations");
         }
         let current = self.authority.generations();
-        if current != self.served_for {
+        let why = if current != self.served_for {
+            Some("CA generations changed: serving a certificate from the signing generation")
+        } else if now >= self.renew_at {
+            Some("renewed the server certificate")
+        } else {
+            None
+        };
+        if let Some(why) = why {
             match self.reissue(now).await {
-                Ok(()) => {
-                    tracing::info!(ca_fingerprint = %self.authority.fingerprint().unwrap_or_default(), "CA generations changed: serving a certificate from the signing generation");
+                Ok(serial) => {
+                    tracing::info!(ca_fingerprint = %self.authority.fingerprint().unwrap_or_default(), serial = %serial, "{why}");
                     self.served_for = current;
                 }
                 // Tried again at the next poll.
@@ -135,13 +148,12 @@ impl Follower {
         }
     }
 
-    async fn reissue(&self, now: OffsetDateTime) -> Result<(), AuthorityError> {
-        let (chain, key) = self
-            .authority
-            .issue_server_certificate(self.sans.clone(), now)
-            .await?;
+    async fn reissue(&mut self, now: OffsetDateTime) -> Result<String, AuthorityError> {
+        let identity = self.authority.new_serving_identity(&self.sans, now).await?;
         self.serving
-            .replace(chain, key.serialize_der())
-            .map_err(|e| AuthorityError::Sign(e.to_string()))
+            .replace(identity.chain, identity.key_der)
+            .map_err(|e| AuthorityError::Sign(e.to_string()))?;
+        self.renew_at = identity.renew_at;
+        Ok(identity.serial)
     }
 }

@@ -102,8 +102,11 @@ fn parse_names(
 }
 
 fn parse_duration(field: &'static str, text: &str) -> Result<Duration, ApiError> {
+    parse_human_duration(field, text).map(HumanDuration::as_std)
+}
+
+fn parse_human_duration(field: &'static str, text: &str) -> Result<HumanDuration, ApiError> {
     text.parse::<HumanDuration>()
-        .map(HumanDuration::as_std)
         .map_err(|e| ApiError::bad_request("body_invalid", format!("{field}: {e}")))
 }
 
@@ -601,22 +604,24 @@ pub async fn issue(
             .map_err(|e| ApiError::bad_request("body_invalid", e))?,
         None => KeyType::EcdsaP256,
     };
+    let at = now();
     let request = IssueRequest {
         profile: body.profile,
         node,
         ips,
         dns_names,
         common_name: body.common_name,
+        // Years and months on the calendar, from now.
         lifetime: body
             .lifetime
-            .map(|l| parse_duration("lifetime", &l))
+            .map(|l| parse_human_duration("lifetime", &l).map(|d| d.span_from(at)))
             .transpose()?,
         key_type,
         allow_privileged_common_name: body.allow_root,
     };
     let issued = state
         .authority
-        .issue_with_new_key(&request, &admin.0, now())
+        .issue_with_new_key(&request, &admin.0, at)
         .await?;
     state.metrics.issued(&issued.certificate.profile);
     Ok(Json(IssueResponse {

@@ -8,6 +8,8 @@
 //!   ca/gen-N.key        its private key, mode 0600
 //!   ca/rotation.lock    held while a rotation starts
 //!   serve.lock          held by the one `etcd-ca serve` of this dir; holds its PID
+//!   server/tls.crt      the server's own TLS certificate, reused across restarts
+//!   server/tls.key      its key, sealed like the CA keys, mode 0600
 //! ```
 
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@ mod crl;
 mod datadir;
 pub mod keyfile;
 pub mod rotation;
+mod serving;
 mod tokens;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 pub use backup::BackupReport;
+pub use serving::ServingIdentity;
 pub use crl::CrlIssuer;
 pub use datadir::{DataDir, ServeLockError};
 
@@ -1751,21 +1753,7 @@ impl Authority {
             .map(|s| San::parse_loose(s))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| refuse(format!("unsupported name in the certificate: {e}")))?;
-        let identity = NodeIdentity::new(
-            node.clone(),
-            sans.iter()
-                .filter_map(|s| match s {
-                    San::Ip(ip) => Some(*ip),
-                    San::Dns(_) => None,
-                })
-                .collect(),
-            sans.iter()
-                .filter_map(|s| match s {
-                    San::Dns(d) => Some(d.clone()),
-                    San::Ip(_) => None,
-                })
-                .collect(),
-        );
+        let identity = NodeIdentity::from_sans(node.clone(), &sans);
         self.policy.check_identity(&identity)?;
         let key_type = KeyType::of_spki(cert.public_key())?;
         let common_name = cert
@@ -1811,47 +1799,6 @@ impl Authority {
             not_after,
             certificate_pem: pem,
         })
-    }
-
-    /// A TLS certificate for the CA server itself, for the given names, with a fresh key.
-    /// Returns the chain (leaf, then the CA certificate) and the key.
-    pub async fn issue_server_certificate(
-        &self,
-        sans: Vec<San>,
-        now: OffsetDateTime,
-    ) -> Result<(Vec<Vec<u8>>, KeyPair), AuthorityError> {
-        let node: NodeName = SERVER_NODE
-            .parse()
-            .map_err(|e: crate::names::NameError| AuthorityError::Sign(e.to_string()))?;
-        let ips = sans
-            .iter()
-            .filter_map(|s| match s {
-                San::Ip(ip) => Some(*ip),
-                San::Dns(_) => None,
-            })
-            .collect();
-        let dns = sans
-            .iter()
-            .filter_map(|s| match s {
-                San::Dns(d) => Some(d.clone()),
-                San::Ip(_) => None,
-            })
-            .collect();
-        let identity = NodeIdentity::new(node.clone(), ips, dns);
-        let key = KeyType::EcdsaP256.generate()?;
-        let grant = self.policy.server_grant(
-            node,
-            sans,
-            KeyType::EcdsaP256,
-            now,
-            self.active_generation()?.not_after,
-        );
-        let issued = self
-            .sign_and_record(&grant, &identity, &key, Origin::issue(SERVER_NODE), now)
-            .await?;
-        let mut chain = pki::pem_certificates(&issued.certificate_pem)?;
-        chain.extend(self.lineage()?);
-        Ok((chain, key))
     }
 
     /// Records a summary line (of refusals not audited one by one) in the audit trail.
