@@ -169,7 +169,10 @@ impl fmt::Display for HumanDuration {
             parts.push(format!("{years}y"));
         }
         if months > 0 {
-            parts.push(format!("{months}month{}", if months == 1 { "" } else { "s" }));
+            parts.push(format!(
+                "{months}month{}",
+                if months == 1 { "" } else { "s" }
+            ));
         }
         // Fixed spans in days and smaller units only, so the text parses back to the same span
         // (humantime would print months and years, which parse as calendar units here).
@@ -199,7 +202,10 @@ impl fmt::Display for HumanDuration {
 /// Days left until `not_after` as a person reads them: rounded to the nearest day, so a
 /// certificate issued for 90 days a minute ago has 90 left (not 89); negative once expired.
 pub fn days_left(not_after: OffsetDateTime, now: OffsetDateTime) -> i64 {
-    (not_after - now).whole_seconds().saturating_add(43_200).div_euclid(86_400)
+    (not_after - now)
+        .whole_seconds()
+        .saturating_add(43_200)
+        .div_euclid(86_400)
 }
 
 impl<'de> Deserialize<'de> for HumanDuration {
@@ -265,10 +271,7 @@ mod tests {
             month.after(at("2027-01-31T00:00:00Z")),
             at("2027-02-28T00:00:00Z")
         );
-        assert_eq!(
-            "90d".parse::<HumanDuration>().unwrap().to_string(),
-            "90d"
-        );
+        assert_eq!("90d".parse::<HumanDuration>().unwrap().to_string(), "90d");
         let odd: HumanDuration = "1d 1h 30m 5s".parse().unwrap();
         assert_eq!(odd.to_string(), "1d 1h 30m 5s");
         assert_eq!(odd.to_string().parse::<HumanDuration>().unwrap(), odd);
@@ -277,7 +280,8 @@ mod tests {
     #[test]
     fn days_left_rounds_as_a_person_reads_them() {
         let now = time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(1000);
-        let d = |days: i64, secs: i64| now + time::Duration::days(days) + time::Duration::seconds(secs);
+        let d =
+            |days: i64, secs: i64| now + time::Duration::days(days) + time::Duration::seconds(secs);
         assert_eq!(days_left(d(90, -60), now), 90);
         assert_eq!(days_left(d(90, 0), now), 90);
         assert_eq!(days_left(d(0, 3600), now), 0);

@@ -29,9 +29,9 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 pub use backup::BackupReport;
-pub use serving::ServingIdentity;
 pub use crl::CrlIssuer;
 pub use datadir::{DataDir, ServeLockError};
+pub use serving::ServingIdentity;
 
 use crate::duration::{rfc3339, HumanDuration};
 use crate::fsutil::{self, FsError};

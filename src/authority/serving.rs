@@ -38,7 +38,9 @@ impl Authority {
         match self.kept_serving_identity(sans, now).await {
             Ok(Some(kept)) => return Ok(kept),
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot reuse the kept server certificate; issuing a new one"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reuse the kept server certificate; issuing a new one")
+            }
         }
         self.new_serving_identity(sans, now).await
     }

@@ -623,6 +623,20 @@ impl CaServer {
         .unwrap()
     }
 
+    /// The certificate the server presents in a TLS handshake now (verified against the
+    /// first CA generation).
+    pub fn presented_certificate(&self) -> etcd_ca::pki::CertSummary {
+        let addr: SocketAddr = self
+            .url
+            .trim_start_matches("https://")
+            .parse()
+            .expect("the server URL is https://IP:PORT");
+        let config = tls_client_config(&self.ca.dir.join("ca/gen-1.crt"), None);
+        let stream = tls_connect(addr, addr.ip(), config).expect("TLS handshake with the server");
+        let der = stream.conn.peer_certificates().unwrap()[0].to_vec();
+        etcd_ca::pki::CertSummary::from_der(&der).unwrap()
+    }
+
     /// The server's process id, to signal it.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()

@@ -35,6 +35,7 @@ mod crl_generations;
 mod csr;
 mod curl_walkthrough;
 mod disk_full;
+mod first_hour;
 mod foundation_cluster;
 mod hardening;
 mod helpers;

@@ -1,0 +1,240 @@
+//! The operator's first hour: exit statuses that say what kind of failure it was, a server that
+//! creates a CA only where it was told to and writes nothing when it cannot listen, keeps its own
+//! certificate across restarts and renews it before it expires, and dates counted on the
+//! calendar.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::helpers::{etcd_ca, wait_for, CaServer, TestCa};
+
+#[test]
+fn exit_status_is_0_1_2_or_3_by_what_happened() {
+    let ca = TestCa::init(&[]);
+    // 0: it worked.
+    assert_eq!(ca.cli("list", &[]).code, Some(0));
+    // 1: the command line was fine, the request was not (an unknown serial).
+    let unknown = ca.cli("show", &["0a0b0c"]);
+    assert_eq!(unknown.code, Some(1), "{unknown:?}");
+    // 2: the command line itself is wrong: a flag clap knows is missing, a flag value we check
+    // ourselves, a flag the agent needs.
+    let missing = ca.cli("issue", &["--node", "n1"]);
+    assert_eq!(missing.code, Some(2), "{missing:?}");
+    let bad_pin = etcd_ca([
+        "list",
+        "--server",
+        "https://127.0.0.1:1",
+        "--ca-fingerprint",
+        "sha256:nothex",
+    ]);
+    assert_eq!(bad_pin.code, Some(2), "{bad_pin:?}");
+    assert!(
+        bad_pin.stderr.contains("--ca-fingerprint"),
+        "{}",
+        bad_pin.stderr
+    );
+    let dir = ca.tmp.path().join("pki");
+    let agent = etcd_ca([
+        "agent",
+        "--server",
+        "https://127.0.0.1:1",
+        "--node",
+        "n1",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--once",
+    ]);
+    assert_eq!(agent.code, Some(2), "{agent:?}");
+    assert!(
+        agent.stderr.contains("needs --ca-fingerprint"),
+        "{}",
+        agent.stderr
+    );
+    // 3: inspect found a certificate that expires within --warn.
+    let out = ca.tmp.path().join("out");
+    ca.issue(
+        &out,
+        &[
+            "--profile",
+            "client",
+            "--node",
+            "ops",
+            "--cn",
+            "ops",
+            "--lifetime",
+            "2d",
+        ],
+    );
+    let warned = etcd_ca([
+        "inspect",
+        out.join("client.crt").to_str().unwrap(),
+        "--warn",
+        "30d",
+    ]);
+    assert_eq!(warned.code, Some(3), "{warned:?}");
+}
+
+#[test]
+fn serve_creates_a_ca_only_where_it_was_told_and_nothing_when_it_cannot_listen() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A busy port: refused before anything is created (no CA dir, no passphrase file).
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let dir = tmp.path().join("new-ca");
+    let passphrase = tmp.path().join("passphrase");
+    let run = etcd_ca([
+        "serve",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--passphrase-file",
+        passphrase.to_str().unwrap(),
+        "--listen",
+        &addr,
+    ]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("cannot listen on {addr}")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !dir.exists(),
+        "a CA was created although the server could not listen"
+    );
+    assert!(
+        !passphrase.exists(),
+        "a passphrase was written although the server could not listen"
+    );
+
+    // No data dir named at all: the default place is not silently turned into a new CA.
+    let default_dir = std::path::Path::new(etcd_ca::cli::DEFAULT_DATA_DIR);
+    assert!(
+        !default_dir.exists(),
+        "this test needs {} not to exist (it checks that serve does not create a CA there)",
+        default_dir.display()
+    );
+    let run = etcd_ca([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--insecure-unencrypted-key",
+    ]);
+    let created = default_dir.exists();
+    if created {
+        let _ = std::fs::remove_dir_all(default_dir);
+    }
+    assert!(!created, "serve created a CA in {}", default_dir.display());
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("no data dir was named") && run.stderr.contains("--data-dir"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_restart_keeps_the_serving_certificate_and_it_is_renewed_before_it_expires() {
+    let mut server = CaServer::start(&[], &[]);
+    let first = server.presented_certificate();
+    server.restart();
+    let again = server.presented_certificate();
+    assert_eq!(
+        first.serial, again.serial,
+        "a restart issued a new serving certificate"
+    );
+    let listed = server
+        .ca
+        .cli("list", &["--node", "etcd-ca-server", "--json"])
+        .ok();
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(rows.len(), 1, "{}", listed.stdout);
+    let key_mode = std::fs::metadata(server.ca.dir.join("server/tls.key"))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .unwrap();
+    assert_eq!(key_mode, 0o600);
+    drop(server);
+
+    // A short server_lifetime: the running server replaces its certificate at 2/3 of it,
+    // before it expires, and never presents an expired one.
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = tmp.path().join("short-server.toml");
+    let text = etcd_ca::policy::DEFAULT_POLICY.replacen(
+        "server_lifetime = \"365d\"",
+        "server_lifetime = \"15s\"",
+        1,
+    );
+    assert_ne!(
+        text,
+        etcd_ca::policy::DEFAULT_POLICY,
+        "the policy patch did not apply"
+    );
+    std::fs::write(&policy, text).unwrap();
+    let server = CaServer::start(&["--policy", policy.to_str().unwrap()], &[]);
+    let first = server.presented_certificate();
+    assert!(first.not_after <= OffsetDateTime::now_utc() + time::Duration::seconds(16));
+    let mut renewed = None;
+    wait_for(
+        "the serving certificate to be renewed",
+        Duration::from_secs(20),
+        || {
+            let now = server.presented_certificate();
+            assert!(
+                now.not_after > OffsetDateTime::now_utc(),
+                "the server presents an expired certificate"
+            );
+            if now.serial != first.serial {
+                renewed = Some(now);
+            }
+            renewed.is_some()
+        },
+    );
+    let renewed = renewed.unwrap();
+    assert!(renewed.not_after > first.not_after);
+    assert!(
+        OffsetDateTime::now_utc() < first.not_after,
+        "renewed only after the old certificate expired"
+    );
+}
+
+#[test]
+fn years_are_calendar_years_and_days_left_read_as_people_read_them() {
+    let before = OffsetDateTime::now_utc();
+    let ca = TestCa::init(&["--validity", "10y"]);
+    let after = OffsetDateTime::now_utc();
+    let ca_cert = etcd_ca::pki::CertSummary::from_der(
+        &etcd_ca::pki::pem_certificates(
+            &std::fs::read_to_string(ca.dir.join("ca/gen-1.crt")).unwrap(),
+        )
+        .unwrap()[0],
+    )
+    .unwrap();
+    let ten_years = |t: OffsetDateTime| t.replace_year(t.year() + 10).unwrap();
+    assert!(
+        ca_cert.not_after >= ten_years(before) - time::Duration::seconds(1)
+            && ca_cert.not_after <= ten_years(after) + time::Duration::seconds(1),
+        "10y from {before} ends {}",
+        ca_cert.not_after
+    );
+
+    let out = ca.tmp.path().join("out");
+    ca.issue(
+        &out,
+        &[
+            "--profile",
+            "client",
+            "--node",
+            "ops",
+            "--cn",
+            "ops",
+            "--lifetime",
+            "90d",
+        ],
+    );
+    let listed = ca.cli("list", &["--node", "ops"]).ok();
+    let row = listed.stdout.lines().nth(1).unwrap();
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(columns[columns.len() - 2], "90", "{}", listed.stdout);
+    let shown = ca.cli("show", &[columns[0]]).ok();
+    assert!(shown.stdout.contains("(90 days left)"), "{}", shown.stdout);
+}
