@@ -419,6 +419,8 @@ const UNIT_TOKEN_FILE: &str = "/etc/etcd-ca/token";
 pub struct BackupArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// The backup file to write (mode 0600; it holds the sealed CA keys).
     #[arg(long)]
     pub out: PathBuf,
@@ -855,7 +857,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Agent(AgentCommand { status: None, run }) => agent(run).await,
         Command::Ca(CaCommand::Rotate(args)) => rotate(args, now).await,
         Command::Backup(args) => {
-            let report = locally!(args.data_dir, a => a.backup(&args.out));
+            let report = match args.remote.client()? {
+                Some(client) => remote_backup(&client, &args.out).await?,
+                None => locally!(args.data_dir, a => a.backup(&args.out, &local_actor(), now)),
+            };
             writeln!(
                 stdout(),
                 "Wrote backup {} ({} CA generations, {} certificates; files: {})",
@@ -1069,6 +1074,38 @@ async fn run_server(
     }
     tracing::info!("etcd-ca server stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Takes a backup through the server and writes it like a local one (atomically, 0600).
+async fn remote_backup(
+    client: &crate::client::ApiClient,
+    out: &Path,
+) -> Result<crate::authority::BackupReport, CliError> {
+    let response = client
+        .clone()
+        .with_timeout(std::time::Duration::from_secs(600))
+        .get("/v1/backup")
+        .await?;
+    let count = |name: &str| {
+        response
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| {
+                CliError::Failed(format!("the server's backup answer has no {name} header"))
+            })
+    };
+    let generations = count(crate::api::routes::BACKUP_GENERATIONS)?;
+    let certificates = count(crate::api::routes::BACKUP_CERTIFICATES)?;
+    let files = crate::authority::archive_names(&response.body)?;
+    fsutil::write_atomic(out, &response.body, fsutil::PRIVATE)?;
+    Ok(crate::authority::BackupReport {
+        file: out.to_path_buf(),
+        generations: usize::try_from(generations).unwrap_or_default(),
+        certificates,
+        files,
+    })
 }
 
 /// Watches SIGINT and SIGTERM from now on; the future completes on either.

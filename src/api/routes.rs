@@ -749,6 +749,35 @@ pub async fn revoke_admin_token(
     Ok(Json(serde_json::json!({ "id": id, "revoked": true })))
 }
 
+/// A consistent backup of the whole CA (see [`crate::authority::Authority::backup_archive`]): a tar archive
+/// holding the sealed CA keys, for an admin only.
+pub async fn backup(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+) -> Result<Response, ApiError> {
+    let (archive, summary) = state.authority.backup_archive(&admin.0, now()).await?;
+    let headers = [
+        (header::CONTENT_TYPE, "application/x-tar".to_string()),
+        (
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"etcd-ca-backup.tar\"".to_string(),
+        ),
+        (
+            header::HeaderName::from_static(BACKUP_GENERATIONS),
+            summary.generations.to_string(),
+        ),
+        (
+            header::HeaderName::from_static(BACKUP_CERTIFICATES),
+            summary.certificates.to_string(),
+        ),
+    ];
+    Ok((headers, archive).into_response())
+}
+
+/// Response headers of `GET /v1/backup` with what the archive holds.
+pub const BACKUP_GENERATIONS: &str = "etcd-ca-backup-generations";
+pub const BACKUP_CERTIFICATES: &str = "etcd-ca-backup-certificates";
+
 pub async fn rotation_status(
     State(state): State<AppState>,
     Admin(_): Admin,

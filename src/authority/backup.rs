@@ -5,12 +5,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use time::OffsetDateTime;
 
 use super::keyfile::Passphrase;
 use super::{Authority, AuthorityError, DataDir};
 use crate::fsutil::{self, FsError};
 use crate::policy::Policy;
-use crate::store::Store;
+use crate::store::{AuditEvent, Store};
 
 /// What a backup holds.
 #[derive(Debug, Serialize)]
@@ -33,14 +34,60 @@ fn allowed(name: &str) -> bool {
         })
 }
 
+/// What an archive taken by [`Authority::backup_archive`] holds, besides its bytes.
+#[derive(Debug, Serialize)]
+pub struct BackupSummary {
+    pub generations: usize,
+    pub certificates: i64,
+    pub files: Vec<String>,
+}
+
+/// The names of the files in a backup archive, in order (what a remote backup reports).
+pub fn archive_names(archive: &[u8]) -> Result<Vec<String>, AuthorityError> {
+    let not_a_backup = |e: std::io::Error| AuthorityError::Restore {
+        reason: format!("the backup received is not an archive: {e}"),
+    };
+    let mut tar = tar::Archive::new(archive);
+    let mut names = Vec::new();
+    for entry in tar.entries().map_err(not_a_backup)? {
+        let entry = entry.map_err(not_a_backup)?;
+        let path = entry.path().map_err(not_a_backup)?;
+        names.push(path.to_string_lossy().into_owned());
+    }
+    Ok(names)
+}
+
 impl Authority {
     /// Writes a consistent copy of this (possibly running) CA to `out` (mode 0600).
-    pub async fn backup(&self, out: &Path) -> Result<BackupReport, AuthorityError> {
-        let parent = fsutil::parent_of(out);
+    pub async fn backup(
+        &self,
+        out: &Path,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<BackupReport, AuthorityError> {
+        let (archive, summary) = self.backup_archive(actor, now).await?;
+        fsutil::write_atomic(out, &archive, fsutil::PRIVATE)?;
+        Ok(BackupReport {
+            file: out.to_path_buf(),
+            generations: summary.generations,
+            certificates: summary.certificates,
+            files: summary.files,
+        })
+    }
+
+    /// A consistent copy of this (possibly running) CA as one tar archive: the database (an
+    /// online copy), the policy, and every CA certificate and sealed key. Staged in the data
+    /// dir, which only its owner can read. Recorded in the audit trail as taken by `actor`.
+    pub async fn backup_archive(
+        &self,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<(Vec<u8>, BackupSummary), AuthorityError> {
+        let root = self.dir.root();
         let staging = tempfile::Builder::new()
-            .prefix(".etcd-ca-backup.")
-            .tempdir_in(parent)
-            .map_err(|e| FsError::new("create a staging directory in", parent, e))?;
+            .prefix(".backup.")
+            .tempdir_in(root)
+            .map_err(|e| FsError::new("create a staging directory in", root, e))?;
         let db_copy = staging.path().join("etcd-ca.db");
         self.store.backup_into(&db_copy).await?;
 
@@ -62,29 +109,32 @@ impl Authority {
                 .map(|n| (n.clone(), self.dir.resolve(&n))),
         );
 
-        let tmp = staging.path().join("backup.tar");
-        {
-            let file = std::fs::File::create(&tmp).map_err(|e| FsError::new("create", &tmp, e))?;
-            let mut tar = tar::Builder::new(file);
-            for (name, path) in &files {
-                tar.append_path_with_name(path, name)
-                    .map_err(|e| FsError::new("archive", path, e))?;
-            }
-            let file = tar
-                .into_inner()
-                .map_err(|e| FsError::new("write", &tmp, e))?;
-            file.sync_all()
-                .map_err(|e| FsError::new("fsync", &tmp, e))?;
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, path) in &files {
+            tar.append_path_with_name(path, name)
+                .map_err(|e| FsError::new("archive", path, e))?;
         }
-        let bytes = std::fs::read(&tmp).map_err(|e| FsError::new("read", &tmp, e))?;
-        fsutil::write_atomic(out, &bytes, fsutil::PRIVATE)?;
+        let archive = tar
+            .into_inner()
+            .map_err(|e| FsError::new("archive", staging.path(), e))?;
         let (certificates, _) = self.store.certificate_counts().await?;
-        Ok(BackupReport {
-            file: out.to_path_buf(),
-            generations: self.generations().len(),
-            certificates,
-            files: files.into_iter().map(|(n, _)| n).collect(),
-        })
+        let event = AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: "backup".to_string(),
+            node: None,
+            serial: None,
+            detail: format!("{} bytes, {certificates} certificates", archive.len()),
+        };
+        self.store.record_audit(&event).await?;
+        Ok((
+            archive,
+            BackupSummary {
+                generations: self.generations().len(),
+                certificates,
+                files: files.into_iter().map(|(n, _)| n).collect(),
+            },
+        ))
     }
 
     /// Restores a backup into `dir`, which must not hold a CA. Everything is unpacked and

@@ -28,7 +28,7 @@ use rcgen::{
 use serde::Serialize;
 use time::OffsetDateTime;
 
-pub use backup::BackupReport;
+pub use backup::{archive_names, BackupReport, BackupSummary};
 pub use crl::CrlIssuer;
 pub use datadir::{DataDir, ServeLockError};
 pub use serving::ServingIdentity;

@@ -149,6 +149,66 @@ fn a_restored_ca_renews_a_certificate_issued_before_the_backup() {
     assert!(!target.exists() && !fresh.path().join("escape").exists());
 }
 
+#[test]
+fn an_admin_takes_a_backup_through_the_server_and_it_restores_on_a_fresh_host() {
+    let server = CaServer::start(&[], &[]);
+    let root = server.ca.tmp.path().to_path_buf();
+    let serial = server.remote_issue_client(&root.join("ops"), "ops");
+
+    // Without an admin token: refused, nothing written.
+    let refused = root.join("refused.backup");
+    let err = etcd_ca([
+        "backup",
+        "--server",
+        &server.url,
+        "--ca-fingerprint",
+        &server.fingerprint,
+        "--out",
+        refused.to_str().unwrap(),
+    ])
+    .fails();
+    assert!(err.contains("401") || err.contains("admin"), "{err}");
+    assert!(!refused.exists());
+
+    let backup = root.join("remote.backup");
+    let written = server
+        .remote(&["backup", "--out", backup.to_str().unwrap()])
+        .ok();
+    assert!(
+        written.stdout.contains("1 CA generations")
+            && written.stdout.contains("etcd-ca.db")
+            && written.stdout.contains("ca/gen-1.key"),
+        "{}",
+        written.stdout
+    );
+    assert_eq!(
+        std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let audit = server.remote(&["audit"]).ok().stdout;
+    assert!(
+        audit.lines().any(|l| l.contains("backup") && l.contains("admin")),
+        "{audit}"
+    );
+
+    let fresh = tempfile::tempdir().unwrap();
+    let restored = fresh.path().join("ca");
+    etcd_ca([
+        "restore",
+        "--data-dir",
+        restored.to_str().unwrap(),
+        "--from",
+        backup.to_str().unwrap(),
+    ])
+    .ok();
+    let listed = etcd_ca(["list", "--data-dir", restored.to_str().unwrap()])
+        .ok()
+        .stdout;
+    assert!(listed.contains(&serial), "{listed}");
+    let again = CaServer::start_on(restored, &[]);
+    assert_eq!(again.fingerprint, server.fingerprint, "the same CA");
+}
+
 /// `etcd-ca restore` of `archive` into a new dir; its stderr, after checking it failed and
 /// left nothing.
 fn restore_refused(
