@@ -24,7 +24,7 @@ use crate::inspect::{self, Expiry};
 use crate::names::{DnsName, NodeName, San};
 use crate::pki::{KeyType, PkiError};
 use crate::policy::{Policy, PolicyError};
-use crate::store::{AuditEvent, CertificateFilter, CertificateRecord, CertificateStatus};
+use crate::store::{AuditEvent, CertificateFilter, CertificateRecord, CertificateState};
 
 /// Errors the CLI reports. Each carries enough to act on.
 #[derive(Debug, thiserror::Error)]
@@ -680,9 +680,10 @@ pub struct ListArgs {
     pub node: Option<String>,
     #[arg(long)]
     pub profile: Option<String>,
-    /// valid, revoked or expired.
+    /// valid (the one in use), superseded (a newer one exists for the node and profile),
+    /// retired (its CA generation is retired), revoked or expired.
     #[arg(long, value_parser = parse_status)]
-    pub status: Option<CertificateStatus>,
+    pub status: Option<CertificateState>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -798,7 +799,7 @@ fn parse_key_type(s: &str) -> Result<KeyType, String> {
     s.parse()
 }
 
-fn parse_status(s: &str) -> Result<CertificateStatus, String> {
+fn parse_status(s: &str) -> Result<CertificateState, String> {
     s.parse()
 }
 
@@ -1735,8 +1736,9 @@ async fn list(args: ListArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
             let filter = CertificateFilter {
                 node: args.node.clone(),
                 profile: args.profile.clone(),
-                status: args.status,
+                state: args.status,
                 expiring_before: args.expiring_within.map(|d| now + d.as_time()),
+                ..Default::default()
             };
             locally!(args.data_dir, a => a.certificates(&filter, now))
         }
@@ -1777,7 +1779,7 @@ fn write_table(
                 r.common_name.clone(),
                 date(r.not_after),
                 crate::duration::days_left(r.not_after, now).to_string(),
-                r.status.as_str().to_string(),
+                r.state.as_str().to_string(),
             ]
         })
         .collect();
@@ -1823,7 +1825,7 @@ async fn show(args: ShowArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
         return Ok(ExitCode::SUCCESS);
     }
     writeln!(out, "serial:        {}", r.serial)?;
-    writeln!(out, "status:        {}", r.status.as_str())?;
+    writeln!(out, "status:        {}", r.state.as_str())?;
     if let Some(at) = r.revoked_at {
         writeln!(
             out,

@@ -33,7 +33,15 @@ macro_rules! select_certificates {
         concat!(
             "SELECT serial, ca_generation, profile, node, subject, common_name, sans, key_type,
                     public_key_sha256, not_before, not_after, pem, status, revoked_at,
-                    revocation_reason, issued_at, renewed_from",
+                    revocation_reason, issued_at, renewed_from,
+                    EXISTS (SELECT 1 FROM certificates AS newer
+                             WHERE newer.node = certificates.node
+                               AND newer.profile = certificates.profile
+                               AND newer.status = 'valid'
+                               AND newer.rowid > certificates.rowid) AS superseded,
+                    EXISTS (SELECT 1 FROM ca_generations AS g
+                             WHERE g.id = certificates.ca_generation
+                               AND g.state = 'retired') AS ca_retired",
             $extra,
             " FROM certificates ",
             $tail
@@ -148,6 +156,65 @@ impl CertificateStatus {
     }
 }
 
+/// Where a certificate stands, as an operator reads it: [`CertificateStatus`] refined by what
+/// came after it. Revoked and expired come first; a certificate whose CA generation is retired is
+/// `retired` (nothing trusts it any more); one for which a newer certificate of the same node and
+/// profile exists is `superseded`; else `valid` (the one in use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertificateState {
+    Valid,
+    Superseded,
+    Retired,
+    Revoked,
+    Expired,
+}
+
+impl CertificateState {
+    pub const ALL: [CertificateState; 5] = [
+        Self::Valid,
+        Self::Superseded,
+        Self::Retired,
+        Self::Revoked,
+        Self::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::Superseded => "superseded",
+            Self::Retired => "retired",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+
+    fn of(status: CertificateStatus, ca_retired: bool, superseded: bool) -> Self {
+        match status {
+            CertificateStatus::Revoked => Self::Revoked,
+            CertificateStatus::Expired => Self::Expired,
+            CertificateStatus::Valid if ca_retired => Self::Retired,
+            CertificateStatus::Valid if superseded => Self::Superseded,
+            CertificateStatus::Valid => Self::Valid,
+        }
+    }
+}
+
+impl FromStr for CertificateState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown status {s:?} (known: {})",
+                    Self::ALL.map(Self::as_str).join(", ")
+                )
+            })
+    }
+}
+
 impl FromStr for CertificateStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -179,6 +246,8 @@ pub struct CertificateRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub not_after: OffsetDateTime,
     pub status: CertificateStatus,
+    /// What `list` shows: the status refined by later certificates and retired generations.
+    pub state: CertificateState,
     #[serde(with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
     pub revocation_reason: Option<String>,
@@ -225,6 +294,8 @@ pub struct CertificateFilter {
     pub node: Option<String>,
     pub profile: Option<String>,
     pub status: Option<CertificateStatus>,
+    /// Only certificates in this state (see [`CertificateState`]).
+    pub state: Option<CertificateState>,
     /// Only valid certificates (not revoked, not yet expired) that expire before this moment.
     pub expiring_before: Option<OffsetDateTime>,
 }
@@ -972,7 +1043,15 @@ impl Store {
         filter: &CertificateFilter,
         now: OffsetDateTime,
     ) -> Result<Vec<CertificateRecord>, StoreError> {
-        let status = filter.status.map(|s| s.as_str());
+        // The state's validity part in SQL, the refinement (superseded, retired) after.
+        let status = filter
+            .status
+            .or(filter.state.map(|s| match s {
+                CertificateState::Revoked => CertificateStatus::Revoked,
+                CertificateState::Expired => CertificateStatus::Expired,
+                _ => CertificateStatus::Valid,
+            }))
+            .map(|s| s.as_str());
         let rows = sqlx::query(select_certificates!(
             "WHERE (?1 IS NULL OR node = ?1)
                AND (?2 IS NULL OR profile = ?2)
@@ -990,7 +1069,14 @@ impl Store {
         .bind(filter.expiring_before.map(ts))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| certificate_from_row(r, now)).collect()
+        let mut records = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let record = certificate_from_row(row, now)?;
+            if filter.state.is_none_or(|s| s == record.state) {
+                records.push(record);
+            }
+        }
+        Ok(records)
     }
 
     /// Marks a certificate revoked and records the audit event, in one transaction.
@@ -1521,6 +1607,11 @@ fn certificate_from_row(
         "valid" => CertificateStatus::Valid,
         other => return Err(corrupt(format!("unknown status {other:?}"))),
     };
+    let state = CertificateState::of(
+        status,
+        row.try_get("ca_retired")?,
+        row.try_get("superseded")?,
+    );
     let sans: String = row.try_get("sans")?;
     Ok(CertificateRecord {
         serial: row.try_get("serial")?,
@@ -1535,6 +1626,7 @@ fn certificate_from_row(
         not_before: from_ts("certificates", row.try_get("not_before")?)?,
         not_after,
         status,
+        state,
         revoked_at: row
             .try_get::<Option<i64>, _>("revoked_at")?
             .map(|t| from_ts("certificates", t))

@@ -23,7 +23,7 @@ use crate::authority::{
 use crate::duration::HumanDuration;
 use crate::names::{DnsName, NodeName};
 use crate::pki::KeyType;
-use crate::store::{AuditEvent, CertificateFilter, CertificateRecord, CertificateStatus};
+use crate::store::{AuditEvent, CertificateFilter, CertificateRecord, CertificateState};
 
 fn now() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
@@ -513,9 +513,9 @@ pub async fn list_certs(
 ) -> Result<Json<Vec<CertificateRecord>>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("query_invalid", e.body_text()))?;
     let now = now();
-    let status = q
+    let wanted = q
         .status
-        .map(|s| s.parse::<CertificateStatus>())
+        .map(|s| s.parse::<CertificateState>())
         .transpose()
         .map_err(|e| ApiError::bad_request("query_invalid", e))?;
     let expiring_before = q
@@ -526,8 +526,9 @@ pub async fn list_certs(
     let filter = CertificateFilter {
         node: q.node,
         profile: q.profile,
-        status,
+        state: wanted,
         expiring_before,
+        ..Default::default()
     };
     Ok(Json(state.authority.certificates(&filter, now).await?))
 }

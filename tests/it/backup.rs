@@ -187,7 +187,9 @@ fn an_admin_takes_a_backup_through_the_server_and_it_restores_on_a_fresh_host() 
     );
     let audit = server.remote(&["audit"]).ok().stdout;
     assert!(
-        audit.lines().any(|l| l.contains("backup") && l.contains("admin")),
+        audit
+            .lines()
+            .any(|l| l.contains("backup") && l.contains("admin")),
         "{audit}"
     );
 

@@ -238,3 +238,53 @@ fn years_are_calendar_years_and_days_left_read_as_people_read_them() {
     let shown = ca.cli("show", &[columns[0]]).ok();
     assert!(shown.stdout.contains("(90 days left)"), "{}", shown.stdout);
 }
+
+#[test]
+fn list_shows_superseded_and_retired_certificates_for_what_they_are() {
+    let ca = TestCa::init(&[]);
+    let out = ca.tmp.path().join("out");
+    let client = ["--profile", "client", "--node", "ops", "--cn", "ops"];
+    let old = ca.issue(&out.join("old"), &client);
+    let new = ca.issue(&out.join("new"), &client);
+    let status_of = |listing: &str, serial: &str| {
+        listing
+            .lines()
+            .find(|l| l.starts_with(serial))
+            .and_then(|l| l.split_whitespace().last())
+            .map(str::to_string)
+    };
+    let listed = ca.cli("list", &[]).ok().stdout;
+    assert_eq!(
+        status_of(&listed, &old).as_deref(),
+        Some("superseded"),
+        "{listed}"
+    );
+    assert_eq!(
+        status_of(&listed, &new).as_deref(),
+        Some("valid"),
+        "{listed}"
+    );
+    let superseded = ca.cli("list", &["--status", "superseded"]).ok().stdout;
+    assert!(
+        superseded.contains(&old) && !superseded.contains(&new),
+        "{superseded}"
+    );
+    let valid = ca.cli("list", &["--status", "valid"]).ok().stdout;
+    assert!(valid.contains(&new) && !valid.contains(&old), "{valid}");
+    let shown = ca.cli("show", &[&old]).ok().stdout;
+    assert!(shown.contains("status:        superseded"), "{shown}");
+
+    // A rotation to the end: what generation 1 signed is trusted by nothing any more.
+    for step in ["start", "activate", "finish"] {
+        etcd_ca(["ca", "rotate", step, "--force", "--data-dir", ca.data_dir()]).ok();
+    }
+    let retired = ca.cli("list", &["--status", "retired"]).ok().stdout;
+    assert!(
+        retired.contains(&old) && retired.contains(&new),
+        "{retired}"
+    );
+    assert_eq!(status_of(&retired, &new).as_deref(), Some("retired"));
+    let bad = ca.cli("list", &["--status", "stale"]);
+    assert_eq!(bad.code, Some(2), "{bad:?}");
+    assert!(bad.stderr.contains("superseded"), "{}", bad.stderr);
+}
