@@ -751,6 +751,8 @@ pub enum FlagFormatArg {
     Env,
     /// --flag=value, one per line and nothing else, for scripts.
     Lines,
+    /// YAML keys for etcd --config-file.
+    Yaml,
 }
 
 #[derive(Debug, Args)]
@@ -2067,6 +2069,7 @@ fn etcd_flags(args: EtcdFlagsArgs) -> Result<ExitCode, CliError> {
         FlagFormatArg::Args => FlagFormat::Args,
         FlagFormatArg::Env => FlagFormat::Env,
         FlagFormatArg::Lines => FlagFormat::Lines,
+        FlagFormatArg::Yaml => FlagFormat::Yaml,
     };
     let missing = etcd_flags::missing_files(&dir);
     if !missing.is_empty() {

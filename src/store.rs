@@ -735,7 +735,7 @@ impl Store {
     }
 
     pub async fn insert_generation(&self, g: &GenerationRecord) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         insert_generation(&mut tx, g).await?;
         tx.commit().await?;
         Ok(())
@@ -762,7 +762,7 @@ impl Store {
         changes: &[(i64, GenerationState, GenerationState)],
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         for (id, from, to) in changes {
             let updated = sqlx::query(
                 "UPDATE ca_generations SET state = ?1,
@@ -787,6 +787,15 @@ impl Store {
         Ok(true)
     }
 
+    /// A transaction that holds the write lock from its first statement. SQLite's default
+    /// (deferred) transaction that reads and then writes fails at once with "database is
+    /// locked" (SQLITE_BUSY_SNAPSHOT, which no busy timeout waits out) when another writer
+    /// committed in between; every read-then-write here (compare-and-set steps, leases, token
+    /// use, revocation) therefore starts immediate and waits its turn instead.
+    async fn write_transaction(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// Stores the generation a rotation starts, with its audit event, only if no rotation is in
     /// progress (no `next` generation) and its id follows the last one. Returns false, changing
     /// nothing, when another start got there first.
@@ -795,7 +804,7 @@ impl Store {
         g: &GenerationRecord,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let (in_progress, last): (i64, i64) = sqlx::query_as(
             "SELECT COUNT(*) FILTER (WHERE state = 'next'), COALESCE(MAX(id), 0) FROM ca_generations",
         )
@@ -893,7 +902,7 @@ impl Store {
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<(String, OffsetDateTime), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         sqlx::query(
             "INSERT INTO restart_lease (id, node, expires_at) VALUES (1, ?1, ?3)
              ON CONFLICT (id) DO UPDATE SET node = ?1, expires_at = ?3
@@ -1086,7 +1095,7 @@ impl Store {
         reason: &str,
         event: &AuditEvent,
     ) -> Result<RevokeOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let updated = sqlx::query(
             "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ?
              WHERE serial = ? AND status = 'valid'",
@@ -1181,7 +1190,7 @@ impl Store {
         token: &TokenRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         if let Some(identity) = &token.identity {
             upsert_node(&mut tx, identity, token.created_at).await?;
         }
@@ -1242,7 +1251,7 @@ impl Store {
         id: &str,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let revoked = sqlx::query(
             "UPDATE tokens SET revoked_at = ? WHERE id = ? AND kind = 'admin' AND revoked_at IS NULL",
         )
@@ -1279,7 +1288,7 @@ impl Store {
             .iter()
             .map(|c| (c.profile.as_str(), c.serial.as_str()))
             .collect();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let consumed = sqlx::query(
             "UPDATE tokens SET used_at = ?, request_sha256 = ?, issued_serials = ?
              WHERE id = ? AND used_at IS NULL",
@@ -1339,7 +1348,7 @@ impl Store {
     }
 
     pub async fn record_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         insert_audit(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())

@@ -11,6 +11,7 @@
 //! | rotation (1st run)  | 22679       | 22680     | (CA server on 22681)
 //! | rotation (2nd run)  | 22879       | 22880     | (CA server on 22881)
 //! | crash               | -           | -         | (CA server on 22781)
+//! | etcd_config_file    | 22979       | 22980     | (member on 127.0.0.14)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,6 +36,7 @@ mod crl_generations;
 mod csr;
 mod curl_walkthrough;
 mod disk_full;
+mod etcd_config_file;
 mod first_hour;
 mod foundation_cluster;
 mod hardening;

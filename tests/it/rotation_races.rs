@@ -40,8 +40,8 @@ async fn concurrent_steps_have_exactly_one_winner_and_the_ca_always_starts() {
         if round % 10 == 0 {
             let (a, b) = tokio::join!(step(&admin, "start", false), step(&admin, "start", false));
             one_winner(a, b);
-        } else {
-            step(&admin, "start", false).await.unwrap();
+        } else if let Err(e) = step(&admin, "start", false).await {
+            panic!("start: {e:?}; server log:\n{}", server.log_text());
         }
         let (a, b) = tokio::join!(step(&admin, "activate", true), step(&admin, "abort", false));
         if one_winner(a, b) == 0 {
