@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::authority::Authority;
 
@@ -80,10 +80,76 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/rotation/{step}", post(routes::rotate))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(axum::middleware::from_fn(|request, next| {
+            deadline(REQUEST_TIMEOUT, request, next)
+        }))
         .with_state(state)
+}
+
+/// Answers a request still running after `limit` with a JSON 408 (through the one error
+/// mapping, like every other refusal); the handler is dropped.
+async fn deadline(
+    limit: Duration,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error::ApiError::Request {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "request_timeout",
+            message: format!(
+                "the request took longer than {}; it was abandoned",
+                humantime::format_duration(limit)
+            ),
+        }
+        .into_response(),
+    }
+}
+
+/// A known path asked with a method it does not take: JSON 405 like every refusal.
+async fn method_not_allowed(method: axum::http::Method) -> Response {
+    error::ApiError::Request {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!("this endpoint does not take {method}"),
+    }
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    async fn body_json(response: Response) -> serde_json::Value {
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_deadline_is_a_json_408() {
+        let app: Router = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "done"
+                }),
+            )
+            .layer(axum::middleware::from_fn(|request, next| {
+                deadline(Duration::from_millis(50), request, next)
+            }));
+        let request = axum::http::Request::get("/slow")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(body_json(response).await["code"], "request_timeout");
+    }
 }

@@ -288,3 +288,19 @@ fn list_shows_superseded_and_retired_certificates_for_what_they_are() {
     assert_eq!(bad.code, Some(2), "{bad:?}");
     assert!(bad.stderr.contains("superseded"), "{}", bad.stderr);
 }
+
+#[tokio::test]
+async fn refusals_outside_the_handlers_are_json_too() {
+    let server = CaServer::start(&[], &[]);
+    let client = server.client();
+    for (method, path, status, code) in [
+        (hyper::Method::POST, "/v1/ca", 405, "method_not_allowed"),
+        (hyper::Method::GET, "/v1/nothing-here", 404, "not_found"),
+    ] {
+        let response = client.send(method, path, None, &[]).await.unwrap();
+        assert_eq!(response.status.as_u16(), status, "{path}");
+        let body: serde_json::Value = serde_json::from_slice(&response.body)
+            .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {:?}", response.body));
+        assert_eq!(body["code"], code, "{path}");
+    }
+}
