@@ -127,6 +127,36 @@ impl DataDirArg {
             .with_passphrase(passphrase))
     }
 
+    /// For a new CA: when --passphrase-file names a file that does not exist yet, writes a
+    /// strong random passphrase there (only its owner can read it), so one command creates a
+    /// CA. Returns the file it wrote.
+    fn new_passphrase_file(&self, unencrypted: bool) -> Result<Option<PathBuf>, CliError> {
+        match &self.passphrase_file {
+            Some(file) if !file.exists() && !unencrypted => {
+                let (_, text) = Passphrase::generate()?;
+                fsutil::write_new(
+                    file,
+                    format!("{}\n", text.as_str()).as_bytes(),
+                    fsutil::PRIVATE,
+                )?;
+                eprintln!(
+                    "Wrote a new random passphrase for the CA keys to {} (mode 0600): keep a copy somewhere safe.",
+                    file.display()
+                );
+                Ok(Some(file.clone()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Removes a passphrase file [`Self::new_passphrase_file`] wrote for a CA that was then
+    /// not created.
+    fn forget_passphrase_file(file: Option<&Path>) {
+        if let Some(file) = file {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+
     /// How `init` (or a first `serve`) keeps the new CA key.
     fn key_protection(
         &self,
@@ -929,19 +959,9 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
                 dir.display()
             )));
         }
-        // A first start with --passphrase-file naming a file that does not exist yet: make a
-        // strong passphrase there (only its owner can read it), so one command starts a CA.
-        if let Some(file) = &args.data_dir.passphrase_file {
-            if !file.exists() && !args.protection.insecure_unencrypted_key {
-                let (_, text) = Passphrase::generate()?;
-                fsutil::write_new(
-                    file,
-                    format!("{}\n", text.as_str()).as_bytes(),
-                    fsutil::PRIVATE,
-                )?;
-                tracing::info!(file = %file.display(), "generated the CA key passphrase; keep a copy somewhere safe");
-            }
-        }
+        let generated = args
+            .data_dir
+            .new_passphrase_file(args.protection.insecure_unencrypted_key)?;
         let report = Authority::init(
             dir,
             InitOptions {
@@ -961,7 +981,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             "etcd-ca serve",
             now,
         )
-        .await?;
+        .await
+        .inspect_err(|_| DataDirArg::forget_passphrase_file(generated.as_deref()))?;
         tracing::info!(data_dir = %dir.display(), ca_fingerprint = %report.fingerprint, "created a new CA");
     }
     // One server per data dir (held until this process ends).
@@ -1541,6 +1562,17 @@ async fn init(args: InitArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
         (Some(cert), Some(key)) => Some((read_text(cert)?, read_text(key)?)),
         _ => None,
     };
+    // A CA is only made where none is; refuse before writing a passphrase for it.
+    if let Some(found) = DataDir::new(args.data_dir.path()).existing_ca_marker() {
+        return Err(AuthorityError::AlreadyInitialised {
+            dir: args.data_dir.path().to_path_buf(),
+            found,
+        }
+        .into());
+    }
+    let generated = args
+        .data_dir
+        .new_passphrase_file(args.protection.insecure_unencrypted_key)?;
     let report = Authority::init(
         args.data_dir.path(),
         InitOptions {
@@ -1557,7 +1589,8 @@ async fn init(args: InitArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
         &local_actor(),
         now,
     )
-    .await?;
+    .await
+    .inspect_err(|_| DataDirArg::forget_passphrase_file(generated.as_deref()))?;
     let mut out = stdout();
     let verb = if report.imported {
         "Adopted"

@@ -12,6 +12,7 @@
 //! | rotation (2nd run)  | 22879       | 22880     | (CA server on 22881)
 //! | crash               | -           | -         | (CA server on 22781)
 //! | etcd_config_file    | 22979       | 22980     | (member on 127.0.0.14)
+//! | readme (walkthrough)| 2379        | 2380      | (etcd's usual ports, as the README says)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -44,6 +45,7 @@ mod helpers;
 mod hostile;
 mod import;
 mod key_at_rest;
+mod readme;
 mod rotation;
 mod rotation_races;
 mod rotation_steps;
