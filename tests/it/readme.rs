@@ -77,6 +77,17 @@ impl Drop for Members<'_> {
         for pid in pids.split_whitespace() {
             let _ = Command::new("kill").arg(pid).status();
         }
+        // Wait for them to go (then force it), so none outlives the test or its directory.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        for pid in pids.split_whitespace() {
+            let proc_dir = Path::new("/proc").join(pid);
+            while proc_dir.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            if proc_dir.exists() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
     }
 }
 
