@@ -24,7 +24,8 @@ use crate::inspect::{self, Expiry};
 use crate::names::{DnsName, NodeName, San};
 use crate::pki::{KeyType, PkiError};
 use crate::policy::{Policy, PolicyError};
-use crate::store::{AuditEvent, CertificateFilter, CertificateRecord, CertificateState};
+use crate::store::{CertificateFilter, CertificateState};
+use crate::wire::{AuditEntry, CertificateInfo};
 
 /// Errors the CLI reports. Each carries enough to act on.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +122,15 @@ impl DataDirArg {
 
     /// Opens the data dir with its passphrase.
     async fn open(&self) -> Result<Authority, CliError> {
+        // No dir named and none at the default place: say how to name one, not how to create
+        // a second CA.
+        if self.data_dir.is_none() && DataDir::new(self.path()).existing_ca_marker().is_none() {
+            return Err(CliError::Usage(format!(
+                "no CA in {}, the default data dir: give --data-dir DIR (or ETCD_CA_DATA_DIR) \
+                 where the CA lives, or --server URL to use a running CA server",
+                self.path().display()
+            )));
+        }
         let passphrase = self.passphrase()?;
         Ok(Authority::open(self.path())
             .await?
@@ -726,6 +736,7 @@ pub struct ShowArgs {
     #[command(flatten)]
     pub remote: RemoteArgs,
     /// Serial number in hex (colons allowed).
+    #[arg(value_parser = parse_serial)]
     pub serial: String,
     #[arg(long)]
     pub json: bool,
@@ -738,11 +749,12 @@ pub struct RevokeArgs {
     #[command(flatten)]
     pub remote: RemoteArgs,
     /// Serial number in hex (colons allowed).
+    #[arg(value_parser = parse_serial)]
     pub serial: String,
     /// unspecified, keyCompromise, caCompromise, affiliationChanged, superseded,
     /// cessationOfOperation or privilegeWithdrawn.
-    #[arg(long, default_value = "unspecified")]
-    pub reason: String,
+    #[arg(long, default_value = "unspecified", value_parser = parse_reason)]
+    pub reason: RevocationReason,
 }
 
 #[derive(Debug, Args)]
@@ -766,9 +778,10 @@ pub struct InspectArgs {
     /// PEM files holding one or more certificates.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Exit with status 3 when a certificate expires within this window (or has expired).
-    #[arg(long, default_value = "30d")]
-    pub warn: HumanDuration,
+    /// Exit with status 3 when a certificate expires within this window (or has expired)
+    /// [default: 30d; for a CRL, the last quarter of its lifetime].
+    #[arg(long)]
+    pub warn: Option<HumanDuration>,
     #[arg(long)]
     pub json: bool,
 }
@@ -831,6 +844,14 @@ fn parse_key_type(s: &str) -> Result<KeyType, String> {
     s.parse()
 }
 
+fn parse_serial(s: &str) -> Result<String, String> {
+    crate::authority::normalize_serial(s).map_err(|e| e.to_string())
+}
+
+fn parse_reason(s: &str) -> Result<RevocationReason, String> {
+    s.parse::<RevocationReason>().map_err(|e| e.to_string())
+}
+
 fn parse_status(s: &str) -> Result<CertificateState, String> {
     s.parse()
 }
@@ -890,7 +911,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Agent(AgentCommand { status: None, run }) => agent(run).await,
         Command::Ca(CaCommand::Rotate(args)) => rotate(args, now).await,
         Command::Backup(args) => {
-            let report = match args.remote.client()? {
+            let report = match args.remote.admin_client()? {
                 Some(client) => remote_backup(&client, &args.out).await?,
                 None => locally!(args.data_dir, a => a.backup(&args.out, &local_actor(), now)),
             };
@@ -905,12 +926,16 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore(args) => {
-            let report = Authority::restore(
-                &args.from,
-                args.data_dir.path(),
-                args.data_dir.passphrase()?,
-            )
-            .await?;
+            let passphrase = args.data_dir.passphrase()?;
+            let checked_keys = passphrase.is_some();
+            let report = Authority::restore(&args.from, args.data_dir.path(), passphrase).await?;
+            if !checked_keys {
+                eprintln!(
+                    "warning: no passphrase given (--passphrase-file or ETCD_CA_PASSPHRASE): the \
+                     restored CA keys were not opened, so a backup taken under another passphrase \
+                     would only fail when the CA next signs"
+                );
+            }
             writeln!(
                 stdout(),
                 "Restored {} into {} ({} CA generations, {} certificates)",
@@ -959,6 +984,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
                 dir.display()
             )));
         }
+        Authority::check_new_dir(dir)?;
         let generated = args
             .data_dir
             .new_passphrase_file(args.protection.insecure_unencrypted_key)?;
@@ -1120,8 +1146,8 @@ async fn remote_backup(
                 CliError::Failed(format!("the server's backup answer has no {name} header"))
             })
     };
-    let generations = count(crate::api::routes::BACKUP_GENERATIONS)?;
-    let certificates = count(crate::api::routes::BACKUP_CERTIFICATES)?;
+    let generations = count(crate::wire::BACKUP_GENERATIONS)?;
+    let certificates = count(crate::wire::BACKUP_CERTIFICATES)?;
     let files = crate::authority::archive_names(&response.body)?;
     fsutil::write_atomic(out, &response.body, fsutil::PRIVATE)?;
     Ok(crate::authority::BackupReport {
@@ -1174,13 +1200,15 @@ async fn rotate(args: RotateArgs, now: OffsetDateTime) -> Result<ExitCode, CliEr
         RotateStep::Finish => "finish",
         RotateStep::Abort => "abort",
     };
-    let status: serde_json::Value = match args.remote.client()? {
+    let status: serde_json::Value = match args.remote.admin_client()? {
         Some(client) => {
             if step == "status" {
                 client.get_json("/v1/rotation").await?
             } else {
-                let body =
-                    serde_json::json!({"force": args.force, "key_type": args.key_type.to_string()});
+                let body = crate::wire::RotateBody {
+                    force: args.force,
+                    key_type: Some(args.key_type.to_string()),
+                };
                 client
                     .post_json(&format!("/v1/rotation/{step}"), &body)
                     .await?
@@ -1334,20 +1362,27 @@ fn write_rotation_status(out: &mut impl Write, s: &serde_json::Value) -> std::io
 }
 
 async fn token_create(args: TokenCreateArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
-    let (token, fingerprint) = match args.remote.client()? {
+    let (token, fingerprint) = match args.remote.admin_client()? {
         Some(client) => {
             let (ips, dns_names) = args.names.json();
-            let body = serde_json::json!({
-                "node": args.node.to_string(),
-                "ips": ips,
-                "dns_names": dns_names,
-                "profiles": args.profiles,
-                "common_name": args.cn,
-                "ttl": args.ttl.to_string(),
-                "allow_root": args.allow_root,
-            });
-            let answer: RemoteToken = client.post_json("/v1/tokens", &body).await?;
-            (answer.token, answer.ca_fingerprint)
+            let body = crate::wire::TokenBody {
+                node: args.node.to_string(),
+                ips,
+                dns_names,
+                profiles: args.profiles.clone(),
+                common_name: args.cn.clone(),
+                ttl: Some(args.ttl.to_string()),
+                allow_root: args.allow_root,
+            };
+            let answer: crate::wire::TokenResponse = client.post_json("/v1/tokens", &body).await?;
+            let token = crate::authority::CreatedToken {
+                token: answer.token,
+                id: answer.id,
+                expires_at: answer.expires_at,
+                node: answer.node,
+                profiles: answer.profiles,
+            };
+            (token, answer.ca_fingerprint)
         }
         None => {
             let authority = args.data_dir.open().await?;
@@ -1413,16 +1448,8 @@ async fn token_create(args: TokenCreateArgs, now: OffsetDateTime) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `POST /v1/tokens` answers.
-#[derive(serde::Deserialize)]
-struct RemoteToken {
-    #[serde(flatten)]
-    token: crate::authority::CreatedToken,
-    ca_fingerprint: String,
-}
-
 async fn admin_token_list(args: AdminTokenListArgs) -> Result<ExitCode, CliError> {
-    let tokens: Vec<crate::authority::AdminTokenView> = match args.remote.client()? {
+    let tokens: Vec<crate::authority::AdminTokenView> = match args.remote.admin_client()? {
         Some(client) => client.get_json("/v1/admin-tokens").await?,
         None => locally!(args.data_dir, a => a.admin_tokens()),
     };
@@ -1455,13 +1482,10 @@ async fn admin_token_revoke(
     args: AdminTokenRevokeArgs,
     now: OffsetDateTime,
 ) -> Result<ExitCode, CliError> {
-    match args.remote.client()? {
+    match args.remote.admin_client()? {
         Some(client) => {
-            let _: serde_json::Value = client
-                .post_json(
-                    &format!("/v1/admin-tokens/{}/revoke", args.id),
-                    &serde_json::json!({}),
-                )
+            let _: crate::wire::AdminTokenRevoked = client
+                .post_json(&format!("/v1/admin-tokens/{}/revoke", args.id), &())
                 .await?;
         }
         None => locally!(args.data_dir, a => a.revoke_admin_token(&args.id, &local_actor(), now)),
@@ -1535,11 +1559,24 @@ impl RemoteArgs {
                 ))
             }
         };
-        let mut client = crate::client::ApiClient::new(url, trust, None)?;
+        // A --server the client cannot use at all (not https, no host) is a wrong flag.
+        let mut client = crate::client::ApiClient::new(url, trust, None)
+            .map_err(|e| CliError::Usage(format!("--server {url}: {e}")))?;
         if let Some(file) = &self.admin_token_file {
             client = client.with_bearer(read_text(file)?.trim().to_string());
         }
         Ok(Some(client))
+    }
+
+    /// [`Self::client`] for the admin API: --server needs --admin-token-file too.
+    fn admin_client(&self) -> Result<Option<crate::client::ApiClient>, CliError> {
+        let client = self.client()?;
+        if client.is_some() && self.admin_token_file.is_none() {
+            return Err(CliError::Usage(
+                "--server needs --admin-token-file FILE (an admin token from `etcd-ca admin-token create`) for this command".into(),
+            ));
+        }
+        Ok(client)
     }
 }
 
@@ -1563,13 +1600,7 @@ async fn init(args: InitArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
         _ => None,
     };
     // A CA is only made where none is; refuse before writing a passphrase for it.
-    if let Some(found) = DataDir::new(args.data_dir.path()).existing_ca_marker() {
-        return Err(AuthorityError::AlreadyInitialised {
-            dir: args.data_dir.path().to_path_buf(),
-            found,
-        }
-        .into());
-    }
+    Authority::check_new_dir(args.data_dir.path())?;
     let generated = args
         .data_dir
         .new_passphrase_file(args.protection.insecure_unencrypted_key)?;
@@ -1610,20 +1641,20 @@ async fn init(args: InitArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
 
 async fn issue(args: IssueArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
     check_output_dir(&args.out)?;
-    let (certificate, key_pem, bundle) = match args.remote.client()? {
+    let (certificate, key_pem, bundle) = match args.remote.admin_client()? {
         Some(client) => {
             let (ips, dns_names) = args.names.json();
-            let body = serde_json::json!({
-                "profile": args.profile,
-                "node": args.node.to_string(),
-                "ips": ips,
-                "dns_names": dns_names,
-                "common_name": args.cn,
-                "lifetime": args.lifetime.map(|l| l.to_string()),
-                "key_type": args.key_type.to_string(),
-                "allow_root": args.allow_root,
-            });
-            let answer: RemoteIssue = client.post_json("/v1/issue", &body).await?;
+            let body = crate::wire::IssueBody {
+                profile: args.profile.clone(),
+                node: args.node.to_string(),
+                ips,
+                dns_names,
+                common_name: args.cn.clone(),
+                lifetime: args.lifetime.map(|l| l.to_string()),
+                key_type: Some(args.key_type.to_string()),
+                allow_root: args.allow_root,
+            };
+            let answer: crate::wire::IssueResponse = client.post_json("/v1/issue", &body).await?;
             (
                 answer.certificate,
                 answer.private_key_pem,
@@ -1643,14 +1674,15 @@ async fn issue(args: IssueArgs, now: OffsetDateTime) -> Result<ExitCode, CliErro
             };
             locally!(args.data_dir, a => async {
                 let issued = a.issue_with_new_key(&request, &local_actor(), now).await?;
-                Ok::<_, CliError>((issued.certificate, issued.key_pem, a.trust_bundle_pem()))
+                Ok::<_, CliError>((
+                    crate::wire::Certificate::from(issued.certificate),
+                    issued.key_pem,
+                    a.trust_bundle_pem(),
+                ))
             })
         }
     };
 
-    if !args.out.exists() {
-        fsutil::create_private_dir(&args.out)?;
-    }
     let cert_file = args.out.join(etcd_flags::files::certificate(&args.profile));
     let key_file = args.out.join(etcd_flags::files::key(&args.profile));
     let ca_file = args.out.join(etcd_flags::files::CA_BUNDLE);
@@ -1682,14 +1714,6 @@ async fn issue(args: IssueArgs, now: OffsetDateTime) -> Result<ExitCode, CliErro
         writeln!(out, "  wrote        {}", file.display())?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// What `POST /v1/issue` answers.
-#[derive(serde::Deserialize)]
-struct RemoteIssue {
-    certificate: crate::authority::IssuedCertificate,
-    private_key_pem: String,
-    trust_bundle: String,
 }
 
 /// Fails early (before anything is signed) when the output dir cannot be written.
@@ -1748,22 +1772,14 @@ async fn adopt(args: AdoptArgs, now: OffsetDateTime) -> Result<ExitCode, CliErro
 }
 
 async fn list(args: ListArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
-    let records: Vec<CertificateRecord> = match args.remote.client()? {
+    let records: Vec<CertificateInfo> = match args.remote.admin_client()? {
         Some(client) => {
-            let query = serde_urlencoded::to_string(
-                [
-                    ("node", args.node.clone()),
-                    ("profile", args.profile.clone()),
-                    ("status", args.status.map(|s| s.as_str().to_string())),
-                    (
-                        "expiring_within",
-                        args.expiring_within.map(|d| d.to_string()),
-                    ),
-                ]
-                .into_iter()
-                .filter_map(|(k, v)| Some((k, v?)))
-                .collect::<Vec<_>>(),
-            )
+            let query = serde_urlencoded::to_string(crate::wire::CertsQuery {
+                node: args.node.clone(),
+                profile: args.profile.clone(),
+                status: args.status.map(|s| s.as_str().to_string()),
+                expiring_within: args.expiring_within.map(|d| d.to_string()),
+            })
             .map_err(|e| CliError::Failed(e.to_string()))?;
             client.get_json(&format!("/v1/certs?{query}")).await?
         }
@@ -1775,7 +1791,8 @@ async fn list(args: ListArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
                 expiring_before: args.expiring_within.map(|d| now + d.as_time()),
                 ..Default::default()
             };
-            locally!(args.data_dir, a => a.certificates(&filter, now))
+            let records = locally!(args.data_dir, a => a.certificates(&filter, now));
+            records.into_iter().map(Into::into).collect()
         }
     };
     let mut out = stdout();
@@ -1790,7 +1807,7 @@ async fn list(args: ListArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
 
 fn write_table(
     out: &mut impl Write,
-    records: &[CertificateRecord],
+    records: &[CertificateInfo],
     now: OffsetDateTime,
 ) -> std::io::Result<()> {
     let header = [
@@ -1814,7 +1831,7 @@ fn write_table(
                 r.common_name.clone(),
                 date(r.not_after),
                 crate::duration::days_left(r.not_after, now).to_string(),
-                r.state.as_str().to_string(),
+                r.status.clone(),
             ]
         })
         .collect();
@@ -1846,12 +1863,12 @@ fn write_table(
 }
 
 async fn show(args: ShowArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
-    let r: CertificateRecord = match args.remote.client()? {
+    let r: CertificateInfo = match args.remote.admin_client()? {
         Some(client) => {
             let serial = crate::authority::normalize_serial(&args.serial)?;
             client.get_json(&format!("/v1/certs/{serial}")).await?
         }
-        None => locally!(args.data_dir, a => a.certificate(&args.serial, now)),
+        None => locally!(args.data_dir, a => a.certificate(&args.serial, now)).into(),
     };
     let mut out = stdout();
     if args.json {
@@ -1860,7 +1877,7 @@ async fn show(args: ShowArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
         return Ok(ExitCode::SUCCESS);
     }
     writeln!(out, "serial:        {}", r.serial)?;
-    writeln!(out, "status:        {}", r.state.as_str())?;
+    writeln!(out, "status:        {}", r.status)?;
     if let Some(at) = r.revoked_at {
         writeln!(
             out,
@@ -1888,17 +1905,19 @@ async fn show(args: ShowArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
 }
 
 async fn revoke(args: RevokeArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
-    let reason: RevocationReason = args.reason.parse()?;
-    let record: CertificateRecord = match args.remote.client()? {
+    let reason = args.reason;
+    let record: CertificateInfo = match args.remote.admin_client()? {
         Some(client) => {
             let serial = crate::authority::normalize_serial(&args.serial)?;
-            let body = serde_json::json!({ "reason": reason.name() });
+            let body = crate::wire::RevokeBody {
+                reason: Some(reason.name().to_string()),
+            };
             client
                 .post_json(&format!("/v1/certs/{serial}/revoke"), &body)
                 .await?
         }
         None => {
-            locally!(args.data_dir, a => a.revoke(&args.serial, reason, &local_actor(), now))
+            locally!(args.data_dir, a => a.revoke(&args.serial, reason, &local_actor(), now)).into()
         }
     };
     let next = if args.remote.server.is_some() {
@@ -1951,13 +1970,16 @@ async fn crl(args: CrlArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
 }
 
 async fn audit(args: AuditArgs) -> Result<ExitCode, CliError> {
-    let events: Vec<AuditEvent> = match args.remote.client()? {
+    let events: Vec<AuditEntry> = match args.remote.admin_client()? {
         Some(client) => {
             client
                 .get_json(&format!("/v1/audit?limit={}", args.limit))
                 .await?
         }
-        None => locally!(args.data_dir, a => a.audit_events(args.limit)),
+        None => {
+            let events = locally!(args.data_dir, a => a.audit_events(args.limit));
+            events.into_iter().map(Into::into).collect()
+        }
     };
     let mut out = stdout();
     if args.json {
@@ -1966,7 +1988,7 @@ async fn audit(args: AuditArgs) -> Result<ExitCode, CliError> {
         return Ok(ExitCode::SUCCESS);
     }
     // Columns as wide as their longest value, so long actors do not shift the rest.
-    let width = |f: &dyn Fn(&AuditEvent) -> usize| events.iter().map(f).max().unwrap_or(0);
+    let width = |f: &dyn Fn(&AuditEntry) -> usize| events.iter().map(f).max().unwrap_or(0);
     let actor = width(&|e| e.actor.len());
     let action = width(&|e| e.action.len());
     let node = width(&|e| e.node.as_deref().unwrap_or("-").len());
@@ -1986,7 +2008,8 @@ async fn audit(args: AuditArgs) -> Result<ExitCode, CliError> {
 }
 
 fn inspect(args: InspectArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
-    let warn = args.warn.as_time();
+    let warn = args.warn.map(HumanDuration::as_time);
+    let certificate_warn = warn.unwrap_or(time::Duration::days(30));
     let mut found = Vec::new();
     let mut crls = Vec::new();
     for file in &args.files {
@@ -1999,12 +2022,13 @@ fn inspect(args: InspectArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
             path: file.clone(),
             source: PkiError::Pem("neither a PEM certificate file nor a CRL".into()),
         })?;
-        let certs = inspect::inspect_pem(file.clone(), &text, now, warn).map_err(|source| {
-            CliError::Certificate {
-                path: file.clone(),
-                source,
-            }
-        })?;
+        let certs =
+            inspect::inspect_pem(file.clone(), &text, now, certificate_warn).map_err(|source| {
+                CliError::Certificate {
+                    path: file.clone(),
+                    source,
+                }
+            })?;
         found.extend(certs);
     }
     let mut out = stdout();

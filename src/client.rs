@@ -22,7 +22,6 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::api::tls::provider;
 use crate::pki;
 
 /// Why a call to the CA server failed.
@@ -127,7 +126,7 @@ impl ApiClient {
             Err(_) => ServerName::try_from(bare_host.to_string())
                 .map_err(|_| bad("the host is neither an address nor a DNS name"))?,
         };
-        let provider = provider();
+        let provider = crate::pki::tls_provider();
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| ClientError::Tls(e.to_string()))?;
@@ -295,7 +294,7 @@ impl ApiClient {
             return Ok(response);
         }
         let status = response.status.as_u16();
-        match serde_json::from_slice::<crate::api::error::ErrorBody>(&response.body) {
+        match serde_json::from_slice::<crate::wire::ErrorBody>(&response.body) {
             Ok(e) => Err(ClientError::Api {
                 status,
                 code: e.code,

@@ -73,11 +73,15 @@ pub struct InspectedCrl {
 }
 
 /// The CRL in `bytes` (DER, or PEM `X509 CRL`), if that is what the file holds.
+///
+/// `warn` is the caller's window; without one a CRL warns in the last quarter of its lifetime
+/// (a 7-day CRL with less than 42 hours left), since CRLs live days, not months, and are
+/// replaced long before they run out.
 pub fn inspect_crl(
     file: PathBuf,
     bytes: &[u8],
     now: OffsetDateTime,
-    warn: time::Duration,
+    warn: Option<time::Duration>,
 ) -> Option<InspectedCrl> {
     use x509_parser::prelude::FromDer;
     use x509_parser::revocation_list::CertificateRevocationList;
@@ -89,9 +93,10 @@ pub fn inspect_crl(
     let (_, crl) = CertificateRevocationList::from_der(&der).ok()?;
     let this_update = crl.last_update().to_datetime();
     let next_update = crl.next_update().map(|t| t.to_datetime());
+    let warn = |at: OffsetDateTime| warn.unwrap_or((at - this_update) / 4);
     let expiry = match next_update {
         Some(at) if at <= now => Expiry::Expired,
-        Some(at) if at - now <= warn => Expiry::ExpiresSoon,
+        Some(at) if at - now <= warn(at) => Expiry::ExpiresSoon,
         _ if this_update > now => Expiry::NotYetValid,
         _ => Expiry::Ok,
     };

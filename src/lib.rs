@@ -3,20 +3,27 @@
 //! Data flows one way:
 //!
 //! ```text
-//! cli ──> authority ──> policy   (pure: request + now -> Grant or refusal)
-//!             │
-//!             └──────> store    (SQLite: generations, nodes, certificates, audit)
+//! CA host:  cli ──> api ──> authority ──> policy   (pure: request + now -> Grant or refusal)
+//!            │                  │
+//!            └──> authority     └──────> store    (SQLite: generations, nodes, certificates, audit)
+//! node:     cli ──> agent ──> client ──(HTTPS, wire types)──> api
 //! ```
 //!
-//! - [`cli`]: clap commands, each a thin call into the library.
-//! - [`authority`]: the only code that signs; owns the data dir, CA generations, issue, revoke, CRL.
+//! - [`cli`]: clap commands, each a thin call into the library (on the data dir, or through
+//!   [`client`] against a running server).
+//! - [`wire`]: every request and response body of the API, written once; the server's records
+//!   are turned into wire types at the edge, so no store row goes on the wire.
+//! - [`api`]: the HTTPS server (axum over rustls), one error-to-status mapping;
+//!   [`api::follow`] keeps its certificate and the state agents long-poll in step with the CA,
+//!   however the CA changed.
+//! - [`authority`]: the only code that signs; owns the data dir, CA generations, issue, revoke,
+//!   CRL, rotation, backup, and the server's own certificate.
 //! - [`policy`]: policy files and the decision for one request. No I/O, time passed in.
 //! - [`store`]: every SQL statement.
 //! - [`pki`], [`names`], [`duration`]: validated building blocks (keys, certificates, names, spans).
-//! - [`api`]: the HTTPS server; [`api::follow`] keeps its certificate and the state agents
-//!   long-poll in step with the CA, however the CA changed.
-//! - [`client`]: the HTTPS client of the CLI's remote mode and the agent; [`lineage`] decides
-//!   which CAs a pinned fingerprint vouches for across rotations (pure).
+//! - [`client`]: the HTTPS client of the CLI's remote mode and the agent (wire types, pinned CA
+//!   fingerprints, mTLS); [`lineage`] decides which CAs a pinned fingerprint vouches for across
+//!   rotations (pure).
 //! - [`agent`]: the renewal agent on each node.
 //! - [`fsutil`]: atomic file writes; [`inspect`], [`etcd_flags`]: what the CLI prints about files.
 
@@ -35,6 +42,7 @@ pub mod names;
 pub mod pki;
 pub mod policy;
 pub mod store;
+pub mod wire;
 
 /// An error and its sources on one line: `outer: inner: innermost`, skipping repeats.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

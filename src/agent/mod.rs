@@ -24,13 +24,15 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::authority::IssuedCertificate;
 use crate::client::{ApiClient, ClientError, Identity, Trust};
 use crate::duration::rfc3339;
 use crate::etcd_flags::files;
 use crate::fsutil::{self, FsError};
 use crate::names::NodeName;
 use crate::pki::{self, KeyType, PkiError};
+use crate::wire::{
+    Certificate as IssuedCertificate, EnrollBody, Enrollment, RenewBody, ReportBody,
+};
 use check::{check_certificate, Expected, InstallRefusal};
 use schedule::{Urgency, Validity};
 use watch::ChangeWatch;
@@ -155,13 +157,6 @@ pub struct AgentState {
     /// Fingerprints of the bundle etcd was last (re)started with.
     #[serde(default)]
     pub running_bundle: Vec<String>,
-}
-
-/// What `POST /v1/enroll` answers.
-#[derive(Deserialize)]
-struct EnrollAnswer {
-    certificates: BTreeMap<String, IssuedCertificate>,
-    trust_bundle: String,
 }
 
 /// One certificate on disk with its key.
@@ -570,12 +565,12 @@ impl Agent {
             csrs.insert(profile.clone(), csr);
             keys.insert(profile.clone(), key);
         }
-        let request = serde_json::json!({
-            "token": token,
-            "node": self.settings.node.as_str(),
-            "csrs": csrs,
-        });
-        let answer: EnrollAnswer = match client.post_json("/v1/enroll", &request).await {
+        let request = EnrollBody {
+            token: token.to_string(),
+            node: Some(self.settings.node.to_string()),
+            csrs: csrs.clone(),
+        };
+        let answer: Enrollment = match client.post_json("/v1/enroll", &request).await {
             Ok(a) => a,
             Err(ClientError::Untrusted { reason, .. }) => return Err(pin_mismatch(reason)),
             // A token file can be given a new token while the agent waits; a literal cannot.
@@ -729,7 +724,7 @@ impl Agent {
         let bundle = read_bundle(&self.settings.dir)?;
         let client = self.ca_client(Some(identity(&installed)))?;
         let issued: IssuedCertificate =
-            match client.post_json("/v1/renew", &serde_json::json!({})).await {
+            match client.post_json("/v1/renew", &RenewBody::default()).await {
                 Ok(i) => i,
                 Err(ClientError::Api { code, message, .. })
                     if code.starts_with("client_certificate_") =>
@@ -865,11 +860,11 @@ impl Agent {
             .iter()
             .filter_map(|p| Some((p.clone(), load_installed(&self.settings.dir, p)?.serial)))
             .collect();
-        let body = serde_json::json!({
-            "installed_bundle": bundle_fingerprints(&self.settings.dir),
-            "running_bundle": self.state.running_bundle,
-            "certificates": certificates,
-        });
+        let body = ReportBody {
+            installed_bundle: bundle_fingerprints(&self.settings.dir),
+            running_bundle: self.state.running_bundle.clone(),
+            certificates,
+        };
         let bytes = serde_json::to_vec(&body).map_err(|e| AgentError::BadAnswer {
             what: "report",
             reason: e.to_string(),

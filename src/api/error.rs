@@ -7,11 +7,11 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
 
 use crate::authority::AuthorityError;
 use crate::pki::PkiError;
 use crate::policy::PolicyError;
+use crate::wire::ErrorBody;
 
 /// An error an API handler returns.
 #[derive(Debug, thiserror::Error)]
@@ -33,13 +33,6 @@ impl From<PolicyError> for ApiError {
     fn from(e: PolicyError) -> Self {
         ApiError::Authority(AuthorityError::Policy(e))
     }
-}
-
-/// The JSON body of every refusal.
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct ErrorBody {
-    pub code: String,
-    pub message: String,
 }
 
 impl ApiError {
@@ -89,6 +82,7 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, &'static str) {
         E::ClientCertificateRevoked { .. } => (StatusCode::FORBIDDEN, "client_certificate_revoked"),
         E::ClientCertificateUnknown { .. } => (StatusCode::FORBIDDEN, "client_certificate_unknown"),
         E::AdminRequired => (StatusCode::UNAUTHORIZED, "admin_required"),
+        E::AdminTokenInvalid { .. } => (StatusCode::UNAUTHORIZED, "admin_token_invalid"),
         E::RotationPhase { .. } => (StatusCode::CONFLICT, "rotation_phase"),
         E::NotConverged { .. } => (StatusCode::CONFLICT, "not_converged"),
         E::LeaseHeld { .. } => (StatusCode::CONFLICT, "lease_held"),

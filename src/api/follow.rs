@@ -59,7 +59,7 @@ impl Follower {
         let now = OffsetDateTime::now_utc();
         let served_for = authority.generations();
         let identity = authority.serving_identity(&sans, now).await?;
-        tracing::info!(serial = %identity.serial, renew_at = %identity.renew_at, "serving certificate");
+        tracing::info!(serial = %identity.serial, renew_at = %crate::duration::rfc3339(identity.renew_at), "serving certificate");
         let renew_at = identity.renew_at;
         let serving = ServingCertificate::new(identity.chain, identity.key_der)
             .map_err(|e| AuthorityError::Sign(e.to_string()))?;

@@ -1,6 +1,5 @@
 //! Thin handlers: read the request, call the authority, shape the answer.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -10,20 +9,22 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::error::{authority_status, ApiError};
 use super::extract::{Admin, ApiJson, ClientAddr, ClientCertificate, OptionalAdmin};
 use super::AppState;
-use crate::authority::{
-    AuthorityError, CrlIssuer, Enrollment, IssueRequest, IssuedCertificate, RevocationReason,
-    TokenRequest,
-};
+use crate::authority::{AuthorityError, CrlIssuer, IssueRequest, RevocationReason, TokenRequest};
 use crate::duration::HumanDuration;
 use crate::names::{DnsName, NodeName};
 use crate::pki::KeyType;
-use crate::store::{AuditEvent, CertificateFilter, CertificateRecord, CertificateState};
+use crate::store::{CertificateFilter, CertificateState};
+use crate::wire::{
+    AdminTokenRevoked, AuditEntry, AuditQuery, CertificateInfo, CertsQuery, CrlQuery, EnrollBody,
+    Enrollment, Health, IssueBody, IssueResponse, Lease, RenewBody, RenewNodeBody, RenewedNode,
+    ReportBody, RevokeBody, RotateBody, SignBody, TokenBody, TokenResponse, WatchAnswer,
+    WatchQuery, BACKUP_CERTIFICATES, BACKUP_GENERATIONS,
+};
 
 fn now() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
@@ -129,15 +130,9 @@ async fn refused(state: &AppState, action: &str, actor: &str, e: AuthorityError)
 
 // ---- public ----
 
-#[derive(Serialize)]
-pub struct Health {
-    status: &'static str,
-    ca_fingerprint: String,
-}
-
 pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     Ok(Json(Health {
-        status: "ok",
+        status: "ok".to_string(),
         ca_fingerprint: state.authority.fingerprint()?.to_string(),
     }))
 }
@@ -167,15 +162,6 @@ pub async fn lineage(
         "application/x-pem-file",
         pem.into_bytes(),
     ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CrlQuery {
-    /// A trusted generation's number: its own CRL instead of etcd's.
-    generation: Option<i64>,
-    /// A trusted generation's CA fingerprint (`sha256:HEX`): the same, addressed as agents can.
-    ca: Option<String>,
 }
 
 impl CrlQuery {
@@ -211,20 +197,6 @@ pub async fn crl(
         }
     };
     Ok(cacheable(&headers, "application/pkix-crl", der.to_vec()))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WatchQuery {
-    /// The version the agent last saw; absent on its first call.
-    version: Option<String>,
-    /// How long to wait for a change (default and maximum 25s).
-    wait: Option<String>,
-}
-
-#[derive(Serialize)]
-pub struct WatchAnswer {
-    version: String,
 }
 
 /// A long poll: answers as soon as the CA's watched state (generations, revocations) differs
@@ -274,16 +246,6 @@ pub async fn not_found() -> ApiError {
 
 // ---- nodes ----
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnrollBody {
-    token: String,
-    /// The node the caller means to enroll as (optional): a token for another node is refused.
-    node: Option<String>,
-    /// One PEM CSR per profile.
-    csrs: BTreeMap<String, String>,
-}
-
 pub async fn enroll(
     State(state): State<AppState>,
     ClientAddr(source): ClientAddr,
@@ -303,7 +265,7 @@ pub async fn enroll(
                     state.metrics.issued(&c.profile);
                 }
             }
-            Ok(Json(enrollment))
+            Ok(Json(Enrollment::from(enrollment)))
         }
         Err(e) => {
             if matches!(
@@ -340,19 +302,12 @@ async fn required_certificate(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RenewBody {
-    /// A CSR for a new key (re-key). Its names are ignored.
-    csr: Option<String>,
-}
-
 pub async fn renew(
     State(state): State<AppState>,
     ClientCertificate(presented): ClientCertificate,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<IssuedCertificate>, ApiError> {
+) -> Result<Json<crate::wire::Certificate>, ApiError> {
     let presented = required_certificate(&state, presented, "renew").await?;
     let body: Option<RenewBody> = optional_json(&headers, &body)?;
     let csr = body.and_then(|b| b.csr);
@@ -363,23 +318,10 @@ pub async fn renew(
     {
         Ok(issued) => {
             state.metrics.renewed(&issued.profile);
-            Ok(Json(issued))
+            Ok(Json(issued.into()))
         }
         Err(e) => Err(refused(&state, "renew", "client-certificate", e).await),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RenewNodeBody {
-    /// Other certificates of the same node to renew, by serial.
-    #[serde(default)]
-    serials: Vec<String>,
-}
-
-#[derive(Serialize)]
-pub struct RenewedNode {
-    certificates: Vec<IssuedCertificate>,
 }
 
 /// Renews the presented certificate and the node's other listed certificates (mTLS).
@@ -402,7 +344,9 @@ pub async fn renew_node(
             for c in &certificates {
                 state.metrics.renewed(&c.profile);
             }
-            Ok(Json(RenewedNode { certificates }))
+            Ok(Json(RenewedNode {
+                certificates: certificates.into_iter().map(Into::into).collect(),
+            }))
         }
         Err(e) => Err(refused(&state, "renew", "client-certificate", e).await),
     }
@@ -410,24 +354,12 @@ pub async fn renew_node(
 
 // ---- admin ----
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignBody {
-    profile: String,
-    node: String,
-    csr: String,
-    /// The node's names; without them, the CSR's names are taken as the node's.
-    ips: Option<Vec<String>>,
-    dns_names: Option<Vec<String>>,
-    common_name: Option<String>,
-}
-
 /// Signs a CSR on an admin's word (`cfssl sign`): for consumers that make their own keys.
 pub async fn sign(
     State(state): State<AppState>,
     Admin(admin): Admin,
     ApiJson(body): ApiJson<SignBody>,
-) -> Result<Json<IssuedCertificate>, ApiError> {
+) -> Result<Json<crate::wire::Certificate>, ApiError> {
     let ips = body.ips.unwrap_or_default();
     let dns = body.dns_names.unwrap_or_default();
     let (node, ips, dns) = parse_names(&body.node, &ips, &dns)?;
@@ -445,30 +377,7 @@ pub async fn sign(
         )
         .await?;
     state.metrics.issued(&issued.profile);
-    Ok(Json(issued))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenBody {
-    node: String,
-    #[serde(default)]
-    ips: Vec<String>,
-    #[serde(default)]
-    dns_names: Vec<String>,
-    profiles: Vec<String>,
-    common_name: Option<String>,
-    /// Default 30m.
-    ttl: Option<String>,
-    #[serde(default)]
-    allow_root: bool,
-}
-
-#[derive(Serialize)]
-pub struct TokenResponse {
-    #[serde(flatten)]
-    token: crate::authority::CreatedToken,
-    ca_fingerprint: String,
+    Ok(Json(issued.into()))
 }
 
 pub async fn create_token(
@@ -492,25 +401,20 @@ pub async fn create_token(
         .create_bootstrap_token(&request, &admin.0, now())
         .await?;
     Ok(Json(TokenResponse {
-        token,
+        token: token.token,
+        id: token.id,
+        expires_at: token.expires_at,
+        node: token.node,
+        profiles: token.profiles,
         ca_fingerprint: state.authority.fingerprint()?.to_string(),
     }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CertsQuery {
-    node: Option<String>,
-    profile: Option<String>,
-    status: Option<String>,
-    expiring_within: Option<String>,
 }
 
 pub async fn list_certs(
     State(state): State<AppState>,
     Admin(_): Admin,
     query: Result<Query<CertsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<CertificateRecord>>, ApiError> {
+) -> Result<Json<Vec<CertificateInfo>>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("query_invalid", e.body_text()))?;
     let now = now();
     let wanted = q
@@ -530,21 +434,18 @@ pub async fn list_certs(
         expiring_before,
         ..Default::default()
     };
-    Ok(Json(state.authority.certificates(&filter, now).await?))
+    let records = state.authority.certificates(&filter, now).await?;
+    Ok(Json(records.into_iter().map(Into::into).collect()))
 }
 
 pub async fn show_cert(
     State(state): State<AppState>,
     Admin(_): Admin,
     Path(serial): Path<String>,
-) -> Result<Json<CertificateRecord>, ApiError> {
-    Ok(Json(state.authority.certificate(&serial, now()).await?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RevokeBody {
-    reason: Option<String>,
+) -> Result<Json<CertificateInfo>, ApiError> {
+    Ok(Json(
+        state.authority.certificate(&serial, now()).await?.into(),
+    ))
 }
 
 pub async fn revoke_cert(
@@ -553,7 +454,7 @@ pub async fn revoke_cert(
     Path(serial): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<CertificateRecord>, ApiError> {
+) -> Result<Json<CertificateInfo>, ApiError> {
     let body: Option<RevokeBody> = optional_json(&headers, &body)?;
     let reason: RevocationReason = body
         .and_then(|b| b.reason)
@@ -564,31 +465,9 @@ pub async fn revoke_cert(
         state
             .authority
             .revoke(&serial, reason, &admin.0, now())
-            .await?,
+            .await?
+            .into(),
     ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssueBody {
-    profile: String,
-    node: String,
-    #[serde(default)]
-    ips: Vec<String>,
-    #[serde(default)]
-    dns_names: Vec<String>,
-    common_name: Option<String>,
-    lifetime: Option<String>,
-    key_type: Option<String>,
-    #[serde(default)]
-    allow_root: bool,
-}
-
-#[derive(Serialize)]
-pub struct IssueResponse {
-    certificate: IssuedCertificate,
-    private_key_pem: String,
-    trust_bundle: String,
 }
 
 /// Server-side key generation, for consumers that cannot run the agent (kube-apiserver's etcd
@@ -626,26 +505,21 @@ pub async fn issue(
         .await?;
     state.metrics.issued(&issued.certificate.profile);
     Ok(Json(IssueResponse {
-        certificate: issued.certificate,
+        certificate: issued.certificate.into(),
         private_key_pem: issued.key_pem,
         trust_bundle: state.authority.trust_bundle_pem(),
     }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditQuery {
-    limit: Option<i64>,
 }
 
 pub async fn audit(
     State(state): State<AppState>,
     Admin(_): Admin,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<AuditEvent>>, ApiError> {
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("query_invalid", e.body_text()))?;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    Ok(Json(state.authority.audit_events(limit).await?))
+    let events = state.authority.audit_events(limit).await?;
+    Ok(Json(events.into_iter().map(Into::into).collect()))
 }
 
 // ---- rotation ----
@@ -674,15 +548,6 @@ async fn node_of(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReportBody {
-    installed_bundle: Vec<String>,
-    running_bundle: Vec<String>,
-    #[serde(default)]
-    certificates: BTreeMap<String, String>,
-}
-
 /// An agent reports what it installed and what etcd runs with (mTLS).
 pub async fn agent_report(
     State(state): State<AppState>,
@@ -701,13 +566,6 @@ pub async fn agent_report(
         )
         .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Serialize)]
-pub struct Lease {
-    node: String,
-    #[serde(with = "time::serde::rfc3339")]
-    expires_at: OffsetDateTime,
 }
 
 /// Takes the restart lease (mTLS): one member restarts at a time.
@@ -742,12 +600,12 @@ pub async fn revoke_admin_token(
     State(state): State<AppState>,
     Admin(admin): Admin,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AdminTokenRevoked>, ApiError> {
     state
         .authority
         .revoke_admin_token(&id, &admin.0, now())
         .await?;
-    Ok(Json(serde_json::json!({ "id": id, "revoked": true })))
+    Ok(Json(AdminTokenRevoked { id, revoked: true }))
 }
 
 /// A consistent backup of the whole CA (see [`crate::authority::Authority::backup_archive`]): a tar archive
@@ -775,23 +633,11 @@ pub async fn backup(
     Ok((headers, archive).into_response())
 }
 
-/// Response headers of `GET /v1/backup` with what the archive holds.
-pub const BACKUP_GENERATIONS: &str = "etcd-ca-backup-generations";
-pub const BACKUP_CERTIFICATES: &str = "etcd-ca-backup-certificates";
-
 pub async fn rotation_status(
     State(state): State<AppState>,
     Admin(_): Admin,
 ) -> Result<Json<crate::authority::rotation::RotationStatus>, ApiError> {
     Ok(Json(state.authority.rotation_status(now()).await?))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RotateBody {
-    #[serde(default)]
-    force: bool,
-    key_type: Option<String>,
 }
 
 /// `POST /v1/rotation/{step}`: start, activate, finish or abort.

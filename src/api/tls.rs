@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -76,17 +76,6 @@ impl ClientCertVerifier for DeferredClientVerifier {
     }
 }
 
-/// The provider every TLS endpoint of etcd-ca uses: ring's defaults, with TLS 1.3's
-/// AES-128-GCM-SHA256 first (as Go's crypto/tls orders them): a handshake's transcript hash
-/// and key schedule in SHA-256 instead of SHA-384, which ring computes more slowly.
-pub fn provider() -> Arc<CryptoProvider> {
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider
-        .cipher_suites
-        .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
-    Arc::new(provider)
-}
-
 /// The server's own certificate, replaceable while serving (after a CA rotation step the server
 /// presents a certificate from the new active generation without a restart).
 #[derive(Debug)]
@@ -97,7 +86,7 @@ pub struct ServingCertificate {
 fn certified_key(chain: Vec<Vec<u8>>, key_pkcs8: Vec<u8>) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain = chain.into_iter().map(CertificateDer::from).collect();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8));
-    CertifiedKey::from_der(chain, key, &provider())
+    CertifiedKey::from_der(chain, key, &crate::pki::tls_provider())
         .map(Arc::new)
         .map_err(|e| TlsError(e.to_string()))
 }
@@ -132,7 +121,7 @@ impl ResolvesServerCert for ServingCertificate {
 
 /// Server config presenting `serving`, asking for (not requiring) a client certificate.
 pub fn server_config(serving: Arc<ServingCertificate>) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = provider();
+    let provider = crate::pki::tls_provider();
     let verifier = Arc::new(DeferredClientVerifier {
         algorithms: provider.signature_verification_algorithms,
     });

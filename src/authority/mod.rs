@@ -125,6 +125,8 @@ pub enum AuthorityError {
     ClientCertificateUnknown { serial: String },
     #[error("admin access needs an admin token or a client certificate of the admin profile")]
     AdminRequired,
+    #[error("the admin token given is {why}: create one with `etcd-ca admin-token create` on the CA host")]
+    AdminTokenInvalid { why: &'static str },
     #[error("cannot {step} now: the rotation is {phase} (see `etcd-ca ca rotate status`)")]
     RotationPhase {
         step: &'static str,
@@ -471,6 +473,25 @@ impl Generations {
 }
 
 impl Authority {
+    /// Refuses a dir that cannot become a new CA: one that holds a CA, or anything else.
+    pub fn check_new_dir(dir: &Path) -> Result<(), AuthorityError> {
+        if let Some(found) = DataDir::new(dir).existing_ca_marker() {
+            return Err(AuthorityError::AlreadyInitialised {
+                dir: dir.to_path_buf(),
+                found,
+            });
+        }
+        if dir.exists() {
+            let mut entries = std::fs::read_dir(dir).map_err(|e| FsError::new("read", dir, e))?;
+            if entries.next().is_some() {
+                return Err(AuthorityError::DirNotEmpty {
+                    dir: dir.to_path_buf(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Creates a new CA data dir. Everything is built in a staging directory next to `dir` and
     /// renamed into place at the end, so a failure leaves nothing behind.
     pub async fn init(
@@ -479,22 +500,8 @@ impl Authority {
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<InitReport, AuthorityError> {
-        let layout = DataDir::new(dir);
-        if let Some(found) = layout.existing_ca_marker() {
-            return Err(AuthorityError::AlreadyInitialised {
-                dir: dir.to_path_buf(),
-                found,
-            });
-        }
+        Self::check_new_dir(dir)?;
         let dir_exists = dir.exists();
-        if dir_exists {
-            let mut entries = std::fs::read_dir(dir).map_err(|e| FsError::new("read", dir, e))?;
-            if entries.next().is_some() {
-                return Err(AuthorityError::DirNotEmpty {
-                    dir: dir.to_path_buf(),
-                });
-            }
-        }
         let (policy_path, policy_text) = options.policy.unwrap_or_else(|| {
             (
                 PathBuf::from("(built-in policies/etcd.toml)"),
@@ -1206,7 +1213,13 @@ impl Authority {
                         .expires_at
                         .is_some_and(|at| at <= OffsetDateTime::now_utc()) =>
             {
-                Err(AuthorityError::AdminRequired)
+                Err(AuthorityError::AdminTokenInvalid {
+                    why: if token.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "expired"
+                    },
+                })
             }
             Ok(token) => {
                 let actor = AdminActor(format!("admin-token:{}", token.id));
@@ -1222,7 +1235,9 @@ impl Authority {
                 cache.insert(key, (actor.clone(), now + FRESH.min(left)));
                 Ok(actor)
             }
-            Err(AuthorityError::TokenInvalid) => Err(AuthorityError::AdminRequired),
+            Err(AuthorityError::TokenInvalid) => Err(AuthorityError::AdminTokenInvalid {
+                why: "not a known admin token",
+            }),
             Err(e) => Err(e),
         }
     }

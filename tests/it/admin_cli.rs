@@ -130,16 +130,22 @@ fn admin_commands_work_remotely_with_a_pinned_ca() {
     .fails();
     assert!(err.contains("not the pinned one"), "{err}");
 
-    // Without an admin token the server refuses, with its reason.
-    let err = etcd_ca([
+    // Without an admin token: a usage error naming the missing flag, before any request.
+    let run = etcd_ca([
         "list",
         "--server",
         &server.url,
         "--ca-fingerprint",
         &server.fingerprint,
-    ])
-    .fails();
-    assert!(err.contains("admin_required"), "{err}");
+    ]);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("--admin-token-file"), "{}", run.stderr);
+    // A token the server does not know: refused, saying so.
+    let bogus = server.ca.tmp.path().join("bogus.token");
+    std::fs::write(&bogus, "garbage\n").unwrap();
+    let err =
+        crate::helpers::admin_cli(&server.url, &server.fingerprint, &bogus, &["list"]).fails();
+    assert!(err.contains("admin_token_invalid"), "{err}");
 
     // Locally on the CA host, token create needs no server.
     let local = etcd_ca([

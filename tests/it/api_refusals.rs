@@ -252,12 +252,12 @@ async fn every_bad_input_gets_a_specific_4xx_and_writes_nothing() {
         .with_bearer(format!("etcdca_{}_{}", "1".repeat(16), "2".repeat(64)));
     assert_eq!(
         refused(&wrong, Method::GET, "/v1/certs").await,
-        (401, "admin_required".into())
+        (401, "admin_token_invalid".into())
     );
     let node_token = client.clone().with_bearer(token.clone());
     assert_eq!(
         refused(&node_token, Method::GET, "/v1/certs").await,
-        (401, "admin_required".into()),
+        (401, "admin_token_invalid".into()),
         "a bootstrap token is not an admin token"
     );
 

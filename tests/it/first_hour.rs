@@ -304,3 +304,46 @@ async fn refusals_outside_the_handlers_are_json_too() {
         assert_eq!(body["code"], code, "{path}");
     }
 }
+
+#[test]
+fn malformed_values_and_missing_flags_are_usage_errors_that_name_the_flag() {
+    let ca = TestCa::init(&[]);
+    for (args, says) in [
+        (vec!["revoke", "0a", "--reason", "stolen"], "keyCompromise"),
+        (vec!["show", "zz"], "serial"),
+        (
+            vec![
+                "list",
+                "--server",
+                "http://127.0.0.1:1",
+                "--ca-fingerprint",
+                "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            ],
+            "--server",
+        ),
+        (
+            vec![
+                "list",
+                "--server",
+                "https://127.0.0.1:1",
+                "--ca-fingerprint",
+                "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            ],
+            "--admin-token-file",
+        ),
+    ] {
+        let mut all = args.clone();
+        all.extend(["--data-dir", ca.data_dir()]);
+        let run = etcd_ca(&all);
+        assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
+    }
+    // No data dir named and none at the default place: how to name one, not how to make one.
+    let run = etcd_ca(["list"]);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr.contains("--data-dir") && !run.stderr.contains("etcd-ca init"),
+        "{}",
+        run.stderr
+    );
+}

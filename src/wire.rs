@@ -1,0 +1,505 @@
+//! Every request and response body of the HTTP API, written once. The server deserializes what
+//! the client (the agent, the CLI's remote mode) serializes, from the same types; no JSON is
+//! built by hand elsewhere, and no store row goes on the wire: the server turns its own records
+//! into these types (the `From` impls at the end), so a schema change is not a protocol change.
+//!
+//! Request bodies refuse unknown fields (a misspelt field is a 400, not silently ignored).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// A refusal: `code` is stable and machine-readable, `message` is for people.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+/// A certificate the CA signed and recorded, as handed to the node it is for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Certificate {
+    pub serial: String,
+    pub profile: String,
+    pub node: String,
+    pub common_name: String,
+    pub sans: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    pub certificate_pem: String,
+}
+
+/// The answer to `POST /v1/enroll`: one certificate per profile and the trust bundle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub node: String,
+    pub certificates: BTreeMap<String, Certificate>,
+    pub trust_bundle: String,
+    /// True when this answers a retry of an enrollment that already succeeded.
+    pub replayed: bool,
+}
+
+/// A recorded certificate as the admin API lists it (`GET /v1/certs`, `/v1/certs/{serial}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CertificateInfo {
+    pub serial: String,
+    pub ca_generation: i64,
+    pub profile: String,
+    pub node: String,
+    pub subject: String,
+    pub common_name: String,
+    pub sans: Vec<String>,
+    pub key_type: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// valid, superseded, retired, revoked or expired.
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub revoked_at: Option<OffsetDateTime>,
+    pub revocation_reason: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+    pub renewed_from: Option<String>,
+    pub pem: String,
+}
+
+/// One line of the audit trail (`GET /v1/audit`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub actor: String,
+    pub action: String,
+    pub node: Option<String>,
+    pub serial: Option<String>,
+    pub detail: String,
+}
+
+/// The answer to revoking an admin token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdminTokenRevoked {
+    pub id: String,
+    pub revoked: bool,
+}
+
+/// Response headers of `GET /v1/backup` with what the archive holds.
+pub const BACKUP_GENERATIONS: &str = "etcd-ca-backup-generations";
+pub const BACKUP_CERTIFICATES: &str = "etcd-ca-backup-certificates";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub ca_fingerprint: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CrlQuery {
+    /// A trusted generation's number: its own CRL instead of etcd's.
+    pub generation: Option<i64>,
+    /// A trusted generation's CA fingerprint (`sha256:HEX`): the same, addressed as agents can.
+    pub ca: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WatchQuery {
+    /// The version the agent last saw; absent on its first call.
+    pub version: Option<String>,
+    /// How long to wait for a change (default and maximum 25s).
+    pub wait: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WatchAnswer {
+    pub version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollBody {
+    pub token: String,
+    /// The node the caller means to enroll as (optional): a token for another node is refused.
+    pub node: Option<String>,
+    /// One PEM CSR per profile.
+    pub csrs: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RenewBody {
+    /// A CSR for a new key (re-key). Its names are ignored.
+    pub csr: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RenewNodeBody {
+    /// Other certificates of the same node to renew, by serial.
+    #[serde(default)]
+    pub serials: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RenewedNode {
+    pub certificates: Vec<Certificate>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignBody {
+    pub profile: String,
+    pub node: String,
+    pub csr: String,
+    /// The node's names; without them, the CSR's names are taken as the node's.
+    pub ips: Option<Vec<String>>,
+    pub dns_names: Option<Vec<String>>,
+    pub common_name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    pub node: String,
+    #[serde(default)]
+    pub ips: Vec<String>,
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    pub profiles: Vec<String>,
+    pub common_name: Option<String>,
+    /// Default 30m.
+    pub ttl: Option<String>,
+    #[serde(default)]
+    pub allow_root: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub token: String,
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub expires_at: Option<OffsetDateTime>,
+    pub node: Option<String>,
+    pub profiles: Vec<String>,
+    pub ca_fingerprint: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CertsQuery {
+    pub node: Option<String>,
+    pub profile: Option<String>,
+    pub status: Option<String>,
+    pub expiring_within: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueBody {
+    pub profile: String,
+    pub node: String,
+    #[serde(default)]
+    pub ips: Vec<String>,
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    pub common_name: Option<String>,
+    pub lifetime: Option<String>,
+    pub key_type: Option<String>,
+    #[serde(default)]
+    pub allow_root: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IssueResponse {
+    pub certificate: Certificate,
+    pub private_key_pem: String,
+    pub trust_bundle: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub limit: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBody {
+    pub installed_bundle: Vec<String>,
+    pub running_bundle: Vec<String>,
+    #[serde(default)]
+    pub certificates: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    pub node: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    #[serde(default)]
+    pub force: bool,
+    pub key_type: Option<String>,
+}
+
+// ---- from the server's records ----
+
+impl From<crate::authority::IssuedCertificate> for Certificate {
+    fn from(c: crate::authority::IssuedCertificate) -> Self {
+        Self {
+            serial: c.serial,
+            profile: c.profile,
+            node: c.node,
+            common_name: c.common_name,
+            sans: c.sans,
+            not_before: c.not_before,
+            not_after: c.not_after,
+            certificate_pem: c.certificate_pem,
+        }
+    }
+}
+
+impl From<crate::authority::Enrollment> for Enrollment {
+    fn from(e: crate::authority::Enrollment) -> Self {
+        Self {
+            node: e.node,
+            certificates: e
+                .certificates
+                .into_iter()
+                .map(|(profile, c)| (profile, c.into()))
+                .collect(),
+            trust_bundle: e.trust_bundle,
+            replayed: e.replayed,
+        }
+    }
+}
+
+impl From<crate::store::CertificateRecord> for CertificateInfo {
+    fn from(r: crate::store::CertificateRecord) -> Self {
+        Self {
+            serial: r.serial,
+            ca_generation: r.ca_generation,
+            profile: r.profile,
+            node: r.node,
+            subject: r.subject,
+            common_name: r.common_name,
+            sans: r.sans,
+            key_type: r.key_type,
+            not_before: r.not_before,
+            not_after: r.not_after,
+            status: r.state.as_str().to_string(),
+            revoked_at: r.revoked_at,
+            revocation_reason: r.revocation_reason,
+            issued_at: r.issued_at,
+            renewed_from: r.renewed_from,
+            pem: r.pem,
+        }
+    }
+}
+
+impl From<crate::store::AuditEvent> for AuditEntry {
+    fn from(e: crate::store::AuditEvent) -> Self {
+        Self {
+            at: e.at,
+            actor: e.actor,
+            action: e.action,
+            node: e.node,
+            serial: e.serial,
+            detail: e.detail,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::DeserializeOwned;
+
+    /// Serialises, deserialises and compares: what one side writes, the other reads back equal.
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: T) {
+        let text = serde_json::to_string(&value).unwrap();
+        let back: T = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(back, value, "{text}");
+    }
+
+    fn at(secs: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000 + secs).unwrap()
+    }
+
+    fn certificate() -> Certificate {
+        Certificate {
+            serial: "0a1b".into(),
+            profile: "server".into(),
+            node: "n1".into(),
+            common_name: "n1".into(),
+            sans: vec!["IP:10.0.0.11".into(), "DNS:n1.etcd.internal".into()],
+            not_before: at(0),
+            not_after: at(86400),
+            certificate_pem: "-----BEGIN CERTIFICATE-----\n...".into(),
+        }
+    }
+
+    #[test]
+    fn every_wire_type_reads_back_what_it_writes() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let map = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        round_trip(ErrorBody {
+            code: "token_used".into(),
+            message: "used".into(),
+        });
+        round_trip(certificate());
+        round_trip(Enrollment {
+            node: "n1".into(),
+            certificates: [("server".to_string(), certificate())].into(),
+            trust_bundle: "pem".into(),
+            replayed: true,
+        });
+        round_trip(CertificateInfo {
+            serial: "0a".into(),
+            ca_generation: 2,
+            profile: "client".into(),
+            node: "ops".into(),
+            subject: "CN=ops".into(),
+            common_name: "ops".into(),
+            sans: vec![],
+            key_type: "ecdsa-p256".into(),
+            not_before: at(0),
+            not_after: at(10),
+            status: "revoked".into(),
+            revoked_at: Some(at(5)),
+            revocation_reason: Some("keyCompromise".into()),
+            issued_at: at(1),
+            renewed_from: Some("09".into()),
+            pem: "pem".into(),
+        });
+        round_trip(AuditEntry {
+            at: at(3),
+            actor: "admin:ab12".into(),
+            action: "revoke".into(),
+            node: Some("ops".into()),
+            serial: None,
+            detail: "keyCompromise".into(),
+        });
+        round_trip(AdminTokenRevoked {
+            id: "ab12".into(),
+            revoked: true,
+        });
+        round_trip(Health {
+            status: "ok".into(),
+            ca_fingerprint: "sha256:00".into(),
+        });
+        round_trip(CrlQuery {
+            generation: Some(2),
+            ca: None,
+        });
+        round_trip(WatchQuery {
+            version: Some("v".into()),
+            wait: Some("25s".into()),
+        });
+        round_trip(WatchAnswer {
+            version: "v2".into(),
+        });
+        round_trip(EnrollBody {
+            token: "etcdca_x".into(),
+            node: Some("n1".into()),
+            csrs: map(&[("server", "csr"), ("peer", "csr2")]),
+        });
+        round_trip(RenewBody {
+            csr: Some("csr".into()),
+        });
+        round_trip(RenewNodeBody {
+            serials: strings(&["0a", "0b"]),
+        });
+        round_trip(RenewedNode {
+            certificates: vec![certificate()],
+        });
+        round_trip(SignBody {
+            profile: "server".into(),
+            node: "n1".into(),
+            csr: "csr".into(),
+            ips: Some(strings(&["10.0.0.1"])),
+            dns_names: None,
+            common_name: Some("n1".into()),
+        });
+        round_trip(TokenBody {
+            node: "n1".into(),
+            ips: strings(&["10.0.0.1"]),
+            dns_names: strings(&["n1.example"]),
+            profiles: strings(&["server", "peer"]),
+            common_name: None,
+            ttl: Some("30m".into()),
+            allow_root: false,
+        });
+        round_trip(TokenResponse {
+            token: "etcdca_x".into(),
+            id: "x".into(),
+            expires_at: Some(at(1800)),
+            node: Some("n1".into()),
+            profiles: strings(&["server"]),
+            ca_fingerprint: "sha256:00".into(),
+        });
+        round_trip(CertsQuery {
+            node: Some("n1".into()),
+            profile: None,
+            status: Some("superseded".into()),
+            expiring_within: Some("30d".into()),
+        });
+        round_trip(RevokeBody {
+            reason: Some("superseded".into()),
+        });
+        round_trip(IssueBody {
+            profile: "client".into(),
+            node: "ops".into(),
+            ips: vec![],
+            dns_names: vec![],
+            common_name: Some("ops".into()),
+            lifetime: Some("1y".into()),
+            key_type: Some("ed25519".into()),
+            allow_root: true,
+        });
+        round_trip(IssueResponse {
+            certificate: certificate(),
+            private_key_pem: "key".into(),
+            trust_bundle: "bundle".into(),
+        });
+        round_trip(AuditQuery { limit: Some(10) });
+        round_trip(ReportBody {
+            installed_bundle: strings(&["sha256:01"]),
+            running_bundle: strings(&["sha256:01", "sha256:02"]),
+            certificates: map(&[("server", "0a")]),
+        });
+        round_trip(Lease {
+            node: "n2".into(),
+            expires_at: at(60),
+        });
+        round_trip(RotateBody {
+            force: true,
+            key_type: Some("ecdsa-p384".into()),
+        });
+    }
+
+    #[test]
+    fn request_bodies_refuse_unknown_fields() {
+        let err = serde_json::from_str::<RevokeBody>(r#"{"reasn": "superseded"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+}
