@@ -69,6 +69,12 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// True when standard output was closed by its reader (`etcd-ca list | head`): not a
+    /// failure of the command.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, CliError::Stdout(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+
     /// The process exit status for this error: 2 when the command line was wrong, else 1
     /// (`inspect` returns 3 itself, as a result rather than an error).
     pub fn exit_code(&self) -> u8 {
@@ -1957,6 +1963,11 @@ async fn crl(args: CrlArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
             "the CRL received is unusable ({e}); nothing was written"
         ))
     })?;
+    // Like `issue --out`: a PKI dir that does not exist yet is made (0700).
+    let parent = fsutil::parent_of(&args.out);
+    if !parent.exists() {
+        fsutil::create_private_dir(parent)?;
+    }
     fsutil::write_atomic(&args.out, &der, fsutil::PUBLIC)?;
     match args.generation {
         Some(id) => writeln!(
@@ -2033,14 +2044,17 @@ fn inspect(args: InspectArgs, now: OffsetDateTime) -> Result<ExitCode, CliError>
     }
     let mut out = stdout();
     if args.json {
-        if crls.is_empty() {
-            serde_json::to_writer_pretty(&mut out, &found)?;
-        } else {
-            serde_json::to_writer_pretty(
-                &mut out,
-                &serde_json::json!({"certificates": found, "crls": crls}),
-            )?;
+        // One shape whatever the files held, so scripts can rely on it.
+        #[derive(serde::Serialize)]
+        struct Inspected<'a> {
+            certificates: &'a [inspect::Inspected],
+            crls: &'a [inspect::InspectedCrl],
         }
+        let inspected = Inspected {
+            certificates: &found,
+            crls: &crls,
+        };
+        serde_json::to_writer_pretty(&mut out, &inspected)?;
         writeln!(out)?;
     } else {
         for c in &crls {

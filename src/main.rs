@@ -42,6 +42,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(etcd_ca::cli::run(cli)) {
         Ok(code) => code,
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", etcd_ca::error_chain(&e));
             ExitCode::from(e.exit_code())

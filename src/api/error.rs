@@ -71,6 +71,7 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, &'static str) {
             (StatusCode::FORBIDDEN, "member_certificate_required")
         }
         E::TokenTtlTooLong { .. } => (StatusCode::BAD_REQUEST, "ttl_too_long"),
+        E::NodeNamesRequired { .. } => (StatusCode::BAD_REQUEST, "names_required"),
         E::TokenWithoutProfiles => (StatusCode::BAD_REQUEST, "profiles_required"),
         E::NoCsrs => (StatusCode::BAD_REQUEST, "csr_missing"),
         E::Csr { source, .. } => (StatusCode::BAD_REQUEST, csr_code(source)),

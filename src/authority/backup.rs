@@ -166,11 +166,13 @@ impl Authority {
         let refuse = |reason: String| AuthorityError::Restore { reason };
         // What the tar reader says about a file that is not a tar archive ("numeric field was
         // not a number") names no cause a person can act on.
-        let not_a_backup = |_: std::io::Error| AuthorityError::Restore {
+        let not_a_backup = |_: std::io::Error| {
+            AuthorityError::Restore {
             reason: format!(
-                "{} is not an etcd-ca backup (not the archive `etcd-ca backup` writes)",
+                "{} is not an etcd-ca backup, or a damaged one (not the whole archive `etcd-ca backup` writes)",
                 archive.display()
             ),
+        }
         };
         let file = std::fs::File::open(archive).map_err(|e| FsError::new("open", archive, e))?;
         let mut tar = tar::Archive::new(file);

@@ -125,6 +125,8 @@ pub enum AuthorityError {
     ClientCertificateUnknown { serial: String },
     #[error("admin access needs an admin token or a client certificate of the admin profile")]
     AdminRequired,
+    #[error("node {node} has no registered names and none were given: a {profile} certificate carries the node's addresses; give --ip (and --dns)")]
+    NodeNamesRequired { node: String, profile: String },
     #[error("the admin token given is {why}: create one with `etcd-ca admin-token create` on the CA host")]
     AdminTokenInvalid { why: &'static str },
     #[error("cannot {step} now: the rotation is {phase} (see `etcd-ca ca rotate status`)")]
@@ -900,6 +902,18 @@ impl Authority {
         let identity = self
             .resolve_identity(&request.node, &request.ips, &request.dns_names)
             .await?;
+        // A profile that carries the node's names is useless without any (a peer certificate
+        // without the member's address is refused by every other member).
+        let profile = self.policy.profile(&request.profile)?;
+        if (profile.include_node_ips || profile.include_node_dns_names)
+            && identity.ips.is_empty()
+            && identity.dns_names.is_empty()
+        {
+            return Err(AuthorityError::NodeNamesRequired {
+                node: request.node.to_string(),
+                profile: request.profile.clone(),
+            });
+        }
         let grant = self.policy.evaluate(
             &Request {
                 profile: &request.profile,

@@ -347,3 +347,44 @@ fn malformed_values_and_missing_flags_are_usage_errors_that_name_the_flag() {
         run.stderr
     );
 }
+
+#[test]
+fn member_certificates_need_names_and_output_goes_where_it_is_asked() {
+    let ca = TestCa::init(&[]);
+    let out = ca.tmp.path().join("fresh");
+    // An unknown node without --ip/--dns: a peer certificate with no address is useless.
+    let run = ca.cli(
+        "issue",
+        &[
+            "--profile",
+            "peer",
+            "--node",
+            "fresh",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("give --ip"), "{}", run.stderr);
+    assert!(!out.exists(), "nothing is written for a refused request");
+    // `crl --out` makes a missing PKI dir, as `issue --out` does.
+    let crl = ca.tmp.path().join("new-dir/ca.crl");
+    ca.cli("crl", &["--out", crl.to_str().unwrap()]).ok();
+    etcd_ca::pki::check_crl_der(&std::fs::read(&crl).unwrap()).unwrap();
+    // A reader that stops early (`| head -1`, here one that reads nothing) is not an error.
+    let listed = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "'{}' inspect '{}' | true; echo \"status=${{PIPESTATUS[0]}}\"",
+            crate::helpers::ETCD_CA,
+            ca.dir.join("ca/gen-1.crt").display()
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains("status=0"),
+        "{text}{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+}
