@@ -888,9 +888,7 @@ macro_rules! locally {
 /// Runs one command. Returns the exit code for outcomes that are not errors (inspect's warning).
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     // Certificates carry whole seconds; so does everything we print and store.
-    let now = OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let now = crate::clock::now();
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Init(args) => init(args, now).await,
@@ -972,7 +970,7 @@ fn date(t: OffsetDateTime) -> String {
 
 async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let dir = args.data_dir.path();
-    let now = OffsetDateTime::now_utc();
+    let now = crate::clock::now();
     // Bind first: a busy port fails before anything is created, issued or recorded.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -1091,7 +1089,7 @@ async fn run_server(
                 tick.tick().await;
                 if let Some(summary) = digest.take() {
                     authority
-                        .audit_summary("refused.anonymous", &summary, OffsetDateTime::now_utc())
+                        .audit_summary("refused.anonymous", &summary, crate::clock::now())
                         .await;
                 }
             }
@@ -1125,7 +1123,7 @@ async fn run_server(
     summaries.abort();
     if let Some(summary) = digest.take() {
         authority
-            .audit_summary("refused.anonymous", &summary, OffsetDateTime::now_utc())
+            .audit_summary("refused.anonymous", &summary, crate::clock::now())
             .await;
     }
     tracing::info!("etcd-ca server stopped");

@@ -32,6 +32,7 @@ pub mod api;
 pub mod authority;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod duration;
 pub mod etcd_flags;
 pub mod fsutil;

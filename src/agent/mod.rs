@@ -168,8 +168,7 @@ struct Installed {
 }
 
 fn now() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(0).unwrap_or(now)
+    crate::clock::now()
 }
 
 fn random_unit() -> f64 {

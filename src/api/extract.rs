@@ -8,7 +8,6 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
-use time::OffsetDateTime;
 
 use super::error::{authority_status, ApiError};
 use super::AppState;
@@ -136,7 +135,7 @@ impl FromRequestParts<AppState> for Admin {
             None => match parts.extensions.get::<ClientCertificate>() {
                 Some(ClientCertificate(Some(der))) => {
                     authority
-                        .authenticate_admin_certificate(der, OffsetDateTime::now_utc())
+                        .authenticate_admin_certificate(der, crate::clock::now())
                         .await
                 }
                 _ => Err(AuthorityError::AdminRequired),
@@ -165,7 +164,7 @@ impl FromRequestParts<AppState> for Admin {
                     return Err(locked);
                 }
                 authority
-                    .audit_refusal("admin", "unauthenticated", &e, OffsetDateTime::now_utc())
+                    .audit_refusal("admin", "unauthenticated", &e, crate::clock::now())
                     .await;
                 Err(e.into())
             }

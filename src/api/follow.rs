@@ -56,7 +56,7 @@ impl Follower {
         authority: Arc<Authority>,
         sans: Vec<San>,
     ) -> Result<(Self, Arc<ServingCertificate>, watch::Receiver<Watched>), AuthorityError> {
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let served_for = authority.generations();
         let identity = authority.serving_identity(&sans, now).await?;
         tracing::info!(serial = %identity.serial, renew_at = %crate::duration::rfc3339(identity.renew_at), "serving certificate");
@@ -110,7 +110,7 @@ impl Follower {
     /// Reloads the generations, re-issues the serving certificate if they differ from the ones
     /// it was issued under, and publishes the watched state.
     pub async fn follow_once(&mut self) {
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         if let Err(e) = self.authority.reload_generations().await {
             tracing::warn!(error = %e, "cannot reload the CA generations");
         }

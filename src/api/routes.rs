@@ -27,8 +27,7 @@ use crate::wire::{
 };
 
 fn now() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(0).unwrap_or(now)
+    crate::clock::now()
 }
 
 /// Answers a body with an ETag, or 304 when the client already has it.

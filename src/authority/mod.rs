@@ -427,7 +427,11 @@ pub struct Authority {
     /// Admin tokens verified recently, by the SHA-256 of their text: a busy admin client does
     /// not cost a database read per request.
     /// Each entry holds until when it may be trusted: 30 s, or the token's expiry if sooner.
-    admin_cache: std::sync::Mutex<HashMap<Vec<u8>, (AdminActor, std::time::Instant)>>,
+    /// Admin tokens seen lately: the actor, until when the entry is trusted (monotonic), and the
+    /// token's own expiry (checked against the clock at every use).
+    admin_cache: std::sync::Mutex<
+        HashMap<Vec<u8>, (AdminActor, std::time::Instant, Option<OffsetDateTime>)>,
+    >,
     crl_cache: crl::CrlCache,
     /// The admin token revocations last seen in the store (see `follow_admin_revocations`).
     admin_revocations: std::sync::Mutex<Option<(i64, i64)>>,
@@ -1214,8 +1218,8 @@ impl Authority {
         {
             // A poisoned lock only means a panic while updating the cache; entries stay whole.
             let cache = self.admin_cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((actor, until)) = cache.get(&key) {
-                if now < *until {
+            if let Some((actor, until, expires_at)) = cache.get(&key) {
+                if now < *until && expires_at.is_none_or(|at| at > crate::clock::now()) {
                     return Ok(actor.clone());
                 }
             }
@@ -1223,9 +1227,7 @@ impl Authority {
         match self.find_token(text, TokenKind::Admin).await {
             Ok(token)
                 if token.revoked_at.is_some()
-                    || token
-                        .expires_at
-                        .is_some_and(|at| at <= OffsetDateTime::now_utc()) =>
+                    || token.expires_at.is_some_and(|at| at <= crate::clock::now()) =>
             {
                 Err(AuthorityError::AdminTokenInvalid {
                     why: if token.revoked_at.is_some() {
@@ -1242,11 +1244,7 @@ impl Authority {
                     cache.clear();
                 }
                 // Trusted for FRESH at most, and never past the token's own expiry.
-                let left = token
-                    .expires_at
-                    .map(|at| to_std_duration(at - OffsetDateTime::now_utc()))
-                    .unwrap_or(FRESH);
-                cache.insert(key, (actor.clone(), now + FRESH.min(left)));
+                cache.insert(key, (actor.clone(), now + FRESH, token.expires_at));
                 Ok(actor)
             }
             Err(AuthorityError::TokenInvalid) => Err(AuthorityError::AdminTokenInvalid {
@@ -1938,11 +1936,6 @@ impl Authority {
 /// The node of the CA server's own certificate: never an etcd node, so no token, issue or
 /// signing request may name it.
 pub const SERVER_NODE: &str = "etcd-ca-server";
-
-/// A non-negative std duration (zero for a negative span).
-fn to_std_duration(d: time::Duration) -> std::time::Duration {
-    std::time::Duration::try_from(d).unwrap_or(std::time::Duration::ZERO)
-}
 
 fn reserved(node: &NodeName) -> Result<(), AuthorityError> {
     if node.as_str() == SERVER_NODE {

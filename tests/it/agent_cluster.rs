@@ -30,13 +30,14 @@ fn b64(bytes: &[u8]) -> String {
 
 /// The default policy with 30-second server and peer certificates and 1 second of backdating.
 fn short_lived_policy() -> String {
-    etcd_ca::policy::DEFAULT_POLICY
-        .replacen(
+    crate::helpers::patched_policy(&[
+        (
             "default_lifetime = \"90d\"",
             "default_lifetime = \"30s\"",
             2,
-        )
-        .replacen("backdate = \"5m\"", "backdate = \"1s\"", 1)
+        ),
+        ("backdate = \"5m\"", "backdate = \"1s\"", 1),
+    ])
 }
 
 /// One observation of the certificate a member served.

@@ -13,7 +13,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::helpers::{snapshot, CaServer, ETCD_CA};
+use crate::helpers::{snapshot, CaServer, TestClock, ETCD_CA};
 
 pub(crate) type Answer = (u16, &'static str, Vec<u8>);
 
@@ -86,7 +86,23 @@ async fn agent_once(
     dir: &Path,
     extra: &[&str],
 ) -> (Option<i32>, String) {
-    let out = tokio::process::Command::new(ETCD_CA)
+    agent_once_on(server, fingerprint, dir, extra, None).await
+}
+
+/// [`agent_once`] with the agent on `clock`.
+async fn agent_once_on(
+    server: &str,
+    fingerprint: &str,
+    dir: &Path,
+    extra: &[&str],
+    clock: Option<&TestClock>,
+) -> (Option<i32>, String) {
+    let mut command = tokio::process::Command::new(ETCD_CA);
+    if let Some(clock) = clock {
+        let (name, file) = clock.env();
+        command.env(name, file);
+    }
+    let out = command
         .args([
             "agent",
             "--once",
@@ -284,41 +300,50 @@ async fn faulty_answers_are_never_installed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_certificate_needs_a_new_token_and_re_enrolls_with_the_same_key() {
+    // The default 90-day certificates; the test moves the clock of the server and the agent.
     let tmp = tempfile::tempdir().unwrap();
-    let policy = tmp.path().join("two-seconds.toml");
-    std::fs::write(
-        &policy,
-        etcd_ca::policy::DEFAULT_POLICY
-            .replacen("default_lifetime = \"90d\"", "default_lifetime = \"2s\"", 1)
-            .replacen("backdate = \"5m\"", "backdate = \"1s\"", 1),
-    )
-    .unwrap();
-    let server = CaServer::start(&["--policy", policy.to_str().unwrap()], &[]);
+    let clock = TestClock::new(tmp.path());
+    let server = CaServer::start_with_clock(&[], &[], &clock);
     let dir = server.ca.tmp.path().join("pki");
     let token_file = server.ca.tmp.path().join("token");
-    let new_token = || {
-        let token = server
-            .ca
-            .token(&["--node", "n1", "--ip", "10.0.0.11", "--profiles", "server"]);
-        std::fs::write(&token_file, token).unwrap();
+    // Tokens from the server, on the server's (moved) clock.
+    let admin = server.admin();
+    let new_token = || async {
+        let body = etcd_ca::wire::TokenBody {
+            node: "n1".into(),
+            ips: vec!["10.0.0.11".into()],
+            dns_names: vec![],
+            profiles: vec!["server".into()],
+            common_name: None,
+            ttl: None,
+            allow_root: false,
+        };
+        let created: etcd_ca::wire::TokenResponse =
+            admin.post_json("/v1/tokens", &body).await.unwrap();
+        std::fs::write(&token_file, created.token).unwrap();
     };
-    new_token();
-    let with_file = ["--token-file", token_file.to_str().unwrap()];
-    let (code, err) = agent_once(&server.url, &server.fingerprint, &dir, &with_file).await;
+    let token_arg = ["--token-file", token_file.to_str().unwrap()];
+    let (url, fp) = (server.url.as_str(), server.fingerprint.as_str());
+    new_token().await;
+    let (code, err) = agent_once_on(url, fp, &dir, &token_arg, Some(&clock)).await;
     assert_eq!(code, Some(0), "{err}");
     let key = std::fs::read_to_string(dir.join("server.key")).unwrap();
     let first = std::fs::read_to_string(dir.join("server.crt")).unwrap();
 
     // The node was off too long: the certificate expired and the old token is spent.
-    tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
-    let (code, err) = agent_once(&server.url, &server.fingerprint, &dir, &with_file).await;
+    clock.advance(std::time::Duration::from_secs(91 * 86400));
+    let (code, err) = agent_once_on(url, fp, &dir, &token_arg, Some(&clock)).await;
     assert_ne!(code, Some(0));
     assert!(
         err.contains("a new bootstrap token is needed for server"),
         "{err}"
     );
-    assert!(err.contains("token_used"), "{err}");
-    let (code, err) = agent_once(&server.url, &server.fingerprint, &dir, &[]).await;
+    // Three months on, the spent token has expired as well; either way it is refused.
+    assert!(
+        err.contains("token_expired") || err.contains("token_used"),
+        "{err}"
+    );
+    let (code, err) = agent_once_on(url, fp, &dir, &[], Some(&clock)).await;
     assert_ne!(code, Some(0));
     assert!(err.contains("a certificate expired"), "{err}");
     assert_eq!(
@@ -328,8 +353,8 @@ async fn an_expired_certificate_needs_a_new_token_and_re_enrolls_with_the_same_k
     );
 
     // A new token in the file: it re-enrolls, keeping its key (only the certificate changes).
-    new_token();
-    let (code, err) = agent_once(&server.url, &server.fingerprint, &dir, &with_file).await;
+    new_token().await;
+    let (code, err) = agent_once_on(url, fp, &dir, &token_arg, Some(&clock)).await;
     assert_eq!(code, Some(0), "{err}");
     assert_ne!(
         std::fs::read_to_string(dir.join("server.crt")).unwrap(),

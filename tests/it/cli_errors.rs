@@ -141,7 +141,8 @@ fn a_corrupt_policy_file_is_reported_with_file_line_and_key() {
     let ca = TestCa::init(&[]);
     let policy_path = ca.dir.join("policy.toml");
     let policy = std::fs::read_to_string(&policy_path).unwrap();
-    let corrupt = policy.replacen("max_lifetime = \"365d\"", "max_lifetime = 365", 1);
+    let corrupt =
+        crate::helpers::patch(&policy, "max_lifetime = \"365d\"", "max_lifetime = 365", 1);
     std::fs::write(&policy_path, &corrupt).unwrap();
     let line = corrupt
         .lines()

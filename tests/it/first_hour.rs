@@ -159,16 +159,11 @@ fn a_restart_keeps_the_serving_certificate_and_it_is_renewed_before_it_expires()
     // before it expires, and never presents an expired one.
     let tmp = tempfile::tempdir().unwrap();
     let policy = tmp.path().join("short-server.toml");
-    let text = etcd_ca::policy::DEFAULT_POLICY.replacen(
+    let text = crate::helpers::patched_policy(&[(
         "server_lifetime = \"365d\"",
         "server_lifetime = \"15s\"",
         1,
-    );
-    assert_ne!(
-        text,
-        etcd_ca::policy::DEFAULT_POLICY,
-        "the policy patch did not apply"
-    );
+    )]);
     std::fs::write(&policy, text).unwrap();
     let server = CaServer::start(&["--policy", policy.to_str().unwrap()], &[]);
     let first = server.presented_certificate();

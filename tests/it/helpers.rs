@@ -63,6 +63,58 @@ fn run(cmd: &mut Command) -> Run {
     }
 }
 
+/// A clock the test moves for the processes it starts (debug builds read the offset file named
+/// by `ETCD_CA_CLOCK_OFFSET_FILE` at every "now"): expiry without sleeping.
+pub struct TestClock {
+    file: PathBuf,
+}
+
+impl TestClock {
+    /// A clock at the real time, kept in `dir`.
+    pub fn new(dir: &Path) -> Self {
+        let file = dir.join("clock-offset");
+        std::fs::write(&file, "0").unwrap();
+        Self { file }
+    }
+
+    /// Moves every process started with [`Self::env`] forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let now: i64 = std::fs::read_to_string(&self.file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let by = i64::try_from(by.as_secs()).unwrap();
+        std::fs::write(&self.file, (now + by).to_string()).unwrap();
+    }
+
+    /// The environment a process needs to read this clock.
+    pub fn env(&self) -> (&'static str, &Path) {
+        (etcd_ca::clock::OFFSET_FILE_ENV, &self.file)
+    }
+}
+
+/// `text` with `from` replaced by `to` exactly `count` times; panics when `from` does not occur
+/// that often, so a policy patch never silently does nothing after the policy changed.
+#[track_caller]
+pub fn patch(text: &str, from: &str, to: &str, count: usize) -> String {
+    let found = text.matches(from).count();
+    assert!(
+        found >= count,
+        "the patch {from:?} -> {to:?} needs {count} occurrences, the text has {found}"
+    );
+    text.replacen(from, to, count)
+}
+
+/// The default policy with every `(from, to, count)` patch applied (see [`patch`]).
+#[track_caller]
+pub fn patched_policy(patches: &[(&str, &str, usize)]) -> String {
+    patches.iter().fold(
+        etcd_ca::policy::DEFAULT_POLICY.to_string(),
+        |text, (from, to, count)| patch(&text, from, to, *count),
+    )
+}
+
 /// The passphrase of every test CA's keys.
 pub const PASSPHRASE: &str = "test passphrase, not a secret";
 
@@ -478,22 +530,29 @@ pub struct CaServer {
     pub admin_token_file: PathBuf,
     pub log: PathBuf,
     serve_args: Vec<String>,
+    /// Extra environment of the server process (a [`TestClock`]).
+    env: Vec<(String, PathBuf)>,
     child: Option<Child>,
 }
 
 impl CaServer {
     /// Initialises a CA (with `init_args`), creates an admin token, starts the server.
     pub fn start(init_args: &[&str], serve_args: &[&str]) -> Self {
-        Self::serve(TestCa::init(init_args), serve_args)
+        Self::serve(TestCa::init(init_args), serve_args, None)
+    }
+
+    /// [`Self::start`] with the server on `clock`.
+    pub fn start_with_clock(init_args: &[&str], serve_args: &[&str], clock: &TestClock) -> Self {
+        Self::serve(TestCa::init(init_args), serve_args, Some(clock))
     }
 
     /// Starts a server on an existing data dir (e.g. a restored one) with a new admin token.
     pub fn start_on(dir: PathBuf, serve_args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        Self::serve(TestCa { tmp, dir }, serve_args)
+        Self::serve(TestCa { tmp, dir }, serve_args, None)
     }
 
-    fn serve(ca: TestCa, serve_args: &[&str]) -> Self {
+    fn serve(ca: TestCa, serve_args: &[&str], clock: Option<&TestClock>) -> Self {
         let admin_token = etcd_ca(["admin-token", "create", "--data-dir", ca.data_dir()])
             .ok()
             .stdout
@@ -509,6 +568,12 @@ impl CaServer {
             admin_token_file,
             log: PathBuf::new(),
             serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
+            env: clock
+                .map(|c| {
+                    let (name, file) = c.env();
+                    vec![(name.to_string(), file.to_path_buf())]
+                })
+                .unwrap_or_default(),
             child: None,
         };
         server.spawn();
@@ -549,6 +614,7 @@ impl CaServer {
             .args(&self.serve_args)
             .env("ETCD_CA_LOG", "info")
             .env("ETCD_CA_PASSPHRASE", PASSPHRASE)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
