@@ -429,9 +429,7 @@ pub struct Authority {
     /// Each entry holds until when it may be trusted: 30 s, or the token's expiry if sooner.
     /// Admin tokens seen lately: the actor, until when the entry is trusted (monotonic), and the
     /// token's own expiry (checked against the clock at every use).
-    admin_cache: std::sync::Mutex<
-        HashMap<Vec<u8>, (AdminActor, std::time::Instant, Option<OffsetDateTime>)>,
-    >,
+    admin_cache: std::sync::Mutex<HashMap<Vec<u8>, CachedAdmin>>,
     crl_cache: crl::CrlCache,
     /// The admin token revocations last seen in the store (see `follow_admin_revocations`).
     admin_revocations: std::sync::Mutex<Option<(i64, i64)>>,
@@ -1932,6 +1930,10 @@ impl Authority {
         Ok(self.store.audit_events(limit).await?)
     }
 }
+
+/// A recently seen admin token: its actor, until when the entry is trusted (monotonic), and the
+/// token's own expiry.
+type CachedAdmin = (AdminActor, std::time::Instant, Option<OffsetDateTime>);
 
 /// The node of the CA server's own certificate: never an etcd node, so no token, issue or
 /// signing request may name it.
