@@ -72,6 +72,8 @@ pub enum StoreError {
     Corrupt { table: &'static str, detail: String },
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    #[error("the database is closed (the server is shutting down)")]
+    Closed,
 }
 
 /// Lifecycle state of a CA generation.
@@ -1028,10 +1030,8 @@ impl Store {
         self.committer
             .send(pending)
             .await
-            .map_err(|_| StoreError::Sql(sqlx::Error::PoolClosed))?;
-        committed
-            .await
-            .map_err(|_| StoreError::Sql(sqlx::Error::PoolClosed))?
+            .map_err(|_| StoreError::Closed)?;
+        committed.await.map_err(|_| StoreError::Closed)?
     }
 
     pub async fn certificate(

@@ -113,6 +113,9 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, &'static str) {
         | E::Restore { .. }
         | E::KeyFilePermissions { .. }
         | E::NoActiveGeneration
+        | E::NoNextGeneration
+        | E::Corrupt { .. }
+        | E::KeyMismatch { .. }
         | E::Sign(_)
         | E::Random
         | E::Passphrase(_)

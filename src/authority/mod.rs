@@ -63,6 +63,12 @@ pub enum AuthorityError {
     KeyFilePermissions { path: PathBuf, mode: u32 },
     #[error("the data dir has no active CA generation")]
     NoActiveGeneration,
+    #[error("the rotation is under way but its new CA generation is missing from the database")]
+    NoNextGeneration,
+    #[error("stored data is corrupt: {what}")]
+    Corrupt { what: String },
+    #[error("{} does not belong to the CA generation {generation} certificate", path.display())]
+    KeyMismatch { path: PathBuf, generation: i64 },
     #[error("invalid serial {text:?}: expected hexadecimal digits (colons allowed)")]
     InvalidSerial { text: String },
     #[error("no certificate with serial {serial}")]
@@ -850,20 +856,20 @@ impl Authority {
         let key_text =
             std::fs::read_to_string(&key_path).map_err(|e| FsError::new("read", &key_path, e))?;
         let key_pem = keyfile::open(&key_text, self.passphrase.as_ref())?;
-        let key_type: KeyType = generation
-            .key_type
-            .parse()
-            .map_err(|e: String| AuthorityError::Import { reason: e })?;
+        let key_type: KeyType =
+            generation
+                .key_type
+                .parse()
+                .map_err(|e: String| AuthorityError::Corrupt {
+                    what: format!("the key type of CA generation {}: {e}", generation.id),
+                })?;
         let key = pki::load_private_key(&key_pem, key_type)?;
         let der = generation.cert_der().unwrap_or_default();
         let cert = pki::parse_certificate(&der)?;
         if !pki::key_matches_certificate(&key, &cert) {
-            return Err(AuthorityError::Import {
-                reason: format!(
-                    "{} does not belong to the generation {} certificate",
-                    key_path.display(),
-                    generation.id
-                ),
+            return Err(AuthorityError::KeyMismatch {
+                path: key_path,
+                generation: generation.id,
             });
         }
         let (issuer, key_id) = ca::issuer(&cert, key)?;
@@ -1564,11 +1570,16 @@ impl Authority {
             .iter()
             .map(|s| San::parse_loose(s))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| AuthorityError::Sign(format!("recorded SAN: {e}")))?;
-        let node: NodeName = record
-            .node
-            .parse()
-            .map_err(|e: crate::names::NameError| AuthorityError::Sign(e.to_string()))?;
+            .map_err(|e| AuthorityError::Corrupt {
+                what: format!("a recorded SAN of certificate {}: {e}", record.serial),
+            })?;
+        let node: NodeName =
+            record
+                .node
+                .parse()
+                .map_err(|e: crate::names::NameError| AuthorityError::Corrupt {
+                    what: format!("the node of certificate {}: {e}", record.serial),
+                })?;
         let grant = self.policy.evaluate_renewal(
             &Renewal {
                 profile: &record.profile,
@@ -1642,10 +1653,12 @@ impl Authority {
         let identity = match registered {
             Some(identity) => identity,
             None => {
-                let node: NodeName = record
-                    .node
-                    .parse()
-                    .map_err(|e: crate::names::NameError| AuthorityError::Sign(e.to_string()))?;
+                let node: NodeName =
+                    record.node.parse().map_err(|e: crate::names::NameError| {
+                        AuthorityError::Corrupt {
+                            what: format!("the node of certificate {}: {e}", record.serial),
+                        }
+                    })?;
                 NodeIdentity::new(node, Vec::new(), Vec::new())
             }
         };

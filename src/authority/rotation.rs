@@ -458,7 +458,7 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<(), AuthorityError> {
         let (old, new) = self.check_phase(Phase::Started, "activate").await?;
-        let new = new.ok_or(AuthorityError::NoActiveGeneration)?;
+        let new = new.ok_or(AuthorityError::NoNextGeneration)?;
         self.check_converged("activate", force, now).await?;
         let event = AuditEvent {
             at: now,
@@ -492,7 +492,9 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<(), AuthorityError> {
         let (_, old) = self.check_phase(Phase::Activated, "finish").await?;
-        let old = old.ok_or(AuthorityError::NoActiveGeneration)?;
+        let old = old.ok_or_else(|| AuthorityError::Corrupt {
+            what: "the rotation is activated but its previous CA generation is missing".into(),
+        })?;
         self.check_converged("finish", force, now).await?;
         let event = AuditEvent {
             at: now,
@@ -517,7 +519,7 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<(), AuthorityError> {
         let (_, new) = self.check_phase(Phase::Started, "abort").await?;
-        let new = new.ok_or(AuthorityError::NoActiveGeneration)?;
+        let new = new.ok_or(AuthorityError::NoNextGeneration)?;
         let event = AuditEvent {
             at: now,
             actor: actor.to_string(),

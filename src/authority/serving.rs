@@ -129,7 +129,9 @@ impl Authority {
         let der = pki::pem_certificates(&cert_pem)?
             .into_iter()
             .next()
-            .ok_or_else(|| AuthorityError::Sign(format!("{} is empty", cert_path.display())))?;
+            .ok_or_else(|| AuthorityError::Corrupt {
+                what: format!("{} holds no certificate", cert_path.display()),
+            })?;
         let serial = pki::serial_hex(&pki::parse_certificate(&der)?);
         let Some(record) = self.store.certificate(&serial, now).await? else {
             return Ok(None);
