@@ -1,0 +1,409 @@
+//! The store: every SQL statement etcd-ca runs, over one SQLite database.
+//!
+//! It records CA generations, registered nodes, issued certificates and the audit trail. It
+//! knows nothing of policy, signing or HTTP; callers hand it finished records. The database runs
+//! in WAL mode with `synchronous = FULL`, so a committed write survives a crash, and a
+//! certificate and its audit event are written in one transaction.
+//!
+//! - this file: the [`Store`] handle and its queries;
+//! - [`records`]: the records callers hand in and get back;
+//! - `rotation`, `tokens`: the queries of CA generations and rotation, and of tokens;
+//! - `rows`: turning records into rows and rows into records;
+//! - `sqlite`: what is SQLite's own: opening (PRAGMAs, migrations), the group committer and the
+//!   WAL checkpointer, `VACUUM INTO` backups, the integrity check, immediate write transactions.
+
+mod records;
+mod rotation;
+mod rows;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+mod tokens;
+
+pub use records::*;
+use rows::*;
+use sqlite::PendingIssue;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sqlx::sqlite::SqlitePool;
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use crate::names::{NodeIdentity, NodeName};
+
+/// A `SELECT` of every certificate column (then any `$extra` columns) followed by `$tail`, as
+/// one static string.
+macro_rules! select_certificates {
+    ($tail:literal) => {
+        select_certificates!("", $tail)
+    };
+    ($extra:literal, $tail:literal) => {
+        concat!(
+            "SELECT serial, ca_generation, profile, node, subject, common_name, sans, key_type,
+                    public_key_sha256, not_before, not_after, pem, status, revoked_at,
+                    revocation_reason, issued_at, renewed_from,
+                    EXISTS (SELECT 1 FROM certificates AS newer
+                             WHERE newer.node = certificates.node
+                               AND newer.profile = certificates.profile
+                               AND newer.status = 'valid'
+                               AND newer.rowid > certificates.rowid) AS superseded,
+                    EXISTS (SELECT 1 FROM ca_generations AS g
+                             WHERE g.id = certificates.ca_generation
+                               AND g.state = 'retired') AS ca_retired",
+            $extra,
+            " FROM certificates ",
+            $tail
+        )
+    };
+}
+
+/// Errors from the database layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot migrate database {}: {source}", path.display())]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("the database is closed (the server is shutting down)")]
+    Closed,
+}
+
+/// The database handle. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+    /// Issued certificates go through the group committer.
+    committer: tokio::sync::mpsc::Sender<PendingIssue>,
+    /// Set by [`Store::close`]: the committer gives its connection back to the pool.
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Store {
+    /// How many tokens exist, and how many were used.
+    pub async fn token_counts(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n, COUNT(used_at) AS used FROM tokens")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("n")?, row.try_get("used")?))
+    }
+
+    /// Certificates recorded, and how many distinct serials they have.
+    pub async fn certificate_counts(&self) -> Result<(i64, i64), StoreError> {
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n, COUNT(DISTINCT serial) AS d FROM certificates")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((row.try_get("n")?, row.try_get("d")?))
+    }
+
+    /// The registered identity of a node, if any.
+    pub async fn node(&self, name: &NodeName) -> Result<Option<NodeIdentity>, StoreError> {
+        let row = sqlx::query("SELECT ips, dns_names FROM nodes WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| node_from_row(&row, name.clone())).transpose()
+    }
+
+    /// The certificates with these serials (those that exist, in no particular order), each
+    /// with its node's registered identity when there is one: one read for a whole node.
+    pub async fn certificates_by_serial(
+        &self,
+        serials: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Vec<(CertificateRecord, Option<NodeIdentity>)>, StoreError> {
+        if serials.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::new(select_certificates!(
+            ", nodes.ips, nodes.dns_names",
+            "LEFT JOIN nodes ON nodes.name = certificates.node WHERE serial IN "
+        ));
+        sql.push("(");
+        let mut list = sql.separated(", ");
+        for serial in serials {
+            list.push_bind(serial.as_str());
+        }
+        list.push_unseparated(")");
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let cert = certificate_from_row(row, now)?;
+                let registered: Option<String> = row.try_get("ips")?;
+                let identity = match registered {
+                    Some(_) => {
+                        let name = cert.node.parse().map_err(|e: crate::names::NameError| {
+                            StoreError::Corrupt {
+                                table: "certificates",
+                                detail: e.to_string(),
+                            }
+                        })?;
+                        Some(node_from_row(row, name)?)
+                    }
+                    None => None,
+                };
+                Ok((cert, identity))
+            })
+            .collect()
+    }
+
+    /// Records an issued certificate, the node identity it was issued for and the audit event,
+    /// in one transaction (shared with whatever else is being issued at that moment: group
+    /// commit). Returns only once the transaction is durable.
+    pub async fn record_issue(
+        &self,
+        node: &NodeIdentity,
+        cert: &NewCertificate,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.record_issues(vec![IssueRecord {
+            node: node.clone(),
+            cert: cert.clone(),
+            event: event.clone(),
+        }])
+        .await
+    }
+
+    /// Records several issued certificates all or none (a node renewing its certificates
+    /// together), through the same group commit as [`Store::record_issue`].
+    pub async fn record_issues(&self, issues: Vec<IssueRecord>) -> Result<(), StoreError> {
+        let (done, committed) = tokio::sync::oneshot::channel();
+        let pending = PendingIssue { issues, done };
+        self.committer
+            .send(pending)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        committed.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub async fn certificate(
+        &self,
+        serial: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<CertificateRecord>, StoreError> {
+        let row = sqlx::query(select_certificates!("WHERE serial = ?"))
+            .bind(serial)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| certificate_from_row(&r, now)).transpose()
+    }
+
+    /// Certificates matching the filter, soonest expiry first.
+    pub async fn certificates(
+        &self,
+        filter: &CertificateFilter,
+        now: OffsetDateTime,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        // The state's validity part in SQL, the refinement (superseded, retired) after.
+        let status = filter
+            .status
+            .or(filter.state.map(|s| match s {
+                CertificateState::Revoked => CertificateStatus::Revoked,
+                CertificateState::Expired => CertificateStatus::Expired,
+                _ => CertificateStatus::Valid,
+            }))
+            .map(|s| s.as_str());
+        let rows = sqlx::query(select_certificates!(
+            "WHERE (?1 IS NULL OR node = ?1)
+               AND (?2 IS NULL OR profile = ?2)
+               AND (?3 IS NULL
+                    OR (?3 = 'revoked' AND status = 'revoked')
+                    OR (?3 = 'valid' AND status = 'valid' AND not_after > ?4)
+                    OR (?3 = 'expired' AND status = 'valid' AND not_after <= ?4))
+               AND (?5 IS NULL OR (status = 'valid' AND not_after > ?4 AND not_after <= ?5))
+             ORDER BY not_after, serial"
+        ))
+        .bind(filter.node.as_deref())
+        .bind(filter.profile.as_deref())
+        .bind(status)
+        .bind(ts(now))
+        .bind(filter.expiring_before.map(ts))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut records = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let record = certificate_from_row(row, now)?;
+            if filter.state.is_none_or(|s| s == record.state) {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Marks a certificate revoked and records the audit event, in one transaction.
+    pub async fn revoke(
+        &self,
+        serial: &str,
+        reason: &str,
+        event: &AuditEvent,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        let updated = sqlx::query(
+            "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ?
+             WHERE serial = ? AND status = 'valid'",
+        )
+        .bind(ts(event.at))
+        .bind(reason)
+        .bind(serial)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 1 {
+            insert_audit(&mut tx, event).await?;
+        }
+        let row = sqlx::query(select_certificates!("WHERE serial = ?"))
+            .bind(serial)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(match row {
+            None => RevokeOutcome::NotFound,
+            Some(row) => {
+                let record = Box::new(certificate_from_row(&row, event.at)?);
+                if updated == 1 {
+                    RevokeOutcome::Revoked(record)
+                } else {
+                    RevokeOutcome::AlreadyRevoked(record)
+                }
+            }
+        })
+    }
+
+    /// Revoked certificates that have not expired yet, of every generation: what etcd's CRL
+    /// must list.
+    pub async fn revoked_unexpired(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<RevokedEntry>, StoreError> {
+        self.revoked_unexpired_issued_by(None, now).await
+    }
+
+    /// Revoked certificates that have not expired yet and that `generation` issued: what that
+    /// generation's own CRL lists.
+    pub async fn revoked_unexpired_of_generation(
+        &self,
+        generation: i64,
+        now: OffsetDateTime,
+    ) -> Result<Vec<RevokedEntry>, StoreError> {
+        self.revoked_unexpired_issued_by(Some(generation), now)
+            .await
+    }
+
+    async fn revoked_unexpired_issued_by(
+        &self,
+        generation: Option<i64>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<RevokedEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT serial, revoked_at, revocation_reason FROM certificates
+             WHERE status = 'revoked' AND not_after > ?1
+               AND (?2 IS NULL OR ca_generation = ?2)
+             ORDER BY revoked_at, serial",
+        )
+        .bind(ts(now))
+        .bind(generation)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(RevokedEntry {
+                    serial: row.try_get("serial")?,
+                    revoked_at: from_ts("certificates", row.try_get("revoked_at")?)?,
+                    reason: row.try_get("revocation_reason")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The next CRL number of a generation (monotonic, starting at 1).
+    pub async fn next_crl_number(&self, generation: i64) -> Result<i64, StoreError> {
+        let number: i64 = sqlx::query_scalar(
+            "UPDATE ca_generations SET crl_number = crl_number + 1 WHERE id = ? RETURNING crl_number",
+        )
+        .bind(generation)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(number)
+    }
+
+    /// A value that changes whenever a certificate is revoked: the CRL is rebuilt when it does.
+    pub async fn revocation_epoch(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(MAX(revoked_at), 0) AS latest
+             FROM certificates WHERE status = 'revoked'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("latest")?))
+    }
+
+    /// For each node and profile, when its last valid certificate expires.
+    pub async fn expiry_by_node_and_profile(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(String, String, OffsetDateTime)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT node, profile, MAX(not_after) AS not_after FROM certificates
+             WHERE status = 'valid' AND not_after > ? GROUP BY node, profile ORDER BY node, profile",
+        )
+        .bind(ts(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("node")?,
+                    r.try_get("profile")?,
+                    from_ts("certificates", r.try_get("not_after")?)?,
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn record_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.write_transaction().await?;
+        insert_audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The most recent audit events, oldest first.
+    pub async fn audit_events(&self, limit: i64) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, actor, action, node, serial, detail FROM
+               (SELECT * FROM audit_events ORDER BY id DESC LIMIT ?) ORDER BY id",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditEvent {
+                    at: from_ts("audit_events", row.try_get("at")?)?,
+                    actor: row.try_get("actor")?,
+                    action: row.try_get("action")?,
+                    node: row.try_get("node")?,
+                    serial: row.try_get("serial")?,
+                    detail: row.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+}

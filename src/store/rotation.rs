@@ -1,0 +1,218 @@
+//! CA generations and the rotation between them: the generations in their states
+//! (compare-and-set steps), the restart lease, and what each node's agent reports.
+
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use super::*;
+
+impl Store {
+    pub async fn insert_generation(&self, g: &GenerationRecord) -> Result<(), StoreError> {
+        let mut tx = self.write_transaction().await?;
+        insert_generation(&mut tx, g).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every CA generation, oldest first.
+    pub async fn generations(&self) -> Result<Vec<GenerationRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, state, key_type, cert_pem, fingerprint, key_file, imported, not_before,
+                    not_after, activated_at, retired_at, created_at, endorsement_pem
+             FROM ca_generations ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(generation_from_row).collect()
+    }
+
+    /// A rotation step: moves generations between states in one transaction with its audit
+    /// event, each `(id, from, to)` in order (at most one generation is active at a time), and
+    /// only if each is still in state `from`. Returns false, changing nothing, when another step
+    /// got there first (compare-and-set: of two concurrent steps exactly one wins).
+    pub async fn set_generation_states(
+        &self,
+        changes: &[(i64, GenerationState, GenerationState)],
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        for (id, from, to) in changes {
+            let updated = sqlx::query(
+                "UPDATE ca_generations SET state = ?1,
+                   activated_at = CASE WHEN ?1 = 'active' THEN ?2 ELSE activated_at END,
+                   retired_at = CASE WHEN ?1 = 'retired' THEN ?2 ELSE retired_at END
+                 WHERE id = ?3 AND state = ?4",
+            )
+            .bind(to.as_str())
+            .bind(ts(event.at))
+            .bind(id)
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+        }
+        insert_audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Stores the generation a rotation starts, with its audit event, only if no rotation is in
+    /// progress (no `next` generation) and its id follows the last one. Returns false, changing
+    /// nothing, when another start got there first.
+    pub async fn add_generation(
+        &self,
+        g: &GenerationRecord,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        let (in_progress, last): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE state = 'next'), COALESCE(MAX(id), 0) FROM ca_generations",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if in_progress != 0 || g.id != last + 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_generation(&mut tx, g).await?;
+        insert_audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// What an agent last reported.
+    pub async fn upsert_node_report(&self, report: &NodeReport) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO node_reports (node, installed_bundle, running_bundle, certificates, reported_at)
+             VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (node) DO UPDATE SET installed_bundle = excluded.installed_bundle,
+               running_bundle = excluded.running_bundle, certificates = excluded.certificates,
+               reported_at = excluded.reported_at",
+        )
+        .bind(&report.node)
+        .bind(to_json(&report.installed_bundle))
+        .bind(to_json(&report.running_bundle))
+        .bind(to_json(&report.certificates))
+        .bind(ts(report.reported_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn node_reports(&self) -> Result<Vec<NodeReport>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT node, installed_bundle, running_bundle, certificates, reported_at
+             FROM node_reports ORDER BY node",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let corrupt = |detail: String| StoreError::Corrupt {
+            table: "node_reports",
+            detail,
+        };
+        rows.iter()
+            .map(|r| {
+                let json = |c: &str| -> Result<String, StoreError> { Ok(r.try_get(c)?) };
+                Ok(NodeReport {
+                    node: r.try_get("node")?,
+                    installed_bundle: serde_json::from_str(&json("installed_bundle")?)
+                        .map_err(|e| corrupt(e.to_string()))?,
+                    running_bundle: serde_json::from_str(&json("running_bundle")?)
+                        .map_err(|e| corrupt(e.to_string()))?,
+                    certificates: serde_json::from_str(&json("certificates")?)
+                        .map_err(|e| corrupt(e.to_string()))?,
+                    reported_at: from_ts("node_reports", r.try_get("reported_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// For each node and profile, the generation that signed its newest valid certificate
+    /// (newest by insertion order: several may be issued within one second).
+    pub async fn signing_generations(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.node, c.profile, c.ca_generation FROM certificates c
+             WHERE c.rowid = (SELECT MAX(d.rowid) FROM certificates d
+                              WHERE d.node = c.node AND d.profile = c.profile
+                                AND d.status = 'valid' AND d.not_after > ?1)
+             ORDER BY c.node, c.profile",
+        )
+        .bind(ts(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("node")?,
+                    r.try_get("profile")?,
+                    r.try_get("ca_generation")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Takes the restart lease for `node` until `expires_at`, if it is free, expired or already
+    /// held by `node`. Returns who holds it afterwards.
+    pub async fn take_restart_lease(
+        &self,
+        node: &str,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(String, OffsetDateTime), StoreError> {
+        let mut tx = self.write_transaction().await?;
+        sqlx::query(
+            "INSERT INTO restart_lease (id, node, expires_at) VALUES (1, ?1, ?3)
+             ON CONFLICT (id) DO UPDATE SET node = ?1, expires_at = ?3
+             WHERE restart_lease.node = ?1 OR restart_lease.expires_at <= ?2",
+        )
+        .bind(node)
+        .bind(ts(now))
+        .bind(ts(expires_at))
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT node, expires_at FROM restart_lease WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((
+            row.try_get("node")?,
+            from_ts("restart_lease", row.try_get("expires_at")?)?,
+        ))
+    }
+
+    /// Gives the lease back if `node` holds it.
+    pub async fn release_restart_lease(&self, node: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM restart_lease WHERE id = 1 AND node = ?")
+            .bind(node)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Who holds the restart lease now, if anyone.
+    pub async fn restart_lease(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Option<(String, OffsetDateTime)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT node, expires_at FROM restart_lease WHERE id = 1 AND expires_at > ?",
+        )
+        .bind(ts(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get("node")?,
+                from_ts("restart_lease", r.try_get("expires_at")?)?,
+            ))
+        })
+        .transpose()
+    }
+}

@@ -1,0 +1,340 @@
+//! What is SQLite's own: opening the file (WAL, `synchronous = FULL`, busy timeout,
+//! migrations), the group committer that records issued certificates in one transaction per
+//! group, the checkpointer that keeps WAL checkpoints off the commit path, `VACUUM INTO`
+//! backups, the integrity check, and write transactions that take the lock up front.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Issued certificates waiting for their group commit (recorded all or none), and who to tell
+/// when they are durable.
+#[derive(Debug)]
+pub(super) struct PendingIssue {
+    pub(super) issues: Vec<IssueRecord>,
+    pub(super) done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The most writes one group commit takes.
+const MAX_GROUP: usize = 512;
+
+/// Group commit: takes every issued certificate waiting at that moment, writes them all in one
+/// transaction (one fsync), then answers each. While one group commits, the next one gathers.
+///
+/// The committer keeps one connection, busy or idle, until [`Store::close`]: SQLite drops a
+/// connection's page cache whenever another connection wrote, so taking whichever connection
+/// the pool has free would re-read the index pages for every commit (`cargo bench --bench
+/// store`: a lone issuance's commit took 290-325 µs that way, 167-193 µs on its own
+/// connection, in alternating runs). After each commit it nudges the checkpointer; when the
+/// checkpointer has caught up, it copies the few pages committed since, on its own connection,
+/// so that its next group starts the WAL over (see [`checkpoint_loop`]).
+async fn commit_loop(
+    pool: SqlitePool,
+    mut pending: tokio::sync::mpsc::Receiver<PendingIssue>,
+    nudge_checkpointer: tokio::sync::mpsc::Sender<()>,
+    checkpoint_caught_up: Arc<AtomicBool>,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::sync::mpsc::error::TryRecvError;
+    let mut writer: Option<PoolConnection<Sqlite>> = None;
+    loop {
+        let first = match pending.try_recv() {
+            Ok(first) => first,
+            Err(TryRecvError::Empty) => {
+                let arrived = if writer.is_some() {
+                    tokio::select! {
+                        arrived = pending.recv() => arrived,
+                        _ = closing.changed() => {
+                            writer = None;
+                            pending.recv().await
+                        }
+                    }
+                } else {
+                    pending.recv().await
+                };
+                match arrived {
+                    Some(first) => first,
+                    None => break,
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match pending.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut conn = match writer.take() {
+            Some(conn) => conn,
+            None => match pool.acquire().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    let reason = e.to_string();
+                    for p in group {
+                        let _ = p.done.send(Err(StoreError::Unavailable(reason.clone())));
+                    }
+                    continue;
+                }
+            },
+        };
+        if checkpoint_caught_up.swap(false, Ordering::AcqRel) {
+            finish_checkpoint(&mut conn).await;
+        }
+        let started = std::time::Instant::now();
+        let committed = commit_group(&mut conn, &group).await;
+        let failed = committed.is_err();
+        tracing::trace!(
+            size = group.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "group commit"
+        );
+        match committed {
+            Ok(()) => {
+                for p in group {
+                    let _ = p.done.send(Ok(()));
+                }
+            }
+            Err(e) if group.len() == 1 => {
+                if let Some(p) = group.pop() {
+                    let _ = p.done.send(Err(e));
+                }
+            }
+            Err(_) => {
+                // One bad write must not fail its neighbours: commit them one by one.
+                for p in group {
+                    let result = commit_group(&mut conn, std::slice::from_ref(&p)).await;
+                    let _ = p.done.send(result);
+                }
+            }
+        }
+        // After a failure the connection may still be inside the group's transaction (a
+        // ROLLBACK can fail too, on a full disk): a fresh one takes the next group.
+        if failed {
+            let _ = conn.close().await;
+        } else if !*closing.borrow() {
+            writer = Some(conn);
+        }
+        // A nudge already waiting covers this commit too.
+        let _ = nudge_checkpointer.try_send(());
+    }
+}
+
+/// How long the checkpointer lets commits pile up before it copies the WAL back into the
+/// database: the pages a burst rewrote many times (the last leaf of each table and index) are
+/// copied once.
+const CHECKPOINT_DELAY: Duration = Duration::from_millis(100);
+
+/// With no nudge, the checkpointer still runs this often, for writes outside the committer.
+const CHECKPOINT_IDLE: Duration = Duration::from_secs(1);
+
+/// Copies the WAL back into the database file, off the commit path.
+///
+/// Every connection runs with `wal_autocheckpoint = 0`: with SQLite's default the commit that
+/// crosses 1,000 WAL pages copies them all and syncs the database file, holding up every
+/// caller in its group for several milliseconds. Here a PASSIVE checkpoint runs on its own
+/// connection beside the committer, 100 ms after a commit. That alone would let the WAL grow
+/// for ever under steady load (SQLite starts the WAL over only when a write begins with every
+/// page already copied, and on another connection that moment never comes while commits
+/// arrive every millisecond), and appending to a growing file makes every fsync dearer than
+/// rewriting one. So once a checkpoint has copied all it saw, the committer copies the few
+/// pages committed since (a short checkpoint of its own before its next group) and that group
+/// starts the WAL over. Ends with the committer.
+async fn checkpoint_loop(
+    pool: SqlitePool,
+    mut nudges: tokio::sync::mpsc::Receiver<()>,
+    caught_up: Arc<AtomicBool>,
+) {
+    loop {
+        match tokio::time::timeout(CHECKPOINT_IDLE, nudges.recv()).await {
+            Ok(None) => break,
+            Ok(Some(())) => tokio::time::sleep(CHECKPOINT_DELAY).await,
+            Err(_idle) => {}
+        }
+        if pool.is_closed() {
+            break;
+        }
+        match passive_checkpoint(&pool, "checkpoint").await {
+            Ok(true) => caught_up.store(true, Ordering::Release),
+            Ok(false) => {}
+            Err(e) if pool.is_closed() => {
+                tracing::debug!(error = %e, "checkpointer stops: the database is closed");
+                break;
+            }
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; will retry"),
+        }
+    }
+}
+
+/// The committer's short checkpoint: copies what was committed since the checkpointer's.
+async fn finish_checkpoint(conn: &mut SqliteConnection) {
+    if let Err(e) = passive_checkpoint(&mut *conn, "committer's checkpoint").await {
+        tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+    }
+}
+
+/// Runs a PASSIVE checkpoint, traced as `what`; true when it copied every page in the WAL.
+async fn passive_checkpoint<'c>(
+    on: impl sqlx::Executor<'c, Database = Sqlite>,
+    what: &'static str,
+) -> Result<bool, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let (busy, wal_pages, copied) =
+        sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(on)
+            .await?;
+    tracing::trace!(
+        busy,
+        wal_pages,
+        copied,
+        micros = started.elapsed().as_micros() as u64,
+        "{what}"
+    );
+    Ok(wal_pages > 0 && copied == wal_pages)
+}
+
+/// Writes a group in one transaction (one fsync), sent to SQLite's thread as one script:
+/// `BEGIN`, the multi-row inserts, `COMMIT`. Each hand-over to that thread costs a wake-up that
+/// waits for a core on a busy machine, and the group's commit latency is what a waiting caller
+/// feels, so there is exactly one. If any statement fails the transaction is rolled back.
+async fn commit_group(
+    conn: &mut SqliteConnection,
+    group: &[PendingIssue],
+) -> Result<(), StoreError> {
+    let issues = || group.iter().flat_map(|p| &p.issues);
+    let nodes: Vec<_> = issues().map(|i| (&i.node, i.cert.issued_at)).collect();
+    let certs: Vec<_> = issues().map(|i| &i.cert).collect();
+    let events: Vec<_> = issues().map(|i| &i.event).collect();
+    let mut sql = Sql::new("BEGIN IMMEDIATE;\n");
+    push_node_upserts(&mut sql, &nodes);
+    push_certificate_inserts(&mut sql, &certs);
+    push_audit_inserts(&mut sql, &events);
+    sql.push("COMMIT;");
+    match sql.build().execute(&mut *conn).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // Nothing of the group may stay; "no transaction is active" here is fine too.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            Err(e.into())
+        }
+    }
+}
+
+impl Store {
+    /// Creates the database file and applies every migration.
+    pub async fn create(path: &Path) -> Result<Self, StoreError> {
+        Self::connect(path, true).await
+    }
+
+    /// Opens an existing database, applying any migrations a newer etcd-ca added.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::connect(path, false).await
+    }
+
+    async fn connect(path: &Path, create: bool) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            // Checkpoints run in `checkpoint_loop`, never inside a commit.
+            .pragma("wal_autocheckpoint", "0")
+            // A group commit's multi-row inserts keep a statement journal; a large group's
+            // spilled to a file in /var/tmp (created and deleted per commit) with the default.
+            .pragma("temp_store", "MEMORY");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            // A local file, not a socket: nothing to probe before each use (the probe is one
+            // more round trip to SQLite's thread for every read).
+            .test_before_acquire(false)
+            // A connection given back inside a transaction (a COMMIT that failed, say on a full
+            // disk) would keep the write lock, and every later write would wait and fail
+            // "database is locked" until a restart: close it instead (closing rolls back).
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Connection;
+                    Ok(!conn.is_in_transaction())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let (committer, pending) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
+        let (nudge, nudges) = tokio::sync::mpsc::channel(1);
+        let caught_up = Arc::new(AtomicBool::new(false));
+        let (closing, closing_seen) = tokio::sync::watch::channel(false);
+        tokio::spawn(commit_loop(
+            pool.clone(),
+            pending,
+            nudge,
+            caught_up.clone(),
+            closing_seen,
+        ));
+        tokio::spawn(checkpoint_loop(pool.clone(), nudges, caught_up));
+        Ok(Self {
+            pool,
+            committer,
+            closing: Arc::new(closing),
+        })
+    }
+
+    /// A consistent copy of the live database at `path` (SQLite `VACUUM INTO`: one read
+    /// transaction, so writers keep going and the copy is a single point in time).
+    pub async fn backup_into(&self, path: &Path) -> Result<(), StoreError> {
+        let target = path.to_string_lossy().into_owned();
+        sqlx::query("VACUUM INTO ?")
+            .bind(target)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// SQLite's own consistency check: "ok" when the file is sound.
+    pub async fn integrity_check(&self) -> Result<String, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.join("; "))
+    }
+
+    /// Closes every connection, checkpointing the WAL so the file is whole on its own.
+    pub async fn close(&self) {
+        self.closing.send_replace(true);
+        self.pool.close().await;
+    }
+
+    /// A transaction that holds the write lock from its first statement. SQLite's default
+    /// (deferred) transaction that reads and then writes fails at once with "database is
+    /// locked" (SQLITE_BUSY_SNAPSHOT, which no busy timeout waits out) when another writer
+    /// committed in between; every read-then-write here (compare-and-set steps, leases, token
+    /// use, revocation) therefore starts immediate and waits its turn instead.
+    pub(super) async fn write_transaction(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}

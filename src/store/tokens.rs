@@ -1,0 +1,137 @@
+//! Bootstrap and admin tokens: creation, lookup, single use (an enrollment consumes its token
+//! in the transaction that records its certificates), admin token revocation.
+
+use sqlx::Row;
+
+use super::*;
+
+impl Store {
+    /// Stores a token (and registers the node a bootstrap token is bound to) with its audit event.
+    pub async fn insert_token(
+        &self,
+        token: &TokenRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write_transaction().await?;
+        if let Some(identity) = &token.identity {
+            upsert_node(&mut tx, identity, token.created_at).await?;
+        }
+        sqlx::query(
+            "INSERT INTO tokens (id, kind, secret_sha256, node, ips, dns_names, profiles, common_name,
+                                 allow_privileged_common_name, created_by, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&token.id)
+        .bind(token.kind.as_str())
+        .bind(&token.secret_sha256)
+        .bind(token.identity.as_ref().map(|i| i.name.as_str()))
+        .bind(to_json(&token.identity.as_ref().map(|i| &i.ips)))
+        .bind(to_json(&token.identity.as_ref().map(|i| &i.dns_names)))
+        .bind(to_json(&token.profiles))
+        .bind(&token.common_name)
+        .bind(token.allow_privileged_common_name)
+        .bind(&token.created_by)
+        .bind(ts(token.created_at))
+        .bind(token.expires_at.map(ts))
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, kind, secret_sha256, node, ips, dns_names, profiles, common_name,
+                    allow_privileged_common_name, created_by, created_at, expires_at, used_at,
+                    request_sha256, issued_serials, revoked_at
+             FROM tokens WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| token_from_row(&r)).transpose()
+    }
+
+    /// Every admin token, oldest first.
+    pub async fn admin_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, secret_sha256, node, ips, dns_names, profiles, common_name,
+                    allow_privileged_common_name, created_by, created_at, expires_at, used_at,
+                    request_sha256, issued_serials, revoked_at
+             FROM tokens WHERE kind = 'admin' ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    /// Revokes an admin token with its audit event. False when there is no such admin token
+    /// or it was already revoked (nothing written).
+    pub async fn revoke_admin_token(
+        &self,
+        id: &str,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        let revoked = sqlx::query(
+            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND kind = 'admin' AND revoked_at IS NULL",
+        )
+        .bind(ts(event.at))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if revoked != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Changes whenever an admin token is revoked (by any process).
+    pub async fn admin_token_revocations(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(revoked_at) AS n, COALESCE(MAX(revoked_at), 0) AS latest
+             FROM tokens WHERE kind = 'admin'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("latest")?))
+    }
+
+    /// Consumes a bootstrap token and records the certificates it paid for, in one transaction.
+    /// Returns false (and writes nothing) when the token was already used.
+    pub async fn complete_enrollment(&self, e: &EnrollmentRecord<'_>) -> Result<bool, StoreError> {
+        let serials: BTreeMap<&str, &str> = e
+            .certificates
+            .iter()
+            .map(|c| (c.profile.as_str(), c.serial.as_str()))
+            .collect();
+        let mut tx = self.write_transaction().await?;
+        let consumed = sqlx::query(
+            "UPDATE tokens SET used_at = ?, request_sha256 = ?, issued_serials = ?
+             WHERE id = ? AND used_at IS NULL",
+        )
+        .bind(ts(e.at))
+        .bind(e.request_sha256)
+        .bind(to_json(&serials))
+        .bind(e.token_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if consumed != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        upsert_node(&mut tx, e.identity, e.at).await?;
+        insert_certificates(&mut tx, &e.certificates.iter().collect::<Vec<_>>()).await?;
+        for event in e.events {
+            insert_audit(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}
