@@ -1,0 +1,381 @@
+//! The CA as a whole: `init`, `ca rotate`, `backup` and `restore`.
+
+use super::*;
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// The backup file to write (mode 0600; it holds the sealed CA keys).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The backup file written by `etcd-ca backup`.
+    #[arg(long)]
+    pub from: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Rotate the CA with the cluster serving throughout: start, activate, finish.
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RotateStep {
+    /// Create the next CA generation: trusted, not signing. Members restart one at a time.
+    Start,
+    /// Show each node's bundle and certificates, and what blocks the next step.
+    Status,
+    /// The new generation signs; agents re-issue their certificates.
+    Activate,
+    /// Retire the old generation; the bundle holds only the new one.
+    Finish,
+    /// Go back from start: retire the new generation, which never signed.
+    Abort,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    #[arg(value_enum)]
+    pub step: RotateStep,
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Take the step although some nodes have not converged.
+    #[arg(long)]
+    pub force: bool,
+    /// Key type of the new generation (start).
+    #[arg(long, default_value = "ecdsa-p256", value_parser = parse_key_type)]
+    pub key_type: KeyType,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// Key type of the new CA.
+    #[arg(long, default_value = "ecdsa-p256", value_parser = parse_key_type)]
+    pub key_type: KeyType,
+    /// How long the CA certificate is valid.
+    #[arg(long, default_value = "10y")]
+    pub validity: HumanDuration,
+    /// Common name of the CA (" generation N" is appended).
+    #[arg(long, default_value = "etcd-ca")]
+    pub common_name: String,
+    /// Policy file to install (default: the built-in policies/etcd.toml).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Adopt this existing CA certificate (kubeadm's pki/etcd/ca.crt, cfssl's ca.pem).
+    #[arg(long, requires = "import_key")]
+    pub import_cert: Option<PathBuf>,
+    /// The adopted CA's private key (PKCS#8, SEC1 or PKCS#1 PEM).
+    #[arg(long, requires = "import_cert")]
+    pub import_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub protection: KeyProtectionArgs,
+}
+
+/// Takes a backup through the server and writes it like a local one (atomically, 0600).
+pub(super) async fn remote_backup(
+    client: &crate::client::ApiClient,
+    out: &Path,
+) -> Result<crate::authority::BackupReport, CliError> {
+    let response = client
+        .clone()
+        .with_timeout(std::time::Duration::from_secs(600))
+        .get("/v1/backup")
+        .await?;
+    let count = |name: &str| {
+        response
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| {
+                CliError::Failed(format!("the server's backup answer has no {name} header"))
+            })
+    };
+    let generations = count(crate::wire::BACKUP_GENERATIONS)?;
+    let certificates = count(crate::wire::BACKUP_CERTIFICATES)?;
+    let files = crate::authority::archive_names(&response.body)?;
+    fsutil::write_atomic(out, &response.body, fsutil::PRIVATE)?;
+    Ok(crate::authority::BackupReport {
+        file: out.to_path_buf(),
+        generations: usize::try_from(generations).unwrap_or_default(),
+        certificates,
+        files,
+    })
+}
+
+pub(super) async fn rotate(args: RotateArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
+    use crate::authority::rotation::RotationStatus;
+    let step = match args.step {
+        RotateStep::Start => "start",
+        RotateStep::Status => "status",
+        RotateStep::Activate => "activate",
+        RotateStep::Finish => "finish",
+        RotateStep::Abort => "abort",
+    };
+    let status: serde_json::Value = match args.remote.admin_client()? {
+        Some(client) => {
+            if step == "status" {
+                client.get_json("/v1/rotation").await?
+            } else {
+                let body = crate::wire::RotateBody {
+                    force: args.force,
+                    key_type: Some(args.key_type.to_string()),
+                };
+                client
+                    .post_json(&format!("/v1/rotation/{step}"), &body)
+                    .await?
+            }
+        }
+        None => {
+            let status: RotationStatus = locally!(args.data_dir, a => async {
+                let actor = local_actor();
+                match args.step {
+                    RotateStep::Start => { a.rotate_start(args.key_type, &actor, now).await?; }
+                    RotateStep::Status => {}
+                    RotateStep::Activate => a.rotate_activate(args.force, &actor, now).await?,
+                    RotateStep::Finish => a.rotate_finish(args.force, &actor, now).await?,
+                    RotateStep::Abort => a.rotate_abort(&actor, now).await?,
+                }
+                Ok::<_, CliError>(a.rotation_status(now).await?)
+            });
+            serde_json::to_value(status)?
+        }
+    };
+    let mut out = stdout();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &status)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    write_rotation_status(&mut out, &status)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The rotation status as a short explanation and a table.
+pub(super) fn write_rotation_status(
+    out: &mut impl Write,
+    s: &serde_json::Value,
+) -> std::io::Result<()> {
+    let generation = |g: &serde_json::Value| {
+        format!(
+            "generation {} ({})",
+            g["id"],
+            g["fingerprint"].as_str().unwrap_or("")
+        )
+    };
+    match s["phase"].as_str().unwrap_or("") {
+        "started" => writeln!(
+            out,
+            "Rotation started: {} is trusted but not signing; {} signs.",
+            generation(&s["other"]),
+            generation(&s["active"])
+        )?,
+        "activated" => writeln!(
+            out,
+            "Rotation activated: {} signs; {} is still trusted while it retires.",
+            generation(&s["active"]),
+            generation(&s["other"])
+        )?,
+        _ => writeln!(
+            out,
+            "No rotation in progress: {} signs.",
+            generation(&s["active"])
+        )?,
+    }
+    if let Some(step) = s["last_step"].as_object() {
+        writeln!(
+            out,
+            "Last step: {} at {}: {}.",
+            step["step"].as_str().unwrap_or(""),
+            step["at"].as_str().unwrap_or(""),
+            step["outcome"].as_str().unwrap_or("")
+        )?;
+    }
+    let blocked: Vec<&str> = s["blocked_by"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    if s["next_step"].is_null() && !blocked.is_empty() {
+        writeln!(out, "Still converging: {}", blocked.join(", "))?;
+    }
+    let stale: Vec<&str> = s["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["stale"] == true)
+        .filter_map(|n| n["node"].as_str())
+        .collect();
+    if !stale.is_empty() {
+        writeln!(
+            out,
+            "Not reported since the last step (STALE: their columns may be out of date; a node without a running agent never converges): {}",
+            stale.join(", ")
+        )?;
+    }
+    if let Some(step) = s["next_step"].as_str() {
+        if blocked.is_empty() {
+            writeln!(
+                out,
+                "Next step: etcd-ca ca rotate {step} (every node has converged)"
+            )?;
+        } else {
+            writeln!(
+                out,
+                "Next step: etcd-ca ca rotate {step}, waiting for: {}",
+                blocked.join(", ")
+            )?;
+        }
+    }
+    if let Some(lease) = s["restart_lease"].as_array() {
+        writeln!(
+            out,
+            "Restart lease: {} until {}",
+            lease[0].as_str().unwrap_or(""),
+            lease[1].as_str().unwrap_or("")
+        )?;
+    }
+    let list = |v: &serde_json::Value| match v.as_array() {
+        Some(a) => a
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        None => "-".into(),
+    };
+    writeln!(
+        out,
+        "{:<14} {:<6} {:<9} {:<9} {:<28} {:<20} WAITING FOR",
+        "NODE", "MEMBER", "INSTALLED", "RUNNING", "CERTIFICATES (generation)", "REPORTED"
+    )?;
+    for n in s["nodes"].as_array().into_iter().flatten() {
+        let certs: Vec<String> = n["certificates"]
+            .as_object()
+            .map(|m| m.iter().map(|(p, g)| format!("{p}:{g}")).collect())
+            .unwrap_or_default();
+        let reported = match (n["reported_at"].as_str(), n["stale"] == true) {
+            (Some(at), true) => format!("{at} STALE"),
+            (Some(at), false) => at.to_string(),
+            (None, _) => "never".to_string(),
+        };
+        writeln!(
+            out,
+            "{:<14} {:<6} {:<9} {:<9} {:<28} {:<20} {}",
+            n["node"].as_str().unwrap_or(""),
+            if n["member"].as_bool().unwrap_or(false) {
+                "yes"
+            } else {
+                "no"
+            },
+            list(&n["installed_bundle"]),
+            list(&n["running_bundle"]),
+            certs.join(" "),
+            reported,
+            n["waiting_for"].as_str().unwrap_or("-")
+        )?;
+    }
+    Ok(())
+}
+
+pub(super) async fn init(args: InitArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
+    let policy = match &args.policy {
+        Some(path) => Some((path.clone(), read_text(path)?)),
+        None => None,
+    };
+    let import = match (&args.import_cert, &args.import_key) {
+        (Some(cert), Some(key)) => Some((read_text(cert)?, read_text(key)?)),
+        _ => None,
+    };
+    // A CA is only made where none is; refuse before writing a passphrase for it.
+    Authority::check_new_dir(args.data_dir.path())?;
+    let generated = args
+        .data_dir
+        .new_passphrase_file(args.protection.insecure_unencrypted_key)?;
+    let report = Authority::init(
+        args.data_dir.path(),
+        InitOptions {
+            key_type: args.key_type,
+            validity: args.validity.span_from(now),
+            common_name: args.common_name,
+            policy,
+            import,
+            key_protection: args.data_dir.key_protection(
+                args.protection.insecure_unencrypted_key,
+                args.protection.kdf_iterations,
+            )?,
+        },
+        &local_actor(),
+        now,
+    )
+    .await
+    .inspect_err(|_| DataDirArg::forget_passphrase_file(generated.as_deref()))?;
+    let mut out = stdout();
+    let verb = if report.imported {
+        "Adopted"
+    } else {
+        "Created"
+    };
+    writeln!(out, "{verb} CA in {}", report.data_dir.display())?;
+    writeln!(out, "  subject:     {}", report.subject)?;
+    writeln!(out, "  key type:    {}", report.key_type)?;
+    writeln!(out, "  expires:     {}", date(report.not_after))?;
+    writeln!(out, "  fingerprint: {}", report.fingerprint)?;
+    for note in &report.notes {
+        eprintln!("note: {note}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `etcd-ca backup`: on the data dir, or taken by a running server and downloaded.
+pub(super) async fn backup(args: BackupArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
+    let report = match args.remote.admin_client()? {
+        Some(client) => remote_backup(&client, &args.out).await?,
+        None => locally!(args.data_dir, a => a.backup(&args.out, &local_actor(), now)),
+    };
+    writeln!(
+        stdout(),
+        "Wrote backup {} ({} CA generations, {} certificates; files: {})",
+        report.file.display(),
+        report.generations,
+        report.certificates,
+        report.files.join(", ")
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `etcd-ca restore`: a backup into a new data dir, checked first.
+pub(super) async fn restore(args: RestoreArgs) -> Result<ExitCode, CliError> {
+    let passphrase = args.data_dir.passphrase()?;
+    let checked_keys = passphrase.is_some();
+    let report = Authority::restore(&args.from, args.data_dir.path(), passphrase).await?;
+    if !checked_keys {
+        eprintln!(
+            "warning: no passphrase given (--passphrase-file or ETCD_CA_PASSPHRASE): the \
+             restored CA keys were not opened, so a backup taken under another passphrase \
+             would only fail when the CA next signs"
+        );
+    }
+    writeln!(
+        stdout(),
+        "Restored {} into {} ({} CA generations, {} certificates)",
+        report.file.display(),
+        args.data_dir.path().display(),
+        report.generations,
+        report.certificates
+    )?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,224 @@
+//! `etcd-ca serve`: bind, create the CA where one was named, lock the data dir, and run the
+//! API with its follower until SIGTERM or SIGINT.
+
+use super::*;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: std::net::SocketAddr,
+    /// A name or address nodes use to reach this server (repeat); goes into its certificate.
+    #[arg(long = "san")]
+    pub sans: Vec<San>,
+    /// Close connections that have not finished the TLS handshake within this.
+    #[arg(long, default_value = "10s")]
+    pub handshake_timeout: HumanDuration,
+    /// Close connections that do not send a request's headers within this (also an idle
+    /// keep-alive connection between two requests).
+    #[arg(long, default_value = "10s")]
+    pub header_timeout: HumanDuration,
+    /// Close a connection whose client has not taken a response's bytes for this long (a
+    /// client that sends requests but never reads the answers).
+    #[arg(long, default_value = "10s")]
+    pub write_timeout: HumanDuration,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Connections one client address may hold at once; more are closed at once, so one
+    /// address cannot take every slot. Each agent holds one (its long poll).
+    #[arg(long, default_value_t = 128)]
+    pub max_connections_per_address: usize,
+    #[command(flatten)]
+    pub protection: KeyProtectionArgs,
+    /// Failed token authentications (bootstrap or admin) from one address before it is
+    /// refused (429) for --failed-attempts-window.
+    #[arg(long, default_value_t = 20)]
+    pub max_failed_attempts_per_source: u32,
+    /// Wrong secrets for one bootstrap token before it is locked.
+    #[arg(long, default_value_t = 5)]
+    pub max_failed_attempts_per_token: u32,
+    #[arg(long, default_value = "5m")]
+    pub failed_attempts_window: HumanDuration,
+}
+
+pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
+    let dir = args.data_dir.path();
+    let now = crate::clock::now();
+    // Bind first: a busy port fails before anything is created, issued or recorded.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| CliError::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    if DataDir::new(dir).existing_ca_marker().is_none() {
+        // A new CA only where the operator said: a forgotten --data-dir must not start a
+        // second, unrelated CA in the default place.
+        if args.data_dir.data_dir.is_none() {
+            return Err(CliError::Failed(format!(
+                "{} holds no CA, and no data dir was named: give --data-dir DIR (or \
+                 ETCD_CA_DATA_DIR) to use an existing CA or create one there",
+                dir.display()
+            )));
+        }
+        Authority::check_new_dir(dir)?;
+        let generated = args
+            .data_dir
+            .new_passphrase_file(args.protection.insecure_unencrypted_key)?;
+        let report = Authority::init(
+            dir,
+            InitOptions {
+                key_type: KeyType::EcdsaP256,
+                validity: "10y"
+                    .parse::<HumanDuration>()
+                    .map_err(|e| CliError::Failed(e.to_string()))?
+                    .span_from(now),
+                common_name: "etcd-ca".into(),
+                policy: None,
+                import: None,
+                key_protection: args.data_dir.key_protection(
+                    args.protection.insecure_unencrypted_key,
+                    args.protection.kdf_iterations,
+                )?,
+            },
+            "etcd-ca serve",
+            now,
+        )
+        .await
+        .inspect_err(|_| DataDirArg::forget_passphrase_file(generated.as_deref()))?;
+        tracing::info!(data_dir = %dir.display(), ca_fingerprint = %report.fingerprint, "created a new CA");
+    }
+    // One server per data dir (held until this process ends).
+    let _lock = DataDir::new(dir).lock_for_server()?;
+    let authority = Arc::new(args.data_dir.open().await?);
+    let result = run_server(&authority, listener, &args).await;
+    authority.close().await;
+    result
+}
+
+pub(super) async fn run_server(
+    authority: &Arc<Authority>,
+    listener: tokio::net::TcpListener,
+    args: &ServeArgs,
+) -> Result<ExitCode, CliError> {
+    let mut sans = args.sans.clone();
+    let listen_ip = args.listen.ip();
+    if !listen_ip.is_unspecified() {
+        sans.push(San::Ip(listen_ip));
+    }
+    if listen_ip.is_loopback() || listen_ip.is_unspecified() {
+        sans.push(San::parse_loose("localhost")?);
+        sans.push(San::Ip(IpAddr::from([127, 0, 0, 1])));
+    }
+    sans.sort();
+    sans.dedup();
+    if listen_ip.is_unspecified() && args.sans.is_empty() {
+        tracing::warn!("listening on all addresses without --san: nodes can only reach this server by a name in its certificate");
+    }
+    // One task follows every change of the CA, however it was made: it re-issues the server's
+    // own certificate from the signing generation and tells waiting agents.
+    let (follower, serving, watched) =
+        crate::api::follow::Follower::start(authority.clone(), sans.clone()).await?;
+    let tls =
+        crate::api::tls::server_config(serving).map_err(|e| CliError::Failed(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::Failed(format!("cannot read the listening address: {e}")))?;
+    // Watch the signals before saying we are ready: a SIGTERM right after the ready line stops
+    // the server cleanly instead of killing it.
+    let signalled = shutdown_signal()?;
+    let fingerprint = authority.fingerprint()?.to_string();
+    let names: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+    tracing::info!(listen = %addr, ca_fingerprint = %fingerprint, server_names = %names.join(","), "etcd-ca server ready");
+    {
+        let mut out = stdout();
+        writeln!(
+            out,
+            "etcd-ca serving https://{addr} (CA fingerprint {fingerprint})"
+        )?;
+        out.flush()?;
+    }
+    let state = crate::api::AppState {
+        authority: authority.clone(),
+        metrics: Arc::new(crate::api::metrics::Metrics::default()),
+        limiter: Arc::new(crate::api::limits::AttemptLimiter::new(
+            crate::api::limits::AttemptLimits {
+                per_source: args.max_failed_attempts_per_source,
+                per_token: args.max_failed_attempts_per_token,
+                window: args.failed_attempts_window.as_std(),
+            },
+        )),
+        watched,
+        anonymous: Arc::new(crate::api::limits::RefusalDigest::default()),
+    };
+    // Refusals of requests without credentials go to the audit trail as one line a minute.
+    let digest = state.anonymous.clone();
+    let summaries = {
+        let (authority, digest) = (authority.clone(), state.anonymous.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Some(summary) = digest.take() {
+                    authority
+                        .audit_summary("refused.anonymous", &summary, crate::clock::now())
+                        .await;
+                }
+            }
+        })
+    };
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let follower = tokio::spawn(follower.run(stopped(stopping.clone())));
+    tokio::spawn(async move {
+        signalled.await;
+        let _ = stop.send(true);
+    });
+    crate::api::server::serve(
+        listener,
+        tls,
+        crate::api::app(state),
+        crate::api::server::Limits {
+            handshake_timeout: args.handshake_timeout.as_std(),
+            header_timeout: args.header_timeout.as_std(),
+            max_connections: args.max_connections.max(1),
+            max_connections_per_address: args.max_connections_per_address.max(1),
+            write_timeout: args.write_timeout.as_std(),
+            ..Default::default()
+        },
+        stopped(stopping),
+    )
+    .await;
+    let _ = follower.await;
+    summaries.abort();
+    if let Some(summary) = digest.take() {
+        authority
+            .audit_summary("refused.anonymous", &summary, crate::clock::now())
+            .await;
+    }
+    tracing::info!("etcd-ca server stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Watches SIGINT and SIGTERM from now on; the future completes on either.
+pub(super) fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, CliError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let watch = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| CliError::Failed(format!("cannot watch {name}: {e}")))
+    };
+    let mut term = watch(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = watch(SignalKind::interrupt(), "SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
+    })
+}
