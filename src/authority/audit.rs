@@ -1,0 +1,109 @@
+//! The audit trail and the certificate records: listing, revoking, refusals and summaries.
+
+use super::*;
+
+impl Authority {
+    /// Records a summary line (of refusals not audited one by one) in the audit trail.
+    pub async fn audit_summary(&self, action: &str, detail: &str, now: OffsetDateTime) {
+        let event = AuditEvent {
+            at: now,
+            actor: "etcd-ca serve".to_string(),
+            action: action.to_string(),
+            node: None,
+            serial: None,
+            detail: detail.to_string(),
+        };
+        if let Err(e) = self.store.record_audit(&event).await {
+            tracing::warn!(error = %e, "cannot record a summary in the audit trail");
+        }
+    }
+
+    /// Records a refused request in the audit trail.
+    pub async fn audit_refusal(
+        &self,
+        action: &str,
+        actor: &str,
+        error: &AuthorityError,
+        now: OffsetDateTime,
+    ) {
+        let event = AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: format!("{action}.refused"),
+            node: None,
+            serial: None,
+            detail: error.to_string(),
+        };
+        if let Err(e) = self.store.record_audit(&event).await {
+            tracing::warn!(error = %e, "cannot record a refusal in the audit trail");
+        }
+    }
+
+    /// For each node and profile, when its last valid certificate expires.
+    pub async fn expiry_by_node_and_profile(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(String, String, OffsetDateTime)>, AuthorityError> {
+        Ok(self.store.expiry_by_node_and_profile(now).await?)
+    }
+
+    pub async fn certificates(
+        &self,
+        filter: &CertificateFilter,
+        now: OffsetDateTime,
+    ) -> Result<Vec<CertificateRecord>, AuthorityError> {
+        Ok(self.store.certificates(filter, now).await?)
+    }
+
+    pub async fn certificate(
+        &self,
+        serial: &str,
+        now: OffsetDateTime,
+    ) -> Result<CertificateRecord, AuthorityError> {
+        let serial = normalize_serial(serial)?;
+        self.store
+            .certificate(&serial, now)
+            .await?
+            .ok_or(AuthorityError::UnknownSerial { serial })
+    }
+
+    pub async fn revoke(
+        &self,
+        serial: &str,
+        reason: RevocationReason,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<CertificateRecord, AuthorityError> {
+        let serial = normalize_serial(serial)?;
+        // The audit trail names the node whose certificate this is.
+        let node = self
+            .store
+            .certificate(&serial, now)
+            .await?
+            .map(|record| record.node);
+        let event = AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: "revoke".into(),
+            node,
+            serial: Some(serial.clone()),
+            detail: format!("reason {}", reason.name()),
+        };
+        match self.store.revoke(&serial, reason.name(), &event).await? {
+            RevokeOutcome::Revoked(record) => {
+                tracing::info!(serial = %serial, reason = reason.name(), "revoked certificate");
+                self.changed.notify_one();
+                Ok(*record)
+            }
+            RevokeOutcome::AlreadyRevoked(record) => Err(AuthorityError::AlreadyRevoked {
+                serial,
+                revoked_at: record.revoked_at.unwrap_or(now),
+            }),
+            RevokeOutcome::NotFound => Err(AuthorityError::UnknownSerial { serial }),
+        }
+    }
+
+    pub async fn audit_events(&self, limit: i64) -> Result<Vec<AuditEvent>, AuthorityError> {
+        Ok(self.store.audit_events(limit).await?)
+    }
+}

@@ -1,0 +1,124 @@
+//! Everything the authority can refuse or fail with, one variant per cause (the API maps
+//! each to its status in `api::error`).
+
+use super::*;
+
+/// Everything that can go wrong in the authority.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorityError {
+    #[error("{} already holds a CA ({} exists); nothing was changed", dir.display(), found.display())]
+    AlreadyInitialised { dir: PathBuf, found: PathBuf },
+    #[error("{} is not empty and holds no CA; choose an empty or new directory", dir.display())]
+    DirNotEmpty { dir: PathBuf },
+    #[error("{} holds no CA (no etcd-ca.db); create one with `etcd-ca init --data-dir {}`", dir.display(), dir.display())]
+    NotInitialised { dir: PathBuf },
+    #[error("cannot adopt the CA: {reason}")]
+    Import { reason: String },
+    #[error("cannot restore: {reason}")]
+    Restore { reason: String },
+    #[error("the CA key {} is readable by other users (mode {mode:o}); run chmod 600 on it", path.display())]
+    KeyFilePermissions { path: PathBuf, mode: u32 },
+    #[error("the data dir has no active CA generation")]
+    NoActiveGeneration,
+    #[error("the rotation is under way but its new CA generation is missing from the database")]
+    NoNextGeneration,
+    #[error("stored data is corrupt: {what}")]
+    Corrupt { what: String },
+    #[error("{} does not belong to the CA generation {generation} certificate", path.display())]
+    KeyMismatch { path: PathBuf, generation: i64 },
+    #[error("invalid serial {text:?}: expected hexadecimal digits (colons allowed)")]
+    InvalidSerial { text: String },
+    #[error("no certificate with serial {serial}")]
+    UnknownSerial { serial: String },
+    #[error("{issuer} is unknown or retired: only trusted CA generations publish a CRL")]
+    UnknownGeneration { issuer: CrlIssuer },
+    #[error("{count} other certificates listed for renewal; a node renews at most {max} at once")]
+    TooManySerials { count: usize, max: usize },
+    #[error("certificate {serial} is already revoked (since {})", rfc3339(*revoked_at))]
+    AlreadyRevoked {
+        serial: String,
+        revoked_at: OffsetDateTime,
+    },
+    #[error("unknown revocation reason {text:?} (known: {})", RevocationReason::NAMES.join(", "))]
+    UnknownReason { text: String },
+    #[error("the token is not valid")]
+    TokenInvalid,
+    #[error("the token expired at {}; create a new one with `etcd-ca token create`", rfc3339(*expired_at))]
+    TokenExpired { expired_at: OffsetDateTime },
+    #[error("the token was already used (with different CSRs); create a new one")]
+    TokenUsed,
+    #[error("the token does not allow profile {profile} (it allows: {})", allowed.join(", "))]
+    TokenProfileNotAllowed {
+        profile: String,
+        allowed: Vec<String>,
+    },
+    #[error("token lifetime {ttl} is too long (at most {max})")]
+    TokenTtlTooLong { ttl: String, max: String },
+    #[error("this token is for node {token_node}, not {asked}: create a token for {asked}, or run the agent with --node {token_node}")]
+    NodeMismatch { asked: String, token_node: String },
+    #[error("no admin token {id} to revoke (unknown, or revoked already)")]
+    AdminTokenUnknown { id: String },
+    #[error("node name {node} is reserved for the CA server's own certificate")]
+    NodeReserved { node: String },
+    #[error("only a member's certificate (server or peer) may {action}; this is a {profile} certificate of node {node}")]
+    MemberCertificateRequired {
+        action: &'static str,
+        profile: String,
+        node: String,
+    },
+    #[error("a token needs at least one profile")]
+    TokenWithoutProfiles,
+    #[error("the request holds no CSR; send one per profile")]
+    NoCsrs,
+    #[error("CSR for profile {profile}: {source}")]
+    Csr {
+        profile: String,
+        #[source]
+        source: PkiError,
+    },
+    #[error("no client certificate was presented")]
+    ClientCertificateRequired,
+    #[error("the client certificate was not issued by a CA this server trusts")]
+    ClientCertificateUntrusted,
+    #[error("the client certificate expired at {}; renewal needs a valid certificate, so enroll again with a new token", rfc3339(*not_after))]
+    ClientCertificateExpired { not_after: OffsetDateTime },
+    #[error("the client certificate {serial} was revoked")]
+    ClientCertificateRevoked { serial: String },
+    #[error("the client certificate {serial} is not one this CA recorded")]
+    ClientCertificateUnknown { serial: String },
+    #[error("admin access needs an admin token or a client certificate of the admin profile")]
+    AdminRequired,
+    #[error("node {node} has no registered names and none were given: a {profile} certificate carries the node's addresses; give --ip (and --dns)")]
+    NodeNamesRequired { node: String, profile: String },
+    #[error("the admin token given is {why}: create one with `etcd-ca admin-token create` on the CA host")]
+    AdminTokenInvalid { why: &'static str },
+    #[error("cannot {step} now: the rotation is {phase} (see `etcd-ca ca rotate status`)")]
+    RotationPhase {
+        step: &'static str,
+        phase: rotation::Phase,
+    },
+    #[error("cannot {step} yet, these nodes have not converged: {}; wait, or pass --force", nodes.join("; "))]
+    NotConverged {
+        step: &'static str,
+        nodes: Vec<String>,
+    },
+    #[error("the restart lease is held by {holder} until {}", rfc3339(*until))]
+    LeaseHeld {
+        holder: String,
+        until: OffsetDateTime,
+    },
+    #[error("signing failed: {0}")]
+    Sign(String),
+    #[error("the system random number generator failed")]
+    Random,
+    #[error("CA key: {0}")]
+    Passphrase(String),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}

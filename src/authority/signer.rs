@@ -1,0 +1,289 @@
+//! Signing: the signer of each generation (its key, opened with the passphrase and checked
+//! against its certificate), certificate parameters from a grant, and recording what was
+//! signed before it is handed out.
+
+use super::*;
+
+/// The signing half of a generation, loaded on first use.
+pub(super) struct Signer {
+    pub(super) generation: i64,
+    pub(super) issuer: Issuer<'static, KeyPair>,
+    /// The CA's subject key identifier; leaves and CRLs name it as their authority key id.
+    pub(super) key_id: Option<Vec<u8>>,
+}
+
+/// A signed certificate, not yet recorded (and so not yet handed out).
+pub(super) struct Signed {
+    pub(super) record: IssueRecord,
+    pub(super) issued: IssuedCertificate,
+}
+
+/// Why a certificate is being signed, for the record and the audit trail.
+pub(super) struct Origin<'a> {
+    pub(super) action: &'a str,
+    pub(super) actor: &'a str,
+    pub(super) renewed_from: Option<String>,
+}
+
+impl<'a> Origin<'a> {
+    pub(super) fn issue(actor: &'a str) -> Self {
+        Self {
+            action: "issue",
+            actor,
+            renewed_from: None,
+        }
+    }
+}
+
+/// The SubjectPublicKeyInfo (DER) of a certificate and its key type.
+pub(super) fn public_key_of(der: &[u8]) -> Result<(Vec<u8>, KeyType), AuthorityError> {
+    let cert = pki::parse_certificate(der)?;
+    let key_type = KeyType::of_spki(cert.public_key())?;
+    Ok((cert.public_key().raw.to_vec(), key_type))
+}
+
+/// Certificate parameters from a grant: everything comes from policy, nothing from rcgen's
+/// defaults (its validity runs to 4096 and its serial is derived from the key).
+pub(super) fn certificate_params(
+    grant: &Grant,
+    serial: &[u8],
+    issuer_has_key_id: bool,
+) -> Result<CertificateParams, AuthorityError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, grant.common_name());
+    params.distinguished_name = dn;
+    params.serial_number = Some(SerialNumber::from_slice(serial));
+    params.not_before = grant.not_before();
+    params.not_after = grant.not_after();
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.use_authority_key_identifier_extension = issuer_has_key_id;
+    params.subject_alt_names = grant
+        .sans()
+        .iter()
+        .map(|san| match san {
+            San::Dns(name) => name
+                .as_str()
+                .try_into()
+                .map(SanType::DnsName)
+                .map_err(|e: rcgen::Error| AuthorityError::Sign(e.to_string())),
+            San::Ip(ip) => Ok(SanType::IpAddress(*ip)),
+        })
+        .collect::<Result<_, _>>()?;
+    params.key_usages = grant
+        .key_usages()
+        .iter()
+        .map(|k| match k {
+            KeyUsage::DigitalSignature => KeyUsagePurpose::DigitalSignature,
+            KeyUsage::KeyEncipherment => KeyUsagePurpose::KeyEncipherment,
+            KeyUsage::KeyAgreement => KeyUsagePurpose::KeyAgreement,
+        })
+        .collect();
+    params.extended_key_usages = grant
+        .extended_key_usages()
+        .iter()
+        .map(|e| match e {
+            ExtendedKeyUsage::ServerAuth => ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsage::ClientAuth => ExtendedKeyUsagePurpose::ClientAuth,
+        })
+        .collect();
+    Ok(params)
+}
+
+impl Authority {
+    /// The active generation's signer.
+    pub(super) fn signer(&self) -> Result<Arc<Signer>, AuthorityError> {
+        let id = self.current().active()?.id;
+        self.generation_signer(id)
+    }
+
+    /// Opens the key of every trusted generation (permissions, passphrase, and that it belongs
+    /// to its certificate).
+    pub fn check_keys(&self) -> Result<(), AuthorityError> {
+        for id in self.current().signers.keys() {
+            self.generation_signer(*id)?;
+        }
+        Ok(())
+    }
+
+    /// The signer of a trusted (not retired) generation, its key loaded on first use.
+    pub(super) fn generation_signer(&self, id: i64) -> Result<Arc<Signer>, AuthorityError> {
+        let generations = self.current();
+        let unknown = || AuthorityError::UnknownGeneration {
+            issuer: CrlIssuer::Generation(id),
+        };
+        let slot = generations.signers.get(&id).ok_or_else(unknown)?;
+        if let Some(signer) = slot.get() {
+            return Ok(signer.clone());
+        }
+        let record = generations
+            .records
+            .iter()
+            .find(|g| g.id == id)
+            .ok_or_else(unknown)?;
+        let signer = self.load_signer(record)?;
+        // Another thread may have won the race; either signer is the same generation.
+        Ok(slot.get_or_init(|| Arc::new(signer)).clone())
+    }
+
+    /// Reads a generation's key: refused when others can read the file, opened with the
+    /// passphrase, and checked against the generation's certificate.
+    pub(super) fn load_signer(
+        &self,
+        generation: &GenerationRecord,
+    ) -> Result<Signer, AuthorityError> {
+        let key_path = self.dir.resolve(&generation.key_file);
+        let metadata =
+            std::fs::metadata(&key_path).map_err(|e| FsError::new("read", &key_path, e))?;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(AuthorityError::KeyFilePermissions {
+                path: key_path,
+                mode,
+            });
+        }
+        let key_text =
+            std::fs::read_to_string(&key_path).map_err(|e| FsError::new("read", &key_path, e))?;
+        let key_pem = keyfile::open(&key_text, self.passphrase.as_ref())?;
+        let key_type: KeyType =
+            generation
+                .key_type
+                .parse()
+                .map_err(|e: String| AuthorityError::Corrupt {
+                    what: format!("the key type of CA generation {}: {e}", generation.id),
+                })?;
+        let key = pki::load_private_key(&key_pem, key_type)?;
+        let der = generation.cert_der().unwrap_or_default();
+        let cert = pki::parse_certificate(&der)?;
+        if !pki::key_matches_certificate(&key, &cert) {
+            return Err(AuthorityError::KeyMismatch {
+                path: key_path,
+                generation: generation.id,
+            });
+        }
+        let (issuer, key_id) = ca::issuer(&cert, key)?;
+        Ok(Signer {
+            generation: generation.id,
+            issuer,
+            key_id,
+        })
+    }
+
+    /// Signs what the grant says for `public_key`. Nothing is handed out until it is recorded.
+    pub(super) fn sign(
+        &self,
+        grant: &Grant,
+        public_key: &impl PublicKeyData,
+        now: OffsetDateTime,
+        renewed_from: Option<String>,
+    ) -> Result<(NewCertificate, IssuedCertificate), AuthorityError> {
+        let signer = self.signer()?;
+        let serial = ca::random_serial()?;
+        let params = certificate_params(grant, &serial, signer.key_id.is_some())?;
+        let cert = params
+            .signed_by(public_key, &signer.issuer)
+            .map_err(|e| AuthorityError::Sign(e.to_string()))?;
+        let pem = pki::certificate_pem(cert.der());
+        let serial_hex = hex::encode(serial);
+        let sans: Vec<String> = grant.sans().iter().map(|s| s.to_string()).collect();
+        let record = NewCertificate {
+            serial: serial_hex.clone(),
+            ca_generation: signer.generation,
+            profile: grant.profile().to_string(),
+            node: grant.node().clone(),
+            subject: format!("CN={}", grant.common_name()),
+            common_name: grant.common_name().to_string(),
+            sans: sans.clone(),
+            key_type: grant.key_type().to_string(),
+            public_key_sha256: pki::sha256_hex(&public_key.subject_public_key_info()),
+            not_before: grant.not_before(),
+            not_after: grant.not_after(),
+            pem: pem.clone(),
+            issued_at: now,
+            renewed_from,
+        };
+        let issued = IssuedCertificate {
+            serial: serial_hex,
+            profile: record.profile.clone(),
+            node: grant.node().to_string(),
+            common_name: record.common_name.clone(),
+            sans,
+            not_before: grant.not_before(),
+            not_after: grant.not_after(),
+            certificate_pem: pem,
+        };
+        Ok((record, issued))
+    }
+
+    /// Signs, records with its audit event, and only then returns the certificate.
+    pub(super) async fn sign_and_record(
+        &self,
+        grant: &Grant,
+        identity: &NodeIdentity,
+        public_key: &impl PublicKeyData,
+        origin: Origin<'_>,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, AuthorityError> {
+        let signed = self.sign_for_record(grant, identity, public_key, origin, now)?;
+        self.record_one(signed).await
+    }
+
+    /// Signs and prepares the record and audit event; nothing is handed out before
+    /// [`Authority::record`] made it durable.
+    pub(super) fn sign_for_record(
+        &self,
+        grant: &Grant,
+        identity: &NodeIdentity,
+        public_key: &impl PublicKeyData,
+        origin: Origin<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Signed, AuthorityError> {
+        let Origin {
+            action,
+            actor,
+            renewed_from,
+        } = origin;
+        let (cert, issued) = self.sign(grant, public_key, now, renewed_from)?;
+        let event = AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: action.into(),
+            node: Some(issued.node.clone()),
+            serial: Some(issued.serial.clone()),
+            detail: format!("profile {}, CN {}", issued.profile, issued.common_name),
+        };
+        Ok(Signed {
+            record: IssueRecord {
+                node: identity.clone(),
+                cert,
+                event,
+            },
+            issued,
+        })
+    }
+
+    /// Records one signed certificate; returns it once durable.
+    pub(super) async fn record_one(
+        &self,
+        signed: Signed,
+    ) -> Result<IssuedCertificate, AuthorityError> {
+        let issued = signed.issued.clone();
+        self.record(vec![signed]).await?;
+        Ok(issued)
+    }
+
+    /// Records signed certificates, all or none, in one group commit; returns them once durable.
+    pub(super) async fn record(
+        &self,
+        signed: Vec<Signed>,
+    ) -> Result<Vec<IssuedCertificate>, AuthorityError> {
+        let (records, issued): (Vec<_>, Vec<_>) =
+            signed.into_iter().map(|s| (s.record, s.issued)).unzip();
+        let actions: Vec<String> = records.iter().map(|r| r.event.action.clone()).collect();
+        self.store.record_issues(records).await?;
+        for (issued, action) in issued.iter().zip(actions) {
+            tracing::info!(action, serial = %issued.serial, profile = %issued.profile, node = %issued.node, not_after = %rfc3339(issued.not_after), "issued certificate");
+        }
+        Ok(issued)
+    }
+}
