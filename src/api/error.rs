@@ -59,7 +59,7 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, &'static str) {
     use AuthorityError as E;
     match e {
         E::Policy(PolicyError::File { .. }) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        E::Policy(p) => (StatusCode::FORBIDDEN, p.code()),
+        E::Policy(p) => (StatusCode::FORBIDDEN, policy_code(p)),
         E::TokenInvalid => (StatusCode::UNAUTHORIZED, "token_invalid"),
         E::TokenExpired { .. } => (StatusCode::UNAUTHORIZED, "token_expired"),
         E::TokenUsed => (StatusCode::CONFLICT, "token_used"),
@@ -121,6 +121,25 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, &'static str) {
         | E::Passphrase(_)
         | E::Store(_)
         | E::Fs(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+/// The stable code of a policy refusal (policy itself knows nothing of the API).
+fn policy_code(e: &PolicyError) -> &'static str {
+    match e {
+        PolicyError::File { .. } => "policy_file_invalid",
+        PolicyError::UnknownProfile { .. } => "unknown_profile",
+        PolicyError::IpNotAllowed { .. } | PolicyError::DnsNameNotAllowed { .. } => {
+            "san_not_allowed"
+        }
+        PolicyError::SanOutsideIdentity { .. } => "san_outside_identity",
+        PolicyError::CommonNameRequired { .. } => "common_name_required",
+        PolicyError::CommonNameFixed { .. } => "common_name_fixed",
+        PolicyError::PrivilegedCommonName { .. } => "common_name_privileged",
+        PolicyError::ReservedCommonName { .. } => "common_name_reserved",
+        PolicyError::InvalidCommonName { .. } => "common_name_invalid",
+        PolicyError::KeyTypeNotAllowed { .. } => "key_type_not_allowed",
+        PolicyError::IssuerExpired { .. } => "issuer_expired",
     }
 }
 

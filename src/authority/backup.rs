@@ -10,7 +10,6 @@ use time::OffsetDateTime;
 use super::keyfile::Passphrase;
 use super::{Authority, AuthorityError, DataDir};
 use crate::fsutil::{self, FsError};
-use crate::policy::Policy;
 use crate::store::{AuditEvent, Store};
 
 /// What a backup holds.
@@ -210,7 +209,7 @@ impl Authority {
         if !names.iter().any(|n| n == "etcd-ca.db") {
             return Err(refuse("the backup holds no database".into()));
         }
-        Policy::load(&staged.policy())?;
+        super::read_policy(&staged.policy())?;
         let store = Store::open(&staged.database()).await?;
         let checked = async {
             let integrity = store.integrity_check().await?;

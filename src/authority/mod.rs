@@ -136,7 +136,7 @@ impl Authority {
                 dir: dir.to_path_buf(),
             });
         }
-        let policy = Policy::load(&layout.policy())?;
+        let policy = read_policy(&layout.policy())?;
         let store = Store::open(&layout.database()).await?;
         let generations = match store.generations().await {
             Ok(g) => g,
@@ -285,6 +285,12 @@ impl Authority {
         self.crl_cache.clear().await;
         Ok(true)
     }
+}
+
+/// Reads and validates the policy file at `path` (policy itself reads no files).
+fn read_policy(path: &Path) -> Result<Policy, AuthorityError> {
+    let text = std::fs::read_to_string(path).map_err(|e| FsError::new("read", path, e))?;
+    Ok(Policy::parse(&text, path)?)
 }
 
 /// The node of the CA server's own certificate: never an etcd node, so no token, issue or

@@ -184,7 +184,7 @@ pub(super) fn etcd_flags(args: EtcdFlagsArgs) -> Result<ExitCode, CliError> {
 }
 
 pub(super) fn policy_check(file: &Path) -> Result<ExitCode, CliError> {
-    let policy = Policy::load(file)?;
+    let policy = Policy::parse(&read_text(file)?, file)?;
     let mut out = stdout();
     writeln!(out, "{}: ok", file.display())?;
     for name in policy.profile_names() {

@@ -1,0 +1,316 @@
+//! What admins ask: tokens, certificates, issuance, the audit trail, backups and rotation.
+
+use super::*;
+
+/// Signs a CSR on an admin's word (`cfssl sign`): for consumers that make their own keys.
+pub async fn sign(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiJson(body): ApiJson<SignBody>,
+) -> Result<Json<crate::wire::Certificate>, ApiError> {
+    let ips = body.ips.unwrap_or_default();
+    let dns = body.dns_names.unwrap_or_default();
+    let (node, ips, dns) = parse_names(&body.node, &ips, &dns)?;
+    let names = (!ips.is_empty() || !dns.is_empty()).then_some((ips, dns));
+    let issued = state
+        .authority
+        .sign_csr(
+            &body.profile,
+            &node,
+            names,
+            &body.csr,
+            body.common_name.as_deref(),
+            &admin.0,
+            now(),
+        )
+        .await?;
+    state.metrics.issued(&issued.profile);
+    Ok(Json(issued.into()))
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let (node, ips, dns_names) = parse_names(&body.node, &body.ips, &body.dns_names)?;
+    let ttl = parse_duration("ttl", body.ttl.as_deref().unwrap_or("30m"))?;
+    let request = TokenRequest {
+        node,
+        ips,
+        dns_names,
+        profiles: body.profiles,
+        common_name: body.common_name,
+        ttl,
+        allow_privileged_common_name: body.allow_root,
+    };
+    let token = state
+        .authority
+        .create_bootstrap_token(&request, &admin.0, now())
+        .await?;
+    Ok(Json(TokenResponse {
+        token: token.token,
+        id: token.id,
+        expires_at: token.expires_at,
+        node: token.node,
+        profiles: token.profiles,
+        ca_fingerprint: state.authority.fingerprint()?.to_string(),
+    }))
+}
+
+pub async fn list_certs(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    query: Result<Query<CertsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<CertificateInfo>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("query_invalid", e.body_text()))?;
+    let now = now();
+    let wanted = q
+        .status
+        .map(|s| s.parse::<CertificateState>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request("query_invalid", e))?;
+    let expiring_before = q
+        .expiring_within
+        .map(|d| parse_duration("expiring_within", &d))
+        .transpose()?
+        .map(|d| now + time::Duration::try_from(d).unwrap_or(time::Duration::MAX));
+    let filter = CertificateFilter {
+        node: q.node,
+        profile: q.profile,
+        state: wanted,
+        expiring_before,
+        ..Default::default()
+    };
+    let records = state.authority.certificates(&filter, now).await?;
+    Ok(Json(records.into_iter().map(Into::into).collect()))
+}
+
+pub async fn show_cert(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(serial): Path<String>,
+) -> Result<Json<CertificateInfo>, ApiError> {
+    Ok(Json(
+        state.authority.certificate(&serial, now()).await?.into(),
+    ))
+}
+
+pub async fn revoke_cert(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(serial): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<CertificateInfo>, ApiError> {
+    let body: Option<RevokeBody> = optional_json(&headers, &body)?;
+    let reason: RevocationReason = body
+        .and_then(|b| b.reason)
+        .as_deref()
+        .unwrap_or("unspecified")
+        .parse()?;
+    Ok(Json(
+        state
+            .authority
+            .revoke(&serial, reason, &admin.0, now())
+            .await?
+            .into(),
+    ))
+}
+
+/// Server-side key generation, for consumers that cannot run the agent (kube-apiserver's etcd
+/// client certificate). The key travels once, over this TLS connection, to an admin.
+pub async fn issue(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiJson(body): ApiJson<IssueBody>,
+) -> Result<Json<IssueResponse>, ApiError> {
+    let (node, ips, dns_names) = parse_names(&body.node, &body.ips, &body.dns_names)?;
+    let key_type = match body.key_type.as_deref() {
+        Some(k) => k
+            .parse::<KeyType>()
+            .map_err(|e| ApiError::bad_request("body_invalid", e))?,
+        None => KeyType::EcdsaP256,
+    };
+    let at = now();
+    let request = IssueRequest {
+        profile: body.profile,
+        node,
+        ips,
+        dns_names,
+        common_name: body.common_name,
+        // Years and months on the calendar, from now.
+        lifetime: body
+            .lifetime
+            .map(|l| parse_human_duration("lifetime", &l).map(|d| d.span_from(at)))
+            .transpose()?,
+        key_type,
+        allow_privileged_common_name: body.allow_root,
+    };
+    let issued = state
+        .authority
+        .issue_with_new_key(&request, &admin.0, at)
+        .await?;
+    state.metrics.issued(&issued.certificate.profile);
+    Ok(Json(IssueResponse {
+        certificate: issued.certificate.into(),
+        private_key_pem: issued.key_pem,
+        trust_bundle: state.authority.trust_bundle_pem(),
+    }))
+}
+
+pub async fn audit(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("query_invalid", e.body_text()))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let events = state.authority.audit_events(limit).await?;
+    Ok(Json(events.into_iter().map(Into::into).collect()))
+}
+
+/// The node behind the client certificate of this connection.
+/// The node a lease or report request speaks for: a member's certificate for the lease, a
+/// certificate the node may report with for a report.
+pub(super) async fn node_of(
+    state: &AppState,
+    presented: Option<std::sync::Arc<Vec<u8>>>,
+    action: &'static str,
+) -> Result<String, ApiError> {
+    let der = required_certificate(state, presented, action).await?;
+    let node = match action {
+        "report" => state.authority.reporting_node(&der, now()).await,
+        _ => {
+            state
+                .authority
+                .member_node(&der, "take the restart lease", now())
+                .await
+        }
+    };
+    match node {
+        Ok(node) => Ok(node),
+        Err(e) => Err(refused(state, action, "client-certificate", e).await),
+    }
+}
+
+/// An agent reports what it installed and what etcd runs with (mTLS).
+pub async fn agent_report(
+    State(state): State<AppState>,
+    ClientCertificate(presented): ClientCertificate,
+    ApiJson(body): ApiJson<ReportBody>,
+) -> Result<StatusCode, ApiError> {
+    let node = node_of(&state, presented, "report").await?;
+    state
+        .authority
+        .record_node_report(
+            &node,
+            body.installed_bundle,
+            body.running_bundle,
+            body.certificates,
+            now(),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Takes the restart lease (mTLS): one member restarts at a time.
+pub async fn take_lease(
+    State(state): State<AppState>,
+    ClientCertificate(presented): ClientCertificate,
+) -> Result<Json<Lease>, ApiError> {
+    let node = node_of(&state, presented, "lease").await?;
+    let expires_at = state.authority.take_restart_lease(&node, now()).await?;
+    Ok(Json(Lease { node, expires_at }))
+}
+
+pub async fn release_lease(
+    State(state): State<AppState>,
+    ClientCertificate(presented): ClientCertificate,
+) -> Result<StatusCode, ApiError> {
+    let node = node_of(&state, presented, "lease").await?;
+    state.authority.release_restart_lease(&node).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every admin token (ids, creators, expiry, revocation; never a secret).
+pub async fn admin_tokens(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+) -> Result<Json<Vec<crate::authority::AdminTokenView>>, ApiError> {
+    Ok(Json(state.authority.admin_tokens().await?))
+}
+
+/// Revokes an admin token (the caller's own too): refused from the next request on.
+pub async fn revoke_admin_token(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<AdminTokenRevoked>, ApiError> {
+    state
+        .authority
+        .revoke_admin_token(&id, &admin.0, now())
+        .await?;
+    Ok(Json(AdminTokenRevoked { id, revoked: true }))
+}
+
+/// A consistent backup of the whole CA (see [`crate::authority::Authority::backup_archive`]): a tar archive
+/// holding the sealed CA keys, for an admin only.
+pub async fn backup(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+) -> Result<Response, ApiError> {
+    let (archive, summary) = state.authority.backup_archive(&admin.0, now()).await?;
+    let headers = [
+        (header::CONTENT_TYPE, "application/x-tar".to_string()),
+        (
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"etcd-ca-backup.tar\"".to_string(),
+        ),
+        (
+            header::HeaderName::from_static(BACKUP_GENERATIONS),
+            summary.generations.to_string(),
+        ),
+        (
+            header::HeaderName::from_static(BACKUP_CERTIFICATES),
+            summary.certificates.to_string(),
+        ),
+    ];
+    Ok((headers, archive).into_response())
+}
+
+pub async fn rotation_status(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+) -> Result<Json<crate::authority::rotation::RotationStatus>, ApiError> {
+    Ok(Json(state.authority.rotation_status(now()).await?))
+}
+
+/// `POST /v1/rotation/{step}`: start, activate, finish or abort.
+pub async fn rotate(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(step): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<crate::authority::rotation::RotationStatus>, ApiError> {
+    let body: RotateBody = optional_json(&headers, &body)?.unwrap_or_default();
+    let authority = &state.authority;
+    let now = now();
+    match step.as_str() {
+        "start" => {
+            let key_type = match body.key_type.as_deref() {
+                Some(k) => k
+                    .parse::<KeyType>()
+                    .map_err(|e| ApiError::bad_request("body_invalid", e))?,
+                None => KeyType::EcdsaP256,
+            };
+            authority.rotate_start(key_type, &admin.0, now).await?;
+        }
+        "activate" => authority.rotate_activate(body.force, &admin.0, now).await?,
+        "finish" => authority.rotate_finish(body.force, &admin.0, now).await?,
+        "abort" => authority.rotate_abort(&admin.0, now).await?,
+        _ => return Err(ApiError::NotFound),
+    }
+    Ok(Json(authority.rotation_status(now).await?))
+}
