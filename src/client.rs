@@ -68,6 +68,11 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// The server's error code as this version knows it (None for none, or an unknown one).
+    pub fn error_code(&self) -> Option<crate::wire::ErrorCode> {
+        self.code().and_then(crate::wire::ErrorCode::parse)
+    }
 }
 
 /// How the client decides the server is the CA it means.

@@ -10,7 +10,103 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-/// A refusal: `code` is stable and machine-readable, `message` is for people.
+/// Declares [`ErrorCode`] with the text of each code, written once.
+macro_rules! error_codes {
+    ($($variant:ident => $text:literal,)*) => {
+        /// Every code a refusal of the API carries (`ErrorBody::code`): stable and
+        /// machine-readable, so clients act on the variant, not on the message.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The code as it goes on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $text,)*
+                }
+            }
+
+            /// The code for its wire text; None for a code this version does not know.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some(ErrorCode::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    AdminRequired => "admin_required",
+    AdminTokenInvalid => "admin_token_invalid",
+    AdminTokenUnknown => "admin_token_unknown",
+    AlreadyRevoked => "already_revoked",
+    BodyInvalid => "body_invalid",
+    BodyTooLarge => "body_too_large",
+    ClientCertificateExpired => "client_certificate_expired",
+    ClientCertificateRequired => "client_certificate_required",
+    ClientCertificateRevoked => "client_certificate_revoked",
+    ClientCertificateUnknown => "client_certificate_unknown",
+    ClientCertificateUntrusted => "client_certificate_untrusted",
+    CommonNameFixed => "common_name_fixed",
+    CommonNameInvalid => "common_name_invalid",
+    CommonNamePrivileged => "common_name_privileged",
+    CommonNameRequired => "common_name_required",
+    CommonNameReserved => "common_name_reserved",
+    ContentTypeUnsupported => "content_type_unsupported",
+    CsrMalformed => "csr_malformed",
+    CsrMissing => "csr_missing",
+    CsrSignatureInvalid => "csr_signature_invalid",
+    CsrSignatureWeak => "csr_signature_weak",
+    GenerationUnknown => "generation_unknown",
+    Internal => "internal",
+    IssuerExpired => "issuer_expired",
+    KeyTypeNotAllowed => "key_type_not_allowed",
+    KeyTypeUnsupported => "key_type_unsupported",
+    LeaseHeld => "lease_held",
+    MemberCertificateRequired => "member_certificate_required",
+    MethodNotAllowed => "method_not_allowed",
+    NameInvalid => "name_invalid",
+    NamesRequired => "names_required",
+    NodeMismatch => "node_mismatch",
+    NodeReserved => "node_reserved",
+    NotConverged => "not_converged",
+    NotFound => "not_found",
+    PolicyFileInvalid => "policy_file_invalid",
+    ProfileNotAllowed => "profile_not_allowed",
+    ProfilesRequired => "profiles_required",
+    QueryInvalid => "query_invalid",
+    ReasonUnknown => "reason_unknown",
+    RequestTimeout => "request_timeout",
+    RotationPhase => "rotation_phase",
+    SanNotAllowed => "san_not_allowed",
+    SanOutsideIdentity => "san_outside_identity",
+    SerialInvalid => "serial_invalid",
+    SerialUnknown => "serial_unknown",
+    TokenExpired => "token_expired",
+    TokenInvalid => "token_invalid",
+    TokenLocked => "token_locked",
+    TokenUsed => "token_used",
+    TooManyAttempts => "too_many_attempts",
+    TooManySerials => "too_many_serials",
+    TtlTooLong => "ttl_too_long",
+    UnknownProfile => "unknown_profile",
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal: `code` is stable and machine-readable (an [`ErrorCode`]; kept as text so a code
+/// from a newer server still reaches the user), `message` is for people.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub code: String,
@@ -495,6 +591,16 @@ mod tests {
             force: true,
             key_type: Some("ecdsa-p384".into()),
         });
+    }
+
+    #[test]
+    fn every_error_code_reads_back_and_is_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(*code));
+            assert!(seen.insert(code.as_str()), "{code} twice");
+        }
+        assert_eq!(ErrorCode::parse("no_such_code"), None);
     }
 
     #[test]

@@ -16,9 +16,10 @@ use hyper::header::IF_NONE_MATCH;
 use hyper::{Method, StatusCode};
 
 use super::AgentError;
-use crate::client::{ApiClient, ClientError};
+use crate::client::ApiClient;
 use crate::fsutil::{self, FsError};
 use crate::pki;
+use crate::wire::ErrorCode;
 
 const PREFIX: &str = "crl-";
 const SUFFIX: &str = ".crl";
@@ -120,7 +121,7 @@ async fn refresh_one(client: &ApiClient, path: &Path, ca: &[u8]) -> Result<bool,
     let response = match ApiClient::check(client.send(Method::GET, &request, None, &headers).await?)
     {
         Ok(r) => r,
-        Err(ClientError::Api { code, .. }) if code == "generation_unknown" => return Ok(false),
+        Err(e) if e.error_code() == Some(ErrorCode::GenerationUnknown) => return Ok(false),
         Err(e) => return Err(e.into()),
     };
     if response.status == StatusCode::NOT_MODIFIED {

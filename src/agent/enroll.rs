@@ -128,7 +128,7 @@ impl Agent {
             Err(ClientError::Untrusted { reason, .. }) => return Err(pin_mismatch(reason)),
             // A token file can be given a new token while the agent waits; a literal cannot.
             Err(ClientError::Api { code, message, .. })
-                if code.starts_with("token_")
+                if is_token_refusal(&code)
                     && matches!(self.settings.token, Some(TokenSource::File(_))) =>
             {
                 return Err(AgentError::NeedToken {
@@ -241,4 +241,17 @@ impl Agent {
         fsutil::write_atomic(&pending, key.serialize_pem().as_bytes(), fsutil::PRIVATE)?;
         Ok(key)
     }
+}
+
+/// A refusal of the token itself (a new token in the file can fix it).
+fn is_token_refusal(code: &str) -> bool {
+    matches!(
+        ErrorCode::parse(code),
+        Some(
+            ErrorCode::TokenInvalid
+                | ErrorCode::TokenExpired
+                | ErrorCode::TokenUsed
+                | ErrorCode::TokenLocked
+        )
+    )
 }

@@ -40,7 +40,7 @@ use crate::fsutil::{self, FsError};
 use crate::names::NodeName;
 use crate::pki::{self, KeyType, PkiError};
 use crate::wire::{
-    Certificate as IssuedCertificate, EnrollBody, Enrollment, RenewBody, ReportBody,
+    Certificate as IssuedCertificate, EnrollBody, Enrollment, ErrorCode, RenewBody, ReportBody,
 };
 use check::{check_certificate, Expected, InstallRefusal};
 use schedule::{Urgency, Validity};
@@ -496,7 +496,16 @@ impl Agent {
             match client.post_json("/v1/renew", &RenewBody::default()).await {
                 Ok(i) => i,
                 Err(ClientError::Api { code, message, .. })
-                    if code.starts_with("client_certificate_") =>
+                    if matches!(
+                        ErrorCode::parse(&code),
+                        Some(
+                            ErrorCode::ClientCertificateExpired
+                                | ErrorCode::ClientCertificateRevoked
+                                | ErrorCode::ClientCertificateUnknown
+                                | ErrorCode::ClientCertificateUntrusted
+                                | ErrorCode::ClientCertificateRequired
+                        )
+                    ) =>
                 {
                     return Err(AgentError::NeedToken {
                         profiles: vec![profile.to_string()],

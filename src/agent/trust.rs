@@ -134,7 +134,9 @@ impl Agent {
         );
         match lease {
             Ok(_) => {}
-            Err(ClientError::Api { code, message, .. }) if code == "lease_held" => {
+            Err(ClientError::Api { code, message, .. })
+                if ErrorCode::parse(&code) == Some(ErrorCode::LeaseHeld) =>
+            {
                 tracing::info!(reason = %message, "trust bundle changed; waiting for the restart lease");
                 return Ok(false);
             }

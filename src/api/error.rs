@@ -4,6 +4,7 @@
 //! machine-readable, `message` is for people. 4xx answers carry the reason; 5xx answers are
 //! logged here and answered generically.
 
+use crate::wire::ErrorCode;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -22,7 +23,7 @@ pub enum ApiError {
     #[error("{message}")]
     Request {
         status: StatusCode,
-        code: &'static str,
+        code: ErrorCode,
         message: String,
     },
     #[error("no such endpoint")]
@@ -36,7 +37,7 @@ impl From<PolicyError> for ApiError {
 }
 
 impl ApiError {
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::Request {
             status: StatusCode::BAD_REQUEST,
             code,
@@ -45,57 +46,70 @@ impl ApiError {
     }
 
     /// Status and stable code.
-    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+    pub fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
-            ApiError::Request { status, code, .. } => (*status, code),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Request { status, code, .. } => (*status, *code),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             ApiError::Authority(e) => authority_status(e),
         }
     }
 }
 
 /// Status and stable code of an authority error.
-pub fn authority_status(e: &AuthorityError) -> (StatusCode, &'static str) {
+pub fn authority_status(e: &AuthorityError) -> (StatusCode, ErrorCode) {
     use AuthorityError as E;
     match e {
-        E::Policy(PolicyError::File { .. }) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        E::Policy(PolicyError::File { .. }) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal)
+        }
         E::Policy(p) => (StatusCode::FORBIDDEN, policy_code(p)),
-        E::TokenInvalid => (StatusCode::UNAUTHORIZED, "token_invalid"),
-        E::TokenExpired { .. } => (StatusCode::UNAUTHORIZED, "token_expired"),
-        E::TokenUsed => (StatusCode::CONFLICT, "token_used"),
-        E::TokenProfileNotAllowed { .. } => (StatusCode::FORBIDDEN, "profile_not_allowed"),
-        E::NodeMismatch { .. } => (StatusCode::FORBIDDEN, "node_mismatch"),
-        E::NodeReserved { .. } => (StatusCode::FORBIDDEN, "node_reserved"),
-        E::AdminTokenUnknown { .. } => (StatusCode::NOT_FOUND, "admin_token_unknown"),
+        E::TokenInvalid => (StatusCode::UNAUTHORIZED, ErrorCode::TokenInvalid),
+        E::TokenExpired { .. } => (StatusCode::UNAUTHORIZED, ErrorCode::TokenExpired),
+        E::TokenUsed => (StatusCode::CONFLICT, ErrorCode::TokenUsed),
+        E::TokenProfileNotAllowed { .. } => (StatusCode::FORBIDDEN, ErrorCode::ProfileNotAllowed),
+        E::NodeMismatch { .. } => (StatusCode::FORBIDDEN, ErrorCode::NodeMismatch),
+        E::NodeReserved { .. } => (StatusCode::FORBIDDEN, ErrorCode::NodeReserved),
+        E::AdminTokenUnknown { .. } => (StatusCode::NOT_FOUND, ErrorCode::AdminTokenUnknown),
         E::MemberCertificateRequired { .. } => {
-            (StatusCode::FORBIDDEN, "member_certificate_required")
+            (StatusCode::FORBIDDEN, ErrorCode::MemberCertificateRequired)
         }
-        E::TokenTtlTooLong { .. } => (StatusCode::BAD_REQUEST, "ttl_too_long"),
-        E::NodeNamesRequired { .. } => (StatusCode::BAD_REQUEST, "names_required"),
-        E::TokenWithoutProfiles => (StatusCode::BAD_REQUEST, "profiles_required"),
-        E::NoCsrs => (StatusCode::BAD_REQUEST, "csr_missing"),
+        E::TokenTtlTooLong { .. } => (StatusCode::BAD_REQUEST, ErrorCode::TtlTooLong),
+        E::NodeNamesRequired { .. } => (StatusCode::BAD_REQUEST, ErrorCode::NamesRequired),
+        E::TokenWithoutProfiles => (StatusCode::BAD_REQUEST, ErrorCode::ProfilesRequired),
+        E::NoCsrs => (StatusCode::BAD_REQUEST, ErrorCode::CsrMissing),
         E::Csr { source, .. } => (StatusCode::BAD_REQUEST, csr_code(source)),
-        E::ClientCertificateRequired => (StatusCode::UNAUTHORIZED, "client_certificate_required"),
-        E::ClientCertificateUntrusted => (StatusCode::UNAUTHORIZED, "client_certificate_untrusted"),
-        E::ClientCertificateExpired { .. } => {
-            (StatusCode::UNAUTHORIZED, "client_certificate_expired")
+        E::ClientCertificateRequired => (
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::ClientCertificateRequired,
+        ),
+        E::ClientCertificateUntrusted => (
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::ClientCertificateUntrusted,
+        ),
+        E::ClientCertificateExpired { .. } => (
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::ClientCertificateExpired,
+        ),
+        E::ClientCertificateRevoked { .. } => {
+            (StatusCode::FORBIDDEN, ErrorCode::ClientCertificateRevoked)
         }
-        E::ClientCertificateRevoked { .. } => (StatusCode::FORBIDDEN, "client_certificate_revoked"),
-        E::ClientCertificateUnknown { .. } => (StatusCode::FORBIDDEN, "client_certificate_unknown"),
-        E::AdminRequired => (StatusCode::UNAUTHORIZED, "admin_required"),
-        E::AdminTokenInvalid { .. } => (StatusCode::UNAUTHORIZED, "admin_token_invalid"),
-        E::RotationPhase { .. } => (StatusCode::CONFLICT, "rotation_phase"),
-        E::NotConverged { .. } => (StatusCode::CONFLICT, "not_converged"),
-        E::LeaseHeld { .. } => (StatusCode::CONFLICT, "lease_held"),
-        E::UnknownSerial { .. } => (StatusCode::NOT_FOUND, "serial_unknown"),
-        E::UnknownGeneration { .. } => (StatusCode::NOT_FOUND, "generation_unknown"),
-        E::InvalidSerial { .. } => (StatusCode::BAD_REQUEST, "serial_invalid"),
-        E::TooManySerials { .. } => (StatusCode::BAD_REQUEST, "too_many_serials"),
-        E::AlreadyRevoked { .. } => (StatusCode::CONFLICT, "already_revoked"),
-        E::UnknownReason { .. } => (StatusCode::BAD_REQUEST, "reason_unknown"),
+        E::ClientCertificateUnknown { .. } => {
+            (StatusCode::FORBIDDEN, ErrorCode::ClientCertificateUnknown)
+        }
+        E::AdminRequired => (StatusCode::UNAUTHORIZED, ErrorCode::AdminRequired),
+        E::AdminTokenInvalid { .. } => (StatusCode::UNAUTHORIZED, ErrorCode::AdminTokenInvalid),
+        E::RotationPhase { .. } => (StatusCode::CONFLICT, ErrorCode::RotationPhase),
+        E::NotConverged { .. } => (StatusCode::CONFLICT, ErrorCode::NotConverged),
+        E::LeaseHeld { .. } => (StatusCode::CONFLICT, ErrorCode::LeaseHeld),
+        E::UnknownSerial { .. } => (StatusCode::NOT_FOUND, ErrorCode::SerialUnknown),
+        E::UnknownGeneration { .. } => (StatusCode::NOT_FOUND, ErrorCode::GenerationUnknown),
+        E::InvalidSerial { .. } => (StatusCode::BAD_REQUEST, ErrorCode::SerialInvalid),
+        E::TooManySerials { .. } => (StatusCode::BAD_REQUEST, ErrorCode::TooManySerials),
+        E::AlreadyRevoked { .. } => (StatusCode::CONFLICT, ErrorCode::AlreadyRevoked),
+        E::UnknownReason { .. } => (StatusCode::BAD_REQUEST, ErrorCode::ReasonUnknown),
         // A key type asked for that this build cannot generate: the caller's to change.
         E::Pki(PkiError::CannotGenerate { .. }) => {
-            (StatusCode::BAD_REQUEST, "key_type_unsupported")
+            (StatusCode::BAD_REQUEST, ErrorCode::KeyTypeUnsupported)
         }
         // Our own keys, CRLs and key generation: internal faults, whatever the request was.
         E::Pki(
@@ -104,7 +118,7 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, &'static str) {
             | PkiError::KeyFormat { .. }
             | PkiError::EncryptedKey
             | PkiError::KeyRejected { .. },
-        ) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        ) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         E::Pki(source) => (StatusCode::BAD_REQUEST, csr_code(source)),
         E::AlreadyInitialised { .. }
         | E::DirNotEmpty { .. }
@@ -120,38 +134,38 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, &'static str) {
         | E::Random
         | E::Passphrase(_)
         | E::Store(_)
-        | E::Fs(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        | E::Fs(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
     }
 }
 
 /// The stable code of a policy refusal (policy itself knows nothing of the API).
-fn policy_code(e: &PolicyError) -> &'static str {
+fn policy_code(e: &PolicyError) -> ErrorCode {
     match e {
-        PolicyError::File { .. } => "policy_file_invalid",
-        PolicyError::UnknownProfile { .. } => "unknown_profile",
+        PolicyError::File { .. } => ErrorCode::PolicyFileInvalid,
+        PolicyError::UnknownProfile { .. } => ErrorCode::UnknownProfile,
         PolicyError::IpNotAllowed { .. } | PolicyError::DnsNameNotAllowed { .. } => {
-            "san_not_allowed"
+            ErrorCode::SanNotAllowed
         }
-        PolicyError::SanOutsideIdentity { .. } => "san_outside_identity",
-        PolicyError::CommonNameRequired { .. } => "common_name_required",
-        PolicyError::CommonNameFixed { .. } => "common_name_fixed",
-        PolicyError::PrivilegedCommonName { .. } => "common_name_privileged",
-        PolicyError::ReservedCommonName { .. } => "common_name_reserved",
-        PolicyError::InvalidCommonName { .. } => "common_name_invalid",
-        PolicyError::KeyTypeNotAllowed { .. } => "key_type_not_allowed",
-        PolicyError::IssuerExpired { .. } => "issuer_expired",
+        PolicyError::SanOutsideIdentity { .. } => ErrorCode::SanOutsideIdentity,
+        PolicyError::CommonNameRequired { .. } => ErrorCode::CommonNameRequired,
+        PolicyError::CommonNameFixed { .. } => ErrorCode::CommonNameFixed,
+        PolicyError::PrivilegedCommonName { .. } => ErrorCode::CommonNamePrivileged,
+        PolicyError::ReservedCommonName { .. } => ErrorCode::CommonNameReserved,
+        PolicyError::InvalidCommonName { .. } => ErrorCode::CommonNameInvalid,
+        PolicyError::KeyTypeNotAllowed { .. } => ErrorCode::KeyTypeNotAllowed,
+        PolicyError::IssuerExpired { .. } => ErrorCode::IssuerExpired,
     }
 }
 
-fn csr_code(e: &PkiError) -> &'static str {
+fn csr_code(e: &PkiError) -> ErrorCode {
     match e {
-        PkiError::CsrSignature => "csr_signature_invalid",
-        PkiError::WeakSignature { .. } => "csr_signature_weak",
+        PkiError::CsrSignature => ErrorCode::CsrSignatureInvalid,
+        PkiError::WeakSignature { .. } => ErrorCode::CsrSignatureWeak,
         PkiError::UnsupportedKeyAlgorithm { .. } | PkiError::RsaTooSmall { .. } => {
-            "key_type_not_allowed"
+            ErrorCode::KeyTypeNotAllowed
         }
-        PkiError::UnsupportedSan { .. } => "san_not_allowed",
-        _ => "csr_malformed",
+        PkiError::UnsupportedSan { .. } => ErrorCode::SanNotAllowed,
+        _ => ErrorCode::CsrMalformed,
     }
 }
 
@@ -165,7 +179,7 @@ impl IntoResponse for ApiError {
             self.to_string()
         };
         let body = ErrorBody {
-            code: code.to_string(),
+            code: code.as_str().to_string(),
             message,
         };
         (status, Json(body)).into_response()

@@ -1,6 +1,7 @@
 //! Request extractors: JSON bodies whose rejections become our JSON errors, the client
 //! certificate of the TLS connection, and admin authentication.
 
+use crate::wire::ErrorCode;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
@@ -64,7 +65,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         if !json {
             return Err(ApiError::Request {
                 status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                code: "content_type_unsupported",
+                code: ErrorCode::ContentTypeUnsupported,
                 message: "send the body as Content-Type: application/json".into(),
             });
         }
@@ -78,9 +79,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 pub fn json_rejection(rejection: JsonRejection) -> ApiError {
     let status = rejection.status();
     let (status, code) = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => (status, "body_too_large"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (status, "content_type_unsupported"),
-        _ => (StatusCode::BAD_REQUEST, "body_invalid"),
+        StatusCode::PAYLOAD_TOO_LARGE => (status, ErrorCode::BodyTooLarge),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (status, ErrorCode::ContentTypeUnsupported),
+        _ => (StatusCode::BAD_REQUEST, ErrorCode::BodyInvalid),
     };
     ApiError::Request {
         status,

@@ -10,6 +10,7 @@
 //! Refusals of requests without any credentials are not audited one by one either:
 //! [`RefusalDigest`] counts them and the server audits a summary each minute.
 
+use crate::wire::ErrorCode;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -103,7 +104,7 @@ impl AttemptLimiter {
             if let Some(wait) = over(&self.tokens, &id.to_string(), l.per_token, l.window, now) {
                 return Err(ApiError::Request {
                     status: StatusCode::TOO_MANY_REQUESTS,
-                    code: "token_locked",
+                    code: ErrorCode::TokenLocked,
                     message: format!(
                         "this token failed {} times; it is locked for {}s (create a new one)",
                         l.per_token,
@@ -126,7 +127,7 @@ impl AttemptLimiter {
         }
         locked.map(|wait| ApiError::Request {
             status: StatusCode::TOO_MANY_REQUESTS,
-            code: "too_many_attempts",
+            code: ErrorCode::TooManyAttempts,
             message: format!(
                 "too many failed attempts from {source}; try again in {}s",
                 wait.as_secs().max(1)
@@ -143,9 +144,11 @@ pub struct RefusalDigest {
 }
 
 impl RefusalDigest {
-    pub fn note(&self, action: &str, code: &'static str) {
+    pub fn note(&self, action: &str, code: ErrorCode) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        *counts.entry((action.to_string(), code)).or_insert(0) += 1;
+        *counts
+            .entry((action.to_string(), code.as_str()))
+            .or_insert(0) += 1;
     }
 
     /// The counts so far, as one line for the audit trail (None when there were none), and

@@ -41,8 +41,11 @@ impl Metrics {
         bump(&self.renewed, profile.to_string());
     }
 
-    pub fn refused(&self, action: &str, reason: &str) {
-        bump(&self.refused, (action.to_string(), reason.to_string()));
+    pub fn refused(&self, action: &str, reason: crate::wire::ErrorCode) {
+        bump(
+            &self.refused,
+            (action.to_string(), reason.as_str().to_string()),
+        );
     }
 
     /// The whole exposition.

@@ -14,9 +14,11 @@ pub mod follow;
 pub mod limits;
 pub mod metrics;
 pub mod routes;
+pub mod run;
 pub mod server;
 pub mod tls;
 
+use crate::wire::ErrorCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,7 +101,7 @@ async fn deadline(
         Ok(response) => response,
         Err(_) => error::ApiError::Request {
             status: StatusCode::REQUEST_TIMEOUT,
-            code: "request_timeout",
+            code: ErrorCode::RequestTimeout,
             message: format!(
                 "the request took longer than {}; it was abandoned",
                 humantime::format_duration(limit)
@@ -113,7 +115,7 @@ async fn deadline(
 async fn method_not_allowed(method: axum::http::Method) -> Response {
     error::ApiError::Request {
         status: StatusCode::METHOD_NOT_ALLOWED,
-        code: "method_not_allowed",
+        code: ErrorCode::MethodNotAllowed,
         message: format!("this endpoint does not take {method}"),
     }
     .into_response()

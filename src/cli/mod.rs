@@ -71,6 +71,8 @@ pub enum CliError {
     Agent(#[from] crate::agent::AgentError),
     #[error(transparent)]
     ServeLock(#[from] crate::authority::ServeLockError),
+    #[error(transparent)]
+    Serve(#[from] crate::api::run::RunError),
 }
 
 impl CliError {

@@ -99,92 +99,24 @@ pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     result
 }
 
-pub(super) async fn run_server(
+/// The API on `listener` until SIGTERM or SIGINT, printing the ready line scripts wait for.
+async fn run_server(
     authority: &Arc<Authority>,
     listener: tokio::net::TcpListener,
     args: &ServeArgs,
 ) -> Result<ExitCode, CliError> {
-    let mut sans = args.sans.clone();
-    let listen_ip = args.listen.ip();
-    if !listen_ip.is_unspecified() {
-        sans.push(San::Ip(listen_ip));
-    }
-    if listen_ip.is_loopback() || listen_ip.is_unspecified() {
-        sans.push(San::parse_loose("localhost")?);
-        sans.push(San::Ip(IpAddr::from([127, 0, 0, 1])));
-    }
-    sans.sort();
-    sans.dedup();
-    if listen_ip.is_unspecified() && args.sans.is_empty() {
+    let sans = crate::api::run::server_names(args.listen, &args.sans);
+    if args.listen.ip().is_unspecified() && args.sans.is_empty() {
         tracing::warn!("listening on all addresses without --san: nodes can only reach this server by a name in its certificate");
     }
-    // One task follows every change of the CA, however it was made: it re-issues the server's
-    // own certificate from the signing generation and tells waiting agents.
-    let (follower, serving, watched) =
-        crate::api::follow::Follower::start(authority.clone(), sans.clone()).await?;
-    let tls =
-        crate::api::tls::server_config(serving).map_err(|e| CliError::Failed(e.to_string()))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| CliError::Failed(format!("cannot read the listening address: {e}")))?;
-    // Watch the signals before saying we are ready: a SIGTERM right after the ready line stops
-    // the server cleanly instead of killing it.
-    let signalled = shutdown_signal()?;
-    let fingerprint = authority.fingerprint()?.to_string();
-    let names: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-    tracing::info!(listen = %addr, ca_fingerprint = %fingerprint, server_names = %names.join(","), "etcd-ca server ready");
-    {
-        let mut out = stdout();
-        writeln!(
-            out,
-            "etcd-ca serving https://{addr} (CA fingerprint {fingerprint})"
-        )?;
-        out.flush()?;
-    }
-    let state = crate::api::AppState {
-        authority: authority.clone(),
-        metrics: Arc::new(crate::api::metrics::Metrics::default()),
-        limiter: Arc::new(crate::api::limits::AttemptLimiter::new(
-            crate::api::limits::AttemptLimits {
-                per_source: args.max_failed_attempts_per_source,
-                per_token: args.max_failed_attempts_per_token,
-                window: args.failed_attempts_window.as_std(),
-            },
-        )),
-        watched,
-        anonymous: Arc::new(crate::api::limits::RefusalDigest::default()),
-    };
-    // Refusals of requests without credentials go to the audit trail as one line a minute.
-    let digest = state.anonymous.clone();
-    let summaries = {
-        let (authority, digest) = (authority.clone(), state.anonymous.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if let Some(summary) = digest.take() {
-                    authority
-                        .audit_summary("refused.anonymous", &summary, crate::clock::now())
-                        .await;
-                }
-            }
-        })
-    };
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let follower = tokio::spawn(follower.run(stopped(stopping.clone())));
-    tokio::spawn(async move {
-        signalled.await;
-        let _ = stop.send(true);
-    });
-    crate::api::server::serve(
-        listener,
-        tls,
-        crate::api::app(state),
-        crate::api::server::Limits {
+    let settings = crate::api::run::Settings {
+        sans,
+        attempts: crate::api::limits::AttemptLimits {
+            per_source: args.max_failed_attempts_per_source,
+            per_token: args.max_failed_attempts_per_token,
+            window: args.failed_attempts_window.as_std(),
+        },
+        limits: crate::api::server::Limits {
             handshake_timeout: args.handshake_timeout.as_std(),
             header_timeout: args.header_timeout.as_std(),
             max_connections: args.max_connections.max(1),
@@ -192,17 +124,19 @@ pub(super) async fn run_server(
             write_timeout: args.write_timeout.as_std(),
             ..Default::default()
         },
-        stopped(stopping),
-    )
-    .await;
-    let _ = follower.await;
-    summaries.abort();
-    if let Some(summary) = digest.take() {
-        authority
-            .audit_summary("refused.anonymous", &summary, crate::clock::now())
-            .await;
-    }
-    tracing::info!("etcd-ca server stopped");
+    };
+    // Watch the signals before saying we are ready: a SIGTERM right after the ready line stops
+    // the server cleanly instead of killing it.
+    let signalled = shutdown_signal()?;
+    let ready = |addr: std::net::SocketAddr, fingerprint: &str| {
+        let mut out = stdout();
+        let _ = writeln!(
+            out,
+            "etcd-ca serving https://{addr} (CA fingerprint {fingerprint})"
+        );
+        let _ = out.flush();
+    };
+    crate::api::run::run(authority.clone(), listener, settings, ready, signalled).await?;
     Ok(ExitCode::SUCCESS)
 }
 

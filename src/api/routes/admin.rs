@@ -63,13 +63,14 @@ pub async fn list_certs(
     Admin(_): Admin,
     query: Result<Query<CertsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<CertificateInfo>>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request("query_invalid", e.body_text()))?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(ErrorCode::QueryInvalid, e.body_text()))?;
     let now = now();
     let wanted = q
         .status
         .map(|s| s.parse::<CertificateState>())
         .transpose()
-        .map_err(|e| ApiError::bad_request("query_invalid", e))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::QueryInvalid, e))?;
     let expiring_before = q
         .expiring_within
         .map(|d| parse_duration("expiring_within", &d))
@@ -129,7 +130,7 @@ pub async fn issue(
     let key_type = match body.key_type.as_deref() {
         Some(k) => k
             .parse::<KeyType>()
-            .map_err(|e| ApiError::bad_request("body_invalid", e))?,
+            .map_err(|e| ApiError::bad_request(ErrorCode::BodyInvalid, e))?,
         None => KeyType::EcdsaP256,
     };
     let at = now();
@@ -164,7 +165,8 @@ pub async fn audit(
     Admin(_): Admin,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request("query_invalid", e.body_text()))?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(ErrorCode::QueryInvalid, e.body_text()))?;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let events = state.authority.audit_events(limit).await?;
     Ok(Json(events.into_iter().map(Into::into).collect()))
@@ -302,7 +304,7 @@ pub async fn rotate(
             let key_type = match body.key_type.as_deref() {
                 Some(k) => k
                     .parse::<KeyType>()
-                    .map_err(|e| ApiError::bad_request("body_invalid", e))?,
+                    .map_err(|e| ApiError::bad_request(ErrorCode::BodyInvalid, e))?,
                 None => KeyType::EcdsaP256,
             };
             authority.rotate_start(key_type, &admin.0, now).await?;

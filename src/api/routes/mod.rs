@@ -4,6 +4,7 @@
 //! nodes (enrollment with a token, renewal and reports over mTLS), `admin` an admin (tokens,
 //! certificates, issue, audit, backup, rotation). This file holds what they share.
 
+use crate::wire::ErrorCode;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -70,13 +71,13 @@ fn optional_json<T: DeserializeOwned>(
     if !json {
         return Err(ApiError::Request {
             status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            code: "content_type_unsupported",
+            code: ErrorCode::ContentTypeUnsupported,
             message: "send the body as Content-Type: application/json".into(),
         });
     }
-    serde_json::from_slice(body)
-        .map(Some)
-        .map_err(|e| ApiError::bad_request("body_invalid", format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body).map(Some).map_err(|e| {
+        ApiError::bad_request(ErrorCode::BodyInvalid, format!("invalid JSON body: {e}"))
+    })
 }
 
 fn parse_names(
@@ -84,7 +85,7 @@ fn parse_names(
     ips: &[String],
     dns_names: &[String],
 ) -> Result<(NodeName, Vec<IpAddr>, Vec<DnsName>), ApiError> {
-    let invalid = |m: String| ApiError::bad_request("name_invalid", m);
+    let invalid = |m: String| ApiError::bad_request(ErrorCode::NameInvalid, m);
     let node = node
         .parse()
         .map_err(|e: crate::names::NameError| invalid(e.to_string()))?;
@@ -111,7 +112,7 @@ fn parse_duration(field: &'static str, text: &str) -> Result<Duration, ApiError>
 
 fn parse_human_duration(field: &'static str, text: &str) -> Result<HumanDuration, ApiError> {
     text.parse::<HumanDuration>()
-        .map_err(|e| ApiError::bad_request("body_invalid", format!("{field}: {e}")))
+        .map_err(|e| ApiError::bad_request(ErrorCode::BodyInvalid, format!("{field}: {e}")))
 }
 
 /// Counts and audits a refused node request, then hands the error on. A request without any
@@ -127,7 +128,7 @@ async fn refused(state: &AppState, action: &str, actor: &str, e: AuthorityError)
         .authority
         .audit_refusal(action, actor, &e, now())
         .await;
-    tracing::info!(action, actor, code, reason = %e, "refused");
+    tracing::info!(action, actor, code = code.as_str(), reason = %e, "refused");
     ApiError::Authority(e)
 }
 

@@ -40,7 +40,7 @@ pub async fn lineage(
 impl CrlQuery {
     /// Which generation's own CRL is asked for; None for etcd's CRL.
     fn issuer(self) -> Result<Option<CrlIssuer>, ApiError> {
-        let invalid = |m: &str| ApiError::bad_request("query_invalid", m);
+        let invalid = |m: &str| ApiError::bad_request(ErrorCode::QueryInvalid, m);
         match (self.generation, self.ca) {
             (None, None) => Ok(None),
             (Some(id), None) => Ok(Some(CrlIssuer::Generation(id))),
@@ -59,7 +59,8 @@ pub async fn crl(
     headers: HeaderMap,
     query: Result<Query<CrlQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request("query_invalid", e.body_text()))?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(ErrorCode::QueryInvalid, e.body_text()))?;
     let der = match q.issuer()? {
         None => state.authority.current_crl(now()).await?,
         Some(issuer) => {
@@ -79,7 +80,8 @@ pub async fn watch(
     State(state): State<AppState>,
     query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<WatchAnswer>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request("query_invalid", e.body_text()))?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(ErrorCode::QueryInvalid, e.body_text()))?;
     let wait = match &q.wait {
         Some(w) => parse_duration("wait", w)?.min(crate::api::MAX_WATCH),
         None => crate::api::MAX_WATCH,
