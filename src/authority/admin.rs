@@ -33,14 +33,13 @@ impl Authority {
             issued_serials: BTreeMap::new(),
             revoked_at: None,
         };
-        let event = AuditEvent {
-            at: now,
-            actor: actor.to_string(),
-            action: "admin-token.create".into(),
-            node: None,
-            serial: None,
-            detail: format!("admin token {}", generated.id),
-        };
+        let event = AuditAction::AdminTokenCreate.event(
+            actor,
+            now,
+            None,
+            None,
+            format!("admin token {}", generated.id),
+        );
         self.store.insert_token(&record, &event).await?;
         Ok(CreatedToken {
             token: generated.text,
@@ -122,14 +121,13 @@ impl Authority {
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<(), AuthorityError> {
-        let event = AuditEvent {
-            at: now,
-            actor: actor.to_string(),
-            action: "admin-token.revoke".into(),
-            node: None,
-            serial: None,
-            detail: format!("admin token {id}"),
-        };
+        let event = AuditAction::AdminTokenRevoke.event(
+            actor,
+            now,
+            None,
+            None,
+            format!("admin token {id}"),
+        );
         if !self.store.revoke_admin_token(id, &event).await? {
             return Err(AuthorityError::AdminTokenUnknown { id: id.to_string() });
         }

@@ -2,6 +2,69 @@
 
 use super::*;
 
+/// What an audit event records: each action etcd-ca audits, spelled once (refusals are the
+/// refused request's name and `.refused`; summaries name themselves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditAction {
+    Issue,
+    Renew,
+    Enroll,
+    Adopt,
+    Revoke,
+    TokenCreate,
+    AdminTokenCreate,
+    AdminTokenRevoke,
+    Backup,
+    CaInit,
+    CaImport,
+    RotateStart,
+    RotateActivate,
+    RotateFinish,
+    RotateAbort,
+}
+
+impl AuditAction {
+    /// The action as the audit trail stores and prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Issue => "issue",
+            Self::Renew => "renew",
+            Self::Enroll => "enroll",
+            Self::Adopt => "adopt",
+            Self::Revoke => "revoke",
+            Self::TokenCreate => "token.create",
+            Self::AdminTokenCreate => "admin-token.create",
+            Self::AdminTokenRevoke => "admin-token.revoke",
+            Self::Backup => "backup",
+            Self::CaInit => "ca.init",
+            Self::CaImport => "ca.import",
+            Self::RotateStart => "ca.rotate.start",
+            Self::RotateActivate => "ca.rotate.activate",
+            Self::RotateFinish => "ca.rotate.finish",
+            Self::RotateAbort => "ca.rotate.abort",
+        }
+    }
+
+    /// An event of this action by `actor` at `at`.
+    pub fn event(
+        self,
+        actor: &str,
+        at: OffsetDateTime,
+        node: Option<String>,
+        serial: Option<String>,
+        detail: String,
+    ) -> AuditEvent {
+        AuditEvent {
+            at,
+            actor: actor.to_string(),
+            action: self.as_str().to_string(),
+            node,
+            serial,
+            detail,
+        }
+    }
+}
+
 impl Authority {
     /// Records a summary line (of refusals not audited one by one) in the audit trail.
     pub async fn audit_summary(&self, action: &str, detail: &str, now: OffsetDateTime) {
@@ -81,14 +144,13 @@ impl Authority {
             .certificate(&serial, now)
             .await?
             .map(|record| record.node);
-        let event = AuditEvent {
-            at: now,
-            actor: actor.to_string(),
-            action: "revoke".into(),
+        let event = AuditAction::Revoke.event(
+            actor,
+            now,
             node,
-            serial: Some(serial.clone()),
-            detail: format!("reason {}", reason.name()),
-        };
+            Some(serial.clone()),
+            format!("reason {}", reason.name()),
+        );
         match self.store.revoke(&serial, reason.name(), &event).await? {
             RevokeOutcome::Revoked(record) => {
                 tracing::info!(serial = %serial, reason = reason.name(), "revoked certificate");

@@ -8,9 +8,10 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::keyfile::Passphrase;
+use super::AuditAction;
 use super::{Authority, AuthorityError, DataDir};
 use crate::fsutil::{self, FsError};
-use crate::store::{AuditEvent, Store};
+use crate::store::Store;
 
 /// What a backup holds.
 #[derive(Debug, Serialize)]
@@ -117,14 +118,13 @@ impl Authority {
             .into_inner()
             .map_err(|e| FsError::new("archive", staging.path(), e))?;
         let (certificates, _) = self.store.certificate_counts().await?;
-        let event = AuditEvent {
-            at: now,
-            actor: actor.to_string(),
-            action: "backup".to_string(),
-            node: None,
-            serial: None,
-            detail: format!("{} bytes, {certificates} certificates", archive.len()),
-        };
+        let event = AuditAction::Backup.event(
+            actor,
+            now,
+            None,
+            None,
+            format!("{} bytes, {certificates} certificates", archive.len()),
+        );
         self.store.record_audit(&event).await?;
         Ok((
             archive,
@@ -212,10 +212,10 @@ impl Authority {
         super::read_policy(&staged.policy())?;
         let store = Store::open(&staged.database()).await?;
         let checked = async {
-            let integrity = store.integrity_check().await?;
-            if integrity != "ok" {
+            if let crate::store::Integrity::Damaged(problems) = store.integrity_check().await? {
                 return Err(refuse(format!(
-                    "the backed-up database is damaged: {integrity}"
+                    "the backed-up database is damaged: {}",
+                    problems.join("; ")
                 )));
             }
             let generations = store.generations().await?;

@@ -81,19 +81,18 @@ impl Authority {
             issued_serials: BTreeMap::new(),
             revoked_at: None,
         };
-        let event = AuditEvent {
-            at: now,
-            actor: actor.to_string(),
-            action: "token.create".into(),
-            node: Some(request.node.to_string()),
-            serial: None,
-            detail: format!(
+        let event = AuditAction::TokenCreate.event(
+            actor,
+            now,
+            Some(request.node.to_string()),
+            None,
+            format!(
                 "token {} for profiles {} until {}",
                 generated.id,
                 request.profiles.join(","),
                 rfc3339(expires_at)
             ),
-        };
+        );
         self.store.insert_token(&record, &event).await?;
         Ok(CreatedToken {
             token: generated.text,
@@ -213,13 +212,14 @@ impl Authority {
         let actor = format!("token:{}", token.id);
         let events: Vec<AuditEvent> = certificates
             .values()
-            .map(|c| AuditEvent {
-                at: now,
-                actor: actor.clone(),
-                action: "enroll".into(),
-                node: Some(c.node.clone()),
-                serial: Some(c.serial.clone()),
-                detail: format!("profile {}, CN {}", c.profile, c.common_name),
+            .map(|c| {
+                AuditAction::Enroll.event(
+                    &actor,
+                    now,
+                    Some(c.node.clone()),
+                    Some(c.serial.clone()),
+                    format!("profile {}, CN {}", c.profile, c.common_name),
+                )
             })
             .collect();
         let consumed = self

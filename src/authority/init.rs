@@ -151,14 +151,20 @@ impl Authority {
                 })
                 .await?;
             store
-                .record_audit(&AuditEvent {
-                    at: now,
-                    actor: actor.to_string(),
-                    action: if imported { "ca.import" } else { "ca.init" }.into(),
-                    node: None,
-                    serial: None,
-                    detail: format!("generation 1, {fingerprint}"),
-                })
+                .record_audit(
+                    &if imported {
+                        AuditAction::CaImport
+                    } else {
+                        AuditAction::CaInit
+                    }
+                    .event(
+                        actor,
+                        now,
+                        None,
+                        None,
+                        format!("generation 1, {fingerprint}"),
+                    ),
+                )
                 .await
         }
         .await;

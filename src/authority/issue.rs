@@ -187,14 +187,13 @@ impl Authority {
             issued_at: now,
             renewed_from: None,
         };
-        let event = AuditEvent {
-            at: now,
-            actor: actor.to_string(),
-            action: "adopt".into(),
-            node: Some(node.to_string()),
-            serial: Some(serial.clone()),
-            detail: format!("profile {profile}, subject {}", cert.subject()),
-        };
+        let event = AuditAction::Adopt.event(
+            actor,
+            now,
+            Some(node.to_string()),
+            Some(serial.clone()),
+            format!("profile {profile}, subject {}", cert.subject()),
+        );
         self.store.record_issue(&identity, &record, &event).await?;
         Ok(IssuedCertificate {
             serial,

@@ -45,6 +45,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use admin::CachedAdmin;
+pub use audit::AuditAction;
 pub use backup::{archive_names, BackupReport, BackupSummary};
 pub use crl::CrlIssuer;
 pub use datadir::{DataDir, ServeLockError};

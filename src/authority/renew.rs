@@ -132,7 +132,7 @@ impl Authority {
                 .unwrap_or_else(|| NodeIdentity::new(node.clone(), Vec::new(), Vec::new())),
         };
         let origin = Origin {
-            action: "renew",
+            action: AuditAction::Renew,
             actor,
             renewed_from: Some(record.serial.clone()),
         };

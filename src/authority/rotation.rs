@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{ca, Authority, AuthorityError, DataDir};
+use super::{ca, AuditAction, Authority, AuthorityError, DataDir};
 use crate::duration::rfc3339;
 use crate::fsutil::{self, FsError};
 use crate::pki::{self, KeyType};
@@ -362,7 +362,8 @@ impl Authority {
         // One start at a time across processes: the new key file is written before its row.
         let _lock = self.rotation_lock().await?;
         let (active, _) = self.check_phase(Phase::Idle, "start").await?;
-        let id = self.generations().iter().map(|g| g.id).max().unwrap_or(0) + 1;
+        // The next id as the database has it (not this process's view, which may lag).
+        let id = self.store.last_generation_id().await? + 1;
         // As long as the active one was made to last (its NotBefore was backdated).
         let backdate = time::Duration::try_from(self.policy.backdate).unwrap_or_default();
         let validity =
@@ -419,17 +420,16 @@ impl Authority {
             created_at: now,
             endorsement_pem: Some(pki::certificate_pem(&endorsement)),
         };
-        let event = AuditEvent {
-            at: now,
-            actor: actor.to_string(),
-            action: "ca.rotate.start".into(),
-            node: None,
-            serial: None,
-            detail: format!(
+        let event = AuditAction::RotateStart.event(
+            actor,
+            now,
+            None,
+            None,
+            format!(
                 "generation {id} ({}) trusted, not signing",
                 record.fingerprint
             ),
-        };
+        );
         let added = self.store.add_generation(&record, &event).await;
         if !matches!(added, Ok(true)) {
             // Unrecorded: nothing may use it. (Another start cannot have written this path: it
@@ -460,19 +460,18 @@ impl Authority {
         let (old, new) = self.check_phase(Phase::Started, "activate").await?;
         let new = new.ok_or(AuthorityError::NoNextGeneration)?;
         self.check_converged("activate", force, now).await?;
-        let event = AuditEvent {
-            at: now,
-            actor: actor.to_string(),
-            action: "ca.rotate.activate".into(),
-            node: None,
-            serial: None,
-            detail: format!(
+        let event = AuditAction::RotateActivate.event(
+            actor,
+            now,
+            None,
+            None,
+            format!(
                 "generation {} signs, generation {} retiring{}",
                 new.id,
                 old.id,
                 forced(force)
             ),
-        };
+        );
         self.take_step(
             "activate",
             &[
@@ -496,14 +495,13 @@ impl Authority {
             what: "the rotation is activated but its previous CA generation is missing".into(),
         })?;
         self.check_converged("finish", force, now).await?;
-        let event = AuditEvent {
-            at: now,
-            actor: actor.to_string(),
-            action: "ca.rotate.finish".into(),
-            node: None,
-            serial: None,
-            detail: format!("generation {} retired{}", old.id, forced(force)),
-        };
+        let event = AuditAction::RotateFinish.event(
+            actor,
+            now,
+            None,
+            None,
+            format!("generation {} retired{}", old.id, forced(force)),
+        );
         self.take_step(
             "finish",
             &[(old.id, GenerationState::Next, GenerationState::Retired)],
@@ -520,14 +518,13 @@ impl Authority {
     ) -> Result<(), AuthorityError> {
         let (_, new) = self.check_phase(Phase::Started, "abort").await?;
         let new = new.ok_or(AuthorityError::NoNextGeneration)?;
-        let event = AuditEvent {
-            at: now,
-            actor: actor.to_string(),
-            action: "ca.rotate.abort".into(),
-            node: None,
-            serial: None,
-            detail: format!("generation {} retired before it signed", new.id),
-        };
+        let event = AuditAction::RotateAbort.event(
+            actor,
+            now,
+            None,
+            None,
+            format!("generation {} retired before it signed", new.id),
+        );
         self.take_step(
             "abort",
             &[(new.id, GenerationState::Next, GenerationState::Retired)],

@@ -20,7 +20,7 @@ pub(super) struct Signed {
 
 /// Why a certificate is being signed, for the record and the audit trail.
 pub(super) struct Origin<'a> {
-    pub(super) action: &'a str,
+    pub(super) action: AuditAction,
     pub(super) actor: &'a str,
     pub(super) renewed_from: Option<String>,
 }
@@ -28,7 +28,7 @@ pub(super) struct Origin<'a> {
 impl<'a> Origin<'a> {
     pub(super) fn issue(actor: &'a str) -> Self {
         Self {
-            action: "issue",
+            action: AuditAction::Issue,
             actor,
             renewed_from: None,
         }
@@ -244,14 +244,13 @@ impl Authority {
             renewed_from,
         } = origin;
         let (cert, issued) = self.sign(grant, public_key, now, renewed_from)?;
-        let event = AuditEvent {
-            at: now,
-            actor: actor.to_string(),
-            action: action.into(),
-            node: Some(issued.node.clone()),
-            serial: Some(issued.serial.clone()),
-            detail: format!("profile {}, CN {}", issued.profile, issued.common_name),
-        };
+        let event = action.event(
+            actor,
+            now,
+            Some(issued.node.clone()),
+            Some(issued.serial.clone()),
+            format!("profile {}, CN {}", issued.profile, issued.common_name),
+        );
         Ok(Signed {
             record: IssueRecord {
                 node: identity.clone(),

@@ -9,6 +9,14 @@ use time::OffsetDateTime;
 
 use crate::names::{NodeIdentity, NodeName};
 
+/// What a database's own consistency check found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Integrity {
+    Sound,
+    /// The problems it reported.
+    Damaged(Vec<String>),
+}
+
 /// Lifecycle state of a CA generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -7,6 +7,15 @@ use time::OffsetDateTime;
 use super::*;
 
 impl Store {
+    /// The highest generation id recorded (0 for none).
+    pub async fn last_generation_id(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM ca_generations")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn insert_generation(&self, g: &GenerationRecord) -> Result<(), StoreError> {
         let mut tx = self.write_transaction().await?;
         insert_generation(&mut tx, g).await?;

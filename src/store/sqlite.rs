@@ -16,7 +16,7 @@ use sqlx::sqlite::{
 
 use super::*;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Issued certificates waiting for their group commit (recorded all or none), and who to tell
 /// when they are durable.
@@ -313,12 +313,16 @@ impl Store {
         Ok(())
     }
 
-    /// SQLite's own consistency check: "ok" when the file is sound.
-    pub async fn integrity_check(&self) -> Result<String, StoreError> {
+    /// SQLite's own consistency check of the whole file.
+    pub async fn integrity_check(&self) -> Result<Integrity, StoreError> {
         let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.join("; "))
+        Ok(if rows.len() == 1 && rows[0] == "ok" {
+            Integrity::Sound
+        } else {
+            Integrity::Damaged(rows)
+        })
     }
 
     /// Closes every connection, checkpointing the WAL so the file is whole on its own.

@@ -81,7 +81,10 @@ async fn sigkill_at_random_moments_loses_no_certificate_a_client_received() {
     let store = etcd_ca::store::Store::open(&server.ca.dir.join("etcd-ca.db"))
         .await
         .unwrap();
-    assert_eq!(store.integrity_check().await.unwrap(), "ok");
+    assert_eq!(
+        store.integrity_check().await.unwrap(),
+        etcd_ca::store::Integrity::Sound
+    );
     let (count, distinct) = store.certificate_counts().await.unwrap();
     assert_eq!(count, distinct, "serials are unique");
     assert!(count as usize >= total);
