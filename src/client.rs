@@ -4,7 +4,10 @@
 //! It trusts the server either through a pinned CA fingerprint (`sha256:...`, what a node knows
 //! at first contact: no trust on first use) or through a CA bundle file, can present a client
 //! certificate (renewal over mTLS, admin certificates) or a bearer admin token, and turns the
-//! server's JSON errors into [`ClientError::Api`] with their stable `code`.
+//! server's JSON errors into [`ClientError::Api`] with their stable `code` (as a
+//! [`crate::wire::ErrorCode`] through [`ClientError::error_code`]). Each endpoint has one method
+//! taking and returning [`crate::wire`] types; `send`/`get` remain for the conditional GETs of
+//! the trust bundle and CRLs, which need their headers.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::pki;
+use crate::wire;
 
 /// Why a call to the CA server failed.
 #[derive(Debug, thiserror::Error)]
@@ -331,6 +335,150 @@ impl ApiClient {
             .send(Method::POST, path, Some(("application/json", bytes)), &[])
             .await?;
         decode(Self::check(response)?)
+    }
+}
+
+/// One method per endpoint, with the wire types: the only place the API's paths are spelled on
+/// the client side.
+impl ApiClient {
+    pub async fn health(&self) -> Result<wire::Health, ClientError> {
+        self.get_json("/v1/health").await
+    }
+
+    /// The trust bundle (PEM).
+    pub async fn trust_bundle(&self) -> Result<String, ClientError> {
+        Ok(String::from_utf8_lossy(&self.get("/v1/ca").await?.body).into_owned())
+    }
+
+    /// Every generation's certificate and endorsement (PEM), for following a pin.
+    pub async fn lineage(&self) -> Result<Vec<u8>, ClientError> {
+        Ok(self.get("/v1/ca/lineage").await?.body.to_vec())
+    }
+
+    /// etcd's CRL (DER), or with `generation` that generation's own.
+    pub async fn crl(&self, generation: Option<i64>) -> Result<Vec<u8>, ClientError> {
+        let path = match generation {
+            Some(id) => format!("/v1/crl?generation={id}"),
+            None => "/v1/crl".to_string(),
+        };
+        Ok(self.get(&path).await?.body.to_vec())
+    }
+
+    /// Waits for the CA's watched state to differ from `query.version` (a long poll).
+    pub async fn watch(&self, query: &wire::WatchQuery) -> Result<wire::WatchAnswer, ClientError> {
+        let query = serde_urlencoded::to_string(query)
+            .map_err(|e| ClientError::Decode(format!("cannot encode the query: {e}")))?;
+        self.get_json(&format!("/v1/watch?{query}")).await
+    }
+
+    pub async fn enroll(&self, body: &wire::EnrollBody) -> Result<wire::Enrollment, ClientError> {
+        self.post_json("/v1/enroll", body).await
+    }
+
+    /// Renews the certificate this client presents.
+    pub async fn renew(&self, body: &wire::RenewBody) -> Result<wire::Certificate, ClientError> {
+        self.post_json("/v1/renew", body).await
+    }
+
+    pub async fn create_token(
+        &self,
+        body: &wire::TokenBody,
+    ) -> Result<wire::TokenResponse, ClientError> {
+        self.post_json("/v1/tokens", body).await
+    }
+
+    pub async fn issue(&self, body: &wire::IssueBody) -> Result<wire::IssueResponse, ClientError> {
+        self.post_json("/v1/issue", body).await
+    }
+
+    pub async fn certificates(
+        &self,
+        query: &wire::CertsQuery,
+    ) -> Result<Vec<wire::CertificateInfo>, ClientError> {
+        let query = serde_urlencoded::to_string(query)
+            .map_err(|e| ClientError::Decode(format!("cannot encode the query: {e}")))?;
+        self.get_json(&format!("/v1/certs?{query}")).await
+    }
+
+    /// One certificate; `serial` is normalised lower-case hex.
+    pub async fn certificate(&self, serial: &str) -> Result<wire::CertificateInfo, ClientError> {
+        self.get_json(&format!("/v1/certs/{serial}")).await
+    }
+
+    pub async fn revoke(
+        &self,
+        serial: &str,
+        body: &wire::RevokeBody,
+    ) -> Result<wire::CertificateInfo, ClientError> {
+        self.post_json(&format!("/v1/certs/{serial}/revoke"), body)
+            .await
+    }
+
+    pub async fn audit(&self, limit: i64) -> Result<Vec<wire::AuditEntry>, ClientError> {
+        self.get_json(&format!("/v1/audit?limit={limit}")).await
+    }
+
+    pub async fn admin_tokens<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+        self.get_json("/v1/admin-tokens").await
+    }
+
+    pub async fn revoke_admin_token(
+        &self,
+        id: &str,
+    ) -> Result<wire::AdminTokenRevoked, ClientError> {
+        self.post_json(&format!("/v1/admin-tokens/{id}/revoke"), &())
+            .await
+    }
+
+    /// The rotation's status (decoded by the caller, who renders it).
+    pub async fn rotation_status<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+        self.get_json("/v1/rotation").await
+    }
+
+    /// A rotation step (`start`, `activate`, `finish`, `abort`); answers the status after it.
+    pub async fn rotate<T: DeserializeOwned>(
+        &self,
+        step: &str,
+        body: &wire::RotateBody,
+    ) -> Result<T, ClientError> {
+        self.post_json(&format!("/v1/rotation/{step}"), body).await
+    }
+
+    /// What this node's agent installed and runs with (mTLS).
+    pub async fn report(&self, body: &wire::ReportBody) -> Result<(), ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
+        Self::check(
+            self.send(
+                Method::POST,
+                "/v1/agent/report",
+                Some(("application/json", bytes)),
+                &[],
+            )
+            .await?,
+        )?;
+        Ok(())
+    }
+
+    /// Takes the restart lease for this node (mTLS); `lease_held` when another member has it.
+    pub async fn take_lease(&self) -> Result<wire::Lease, ClientError> {
+        decode(Self::check(
+            self.send(Method::POST, "/v1/rotation/lease", None, &[])
+                .await?,
+        )?)
+    }
+
+    /// Gives the restart lease back.
+    pub async fn release_lease(&self) -> Result<(), ClientError> {
+        Self::check(
+            self.send(Method::POST, "/v1/rotation/lease/release", None, &[])
+                .await?,
+        )?;
+        Ok(())
+    }
+
+    /// A consistent backup of the CA (a tar archive), with the response headers describing it.
+    pub async fn backup(&self) -> Result<Response, ClientError> {
+        self.get("/v1/backup").await
     }
 }
 

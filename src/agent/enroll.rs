@@ -14,9 +14,7 @@ pub(super) async fn stranger_in(
     if bundle.iter().all(|c| pki::fingerprint(c) == pin) {
         return Ok(None);
     }
-    let lineage = pki::pem_certificates(&String::from_utf8_lossy(
-        &client.get("/v1/ca/lineage").await?.body,
-    ))?;
+    let lineage = pki::pem_certificates(&String::from_utf8_lossy(&client.lineage().await?))?;
     let vouched = crate::lineage::vouched_for(&[pin.to_string()], &lineage, now);
     Ok(bundle
         .iter()
@@ -123,7 +121,7 @@ impl Agent {
             node: Some(self.settings.node.to_string()),
             csrs: csrs.clone(),
         };
-        let answer: Enrollment = match client.post_json("/v1/enroll", &request).await {
+        let answer: Enrollment = match client.enroll(&request).await {
             Ok(a) => a,
             Err(ClientError::Untrusted { reason, .. }) => return Err(pin_mismatch(reason)),
             // A token file can be given a new token while the agent waits; a literal cannot.

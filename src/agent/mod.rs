@@ -492,29 +492,28 @@ impl Agent {
     ) -> Result<Installed, AgentError> {
         let bundle = read_bundle(&self.settings.dir)?;
         let client = self.ca_client(Some(identity(&installed)))?;
-        let issued: IssuedCertificate =
-            match client.post_json("/v1/renew", &RenewBody::default()).await {
-                Ok(i) => i,
-                Err(ClientError::Api { code, message, .. })
-                    if matches!(
-                        ErrorCode::parse(&code),
-                        Some(
-                            ErrorCode::ClientCertificateExpired
-                                | ErrorCode::ClientCertificateRevoked
-                                | ErrorCode::ClientCertificateUnknown
-                                | ErrorCode::ClientCertificateUntrusted
-                                | ErrorCode::ClientCertificateRequired
-                        )
-                    ) =>
-                {
-                    return Err(AgentError::NeedToken {
-                        profiles: vec![profile.to_string()],
-                        reason: format!("the CA will not renew it ({code}: {message})"),
-                        token_file: self.token_file(),
-                    })
-                }
-                Err(e) => return Err(e.into()),
-            };
+        let issued: IssuedCertificate = match client.renew(&RenewBody::default()).await {
+            Ok(i) => i,
+            Err(ClientError::Api { code, message, .. })
+                if matches!(
+                    ErrorCode::parse(&code),
+                    Some(
+                        ErrorCode::ClientCertificateExpired
+                            | ErrorCode::ClientCertificateRevoked
+                            | ErrorCode::ClientCertificateUnknown
+                            | ErrorCode::ClientCertificateUntrusted
+                            | ErrorCode::ClientCertificateRequired
+                    )
+                ) =>
+            {
+                return Err(AgentError::NeedToken {
+                    profiles: vec![profile.to_string()],
+                    reason: format!("the CA will not renew it ({code}: {message})"),
+                    token_file: self.token_file(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
         let expected = Expected::of(&installed.der).map_err(|refusal| AgentError::Refused {
             profile: profile.to_string(),
             refusal,
@@ -602,20 +601,7 @@ impl Agent {
             running_bundle: self.state.running_bundle.clone(),
             certificates,
         };
-        let bytes = serde_json::to_vec(&body).map_err(|e| AgentError::BadAnswer {
-            what: "report",
-            reason: e.to_string(),
-        })?;
-        ApiClient::check(
-            self.node_client()?
-                .send(
-                    hyper::Method::POST,
-                    "/v1/agent/report",
-                    Some(("application/json", bytes)),
-                    &[],
-                )
-                .await?,
-        )?;
+        self.node_client()?.report(&body).await?;
         Ok(())
     }
 

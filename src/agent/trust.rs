@@ -39,7 +39,7 @@ impl Agent {
         };
         let pin = self.settings.ca_fingerprint.clone();
         let client = ApiClient::new(&self.settings.server, Trust::Fingerprint(pin.clone()), None)?;
-        let text = String::from_utf8_lossy(&client.get("/v1/ca").await?.body).into_owned();
+        let text = client.trust_bundle().await?;
         let bundle = pki::pem_certificates(&text).map_err(|e| AgentError::BadAnswer {
             what: "trust bundle",
             reason: e.to_string(),
@@ -127,11 +127,7 @@ impl Agent {
             return Ok(true);
         }
         let client = self.node_client()?;
-        let lease = ApiClient::check(
-            client
-                .send(hyper::Method::POST, "/v1/rotation/lease", None, &[])
-                .await?,
-        );
+        let lease = client.take_lease().await;
         match lease {
             Ok(_) => {}
             Err(ClientError::Api { code, message, .. })
@@ -153,9 +149,7 @@ impl Agent {
             self.report().await
         }
         .await;
-        let released = client
-            .send(hyper::Method::POST, "/v1/rotation/lease/release", None, &[])
-            .await;
+        let released = client.release_lease().await;
         if let Err(e) = released {
             tracing::warn!(error = %e, "cannot return the restart lease; it expires on its own");
         }
@@ -238,11 +232,7 @@ impl Agent {
             }
         }
         self.refresh_crl(false).await?;
-        #[derive(Deserialize)]
-        struct Health {
-            ca_fingerprint: String,
-        }
-        let health: Health = client.get_json("/v1/health").await?;
+        let health = client.health().await?;
         self.active_ca = Some(health.ca_fingerprint);
         if let Err(e) = self.report().await {
             tracing::warn!(error = %e, "cannot report to the CA");

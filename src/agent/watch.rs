@@ -7,9 +7,8 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::client::ApiClient;
+use crate::wire::WatchQuery;
 
 /// How long one long poll may wait at the server.
 const WAIT: &str = "25s";
@@ -23,11 +22,6 @@ pub struct ChangeWatch {
     version: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct Answer {
-    version: String,
-}
-
 impl ChangeWatch {
     /// Completes when the server reports a version other than the last one seen (the first
     /// answer only records it). Never completes without a client (nothing enrolled yet).
@@ -38,11 +32,17 @@ impl ChangeWatch {
         };
         let client = client.with_timeout(Duration::from_secs(35));
         loop {
-            let path = match &self.version {
-                Some(v) => format!("/v1/watch?wait={WAIT}&version={v}"),
-                None => "/v1/watch?wait=0s".to_string(),
+            let query = match &self.version {
+                Some(v) => WatchQuery {
+                    version: Some(v.clone()),
+                    wait: Some(WAIT.to_string()),
+                },
+                None => WatchQuery {
+                    version: None,
+                    wait: Some("0s".into()),
+                },
             };
-            match client.get_json::<Answer>(&path).await {
+            match client.watch(&query).await {
                 Ok(answer) => {
                     let before = self.version.replace(answer.version.clone());
                     if before.is_some_and(|v| v != answer.version) {

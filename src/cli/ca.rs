@@ -94,7 +94,7 @@ pub(super) async fn remote_backup(
     let response = client
         .clone()
         .with_timeout(std::time::Duration::from_secs(600))
-        .get("/v1/backup")
+        .backup()
         .await?;
     let count = |name: &str| {
         response
@@ -130,15 +130,13 @@ pub(super) async fn rotate(args: RotateArgs, now: OffsetDateTime) -> Result<Exit
     let status: serde_json::Value = match args.remote.admin_client()? {
         Some(client) => {
             if step == "status" {
-                client.get_json("/v1/rotation").await?
+                client.rotation_status().await?
             } else {
                 let body = crate::wire::RotateBody {
                     force: args.force,
                     key_type: Some(args.key_type.to_string()),
                 };
-                client
-                    .post_json(&format!("/v1/rotation/{step}"), &body)
-                    .await?
+                client.rotate(step, &body).await?
             }
         }
         None => {

@@ -143,7 +143,7 @@ pub(super) async fn issue(args: IssueArgs, now: OffsetDateTime) -> Result<ExitCo
                 key_type: Some(args.key_type.to_string()),
                 allow_root: args.allow_root,
             };
-            let answer: crate::wire::IssueResponse = client.post_json("/v1/issue", &body).await?;
+            let answer = client.issue(&body).await?;
             (
                 answer.certificate,
                 answer.private_key_pem,
@@ -263,14 +263,13 @@ pub(super) async fn adopt(args: AdoptArgs, now: OffsetDateTime) -> Result<ExitCo
 pub(super) async fn list(args: ListArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
     let records: Vec<CertificateInfo> = match args.remote.admin_client()? {
         Some(client) => {
-            let query = serde_urlencoded::to_string(crate::wire::CertsQuery {
+            let query = crate::wire::CertsQuery {
                 node: args.node.clone(),
                 profile: args.profile.clone(),
                 status: args.status.map(|s| s.as_str().to_string()),
                 expiring_within: args.expiring_within.map(|d| d.to_string()),
-            })
-            .map_err(|e| CliError::Failed(e.to_string()))?;
-            client.get_json(&format!("/v1/certs?{query}")).await?
+            };
+            client.certificates(&query).await?
         }
         None => {
             let filter = CertificateFilter {
@@ -355,7 +354,7 @@ pub(super) async fn show(args: ShowArgs, now: OffsetDateTime) -> Result<ExitCode
     let r: CertificateInfo = match args.remote.admin_client()? {
         Some(client) => {
             let serial = crate::authority::normalize_serial(&args.serial)?;
-            client.get_json(&format!("/v1/certs/{serial}")).await?
+            client.certificate(&serial).await?
         }
         None => locally!(args.data_dir, a => a.certificate(&args.serial, now)).into(),
     };
@@ -401,9 +400,7 @@ pub(super) async fn revoke(args: RevokeArgs, now: OffsetDateTime) -> Result<Exit
             let body = crate::wire::RevokeBody {
                 reason: Some(reason.name().to_string()),
             };
-            client
-                .post_json(&format!("/v1/certs/{serial}/revoke"), &body)
-                .await?
+            client.revoke(&serial, &body).await?
         }
         None => {
             locally!(args.data_dir, a => a.revoke(&args.serial, reason, &local_actor(), now)).into()
@@ -428,12 +425,7 @@ pub(super) async fn revoke(args: RevokeArgs, now: OffsetDateTime) -> Result<Exit
 
 pub(super) async fn crl(args: CrlArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
     let der: Vec<u8> = match (args.remote.client()?, args.generation) {
-        (Some(client), None) => client.get("/v1/crl").await?.body.to_vec(),
-        (Some(client), Some(id)) => client
-            .get(&format!("/v1/crl?generation={id}"))
-            .await?
-            .body
-            .to_vec(),
+        (Some(client), generation) => client.crl(generation).await?,
         (None, None) => locally!(args.data_dir, a => a.crl_der(now)),
         (None, Some(id)) => {
             let issuer = CrlIssuer::Generation(id);
@@ -465,11 +457,7 @@ pub(super) async fn crl(args: CrlArgs, now: OffsetDateTime) -> Result<ExitCode, 
 
 pub(super) async fn audit(args: AuditArgs) -> Result<ExitCode, CliError> {
     let events: Vec<AuditEntry> = match args.remote.admin_client()? {
-        Some(client) => {
-            client
-                .get_json(&format!("/v1/audit?limit={}", args.limit))
-                .await?
-        }
+        Some(client) => client.audit(args.limit).await?,
         None => {
             let events = locally!(args.data_dir, a => a.audit_events(args.limit));
             events.into_iter().map(Into::into).collect()

@@ -100,7 +100,7 @@ pub(super) async fn token_create(
                 ttl: Some(args.ttl.to_string()),
                 allow_root: args.allow_root,
             };
-            let answer: crate::wire::TokenResponse = client.post_json("/v1/tokens", &body).await?;
+            let answer = client.create_token(&body).await?;
             let token = crate::authority::CreatedToken {
                 token: answer.token,
                 id: answer.id,
@@ -176,7 +176,7 @@ pub(super) async fn token_create(
 
 pub(super) async fn admin_token_list(args: AdminTokenListArgs) -> Result<ExitCode, CliError> {
     let tokens: Vec<crate::authority::AdminTokenView> = match args.remote.admin_client()? {
-        Some(client) => client.get_json("/v1/admin-tokens").await?,
+        Some(client) => client.admin_tokens().await?,
         None => locally!(args.data_dir, a => a.admin_tokens()),
     };
     let mut out = stdout();
@@ -210,9 +210,7 @@ pub(super) async fn admin_token_revoke(
 ) -> Result<ExitCode, CliError> {
     match args.remote.admin_client()? {
         Some(client) => {
-            let _: crate::wire::AdminTokenRevoked = client
-                .post_json(&format!("/v1/admin-tokens/{}/revoke", args.id), &())
-                .await?;
+            client.revoke_admin_token(&args.id).await?;
         }
         None => locally!(args.data_dir, a => a.revoke_admin_token(&args.id, &local_actor(), now)),
     }

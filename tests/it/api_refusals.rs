@@ -11,6 +11,18 @@ use crate::csr;
 use crate::helpers::{CaServer, TestCa, TestClock};
 use etcd_ca::client::{ApiClient, Response};
 
+/// One refusal of the table: what it is, who asks, method, path, content type, body, and the
+/// status and code it must get.
+type Case<'a> = (
+    &'a str,
+    &'a ApiClient,
+    Method,
+    &'a str,
+    &'a str,
+    Option<Vec<u8>>,
+    (u16, &'a str),
+);
+
 /// Status and error code of a refused request.
 fn refusal(response: Response) -> (u16, String) {
     let body: Value = serde_json::from_slice(&response.body)
@@ -131,164 +143,266 @@ async fn every_bad_input_gets_a_specific_4xx_and_writes_nothing() {
     let before = certificate_count(&server).await;
 
     let (good_csr, _) = csr::rcgen(&["10.0.0.1"], etcd_ca::pki::KeyType::EcdsaP256);
-
-    // Malformed PEM.
     let garbage = "-----BEGIN CERTIFICATE REQUEST-----\nnot base64 at all!\n-----END CERTIFICATE REQUEST-----\n";
-    assert_eq!(
-        enroll(&client, &token, json!({"server": garbage})).await,
-        (400, "csr_malformed".into())
-    );
-    assert_eq!(
-        enroll(&client, &token, json!({"server": "hello"})).await,
-        (400, "csr_malformed".into())
-    );
-
-    // A CSR whose signature does not verify.
-    let mut der = pem::parse(&good_csr).unwrap().into_contents();
-    let last = der.len() - 1;
-    der[last] ^= 0x55;
-    let forged = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der));
-    assert_eq!(
-        enroll(&client, &token, json!({"server": forged})).await,
-        (400, "csr_signature_invalid".into())
-    );
-
-    // A key type the CA does not issue for (P-521).
+    let forged = {
+        let mut der = pem::parse(&good_csr).unwrap().into_contents();
+        let last = der.len() - 1;
+        der[last] ^= 0x55;
+        pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der))
+    };
     let p521 = csr::openssl_with_key(
         &root,
         "p521",
         &["ecparam", "-name", "secp521r1", "-genkey", "-noout"],
     );
-    assert_eq!(
-        enroll(&client, &token, json!({"server": p521})).await,
-        (400, "key_type_not_allowed".into())
-    );
-
-    // A SAN outside the token's identity.
     let (wide_csr, _) = csr::rcgen(&["10.0.0.1", "10.0.0.99"], etcd_ca::pki::KeyType::EcdsaP256);
-    assert_eq!(
-        enroll(&client, &token, json!({"server": wide_csr})).await,
-        (403, "san_outside_identity".into())
-    );
-
-    // A profile the token does not allow; no CSR at all.
-    assert_eq!(
-        enroll(&client, &token, json!({"peer": good_csr})).await,
-        (403, "profile_not_allowed".into())
-    );
-    assert_eq!(
-        enroll(&client, &token, json!({})).await,
-        (400, "csr_missing".into())
-    );
-
-    // CN=root through enrollment: a token for root is refused without the explicit flag.
-    let (status, code) = post(
-        &admin,
-        "/v1/tokens",
-        "application/json",
-        json!({"node": "ops", "profiles": ["client"], "common_name": "root"})
-            .to_string()
-            .into_bytes(),
-    )
-    .await;
-    assert_eq!((status, code.as_str()), (403, "common_name_privileged"));
-
-    // Tokens: unknown, malformed, expired.
-    assert_eq!(
-        enroll(
-            &client,
-            &format!("etcdca_{}_{}", "0".repeat(16), "0".repeat(64)),
-            json!({"server": good_csr})
+    let enroll_body = |token: &str, csrs: Value| {
+        Some(
+            json!({"token": token, "csrs": csrs})
+                .to_string()
+                .into_bytes(),
         )
-        .await,
-        (401, "token_invalid".into())
-    );
-    assert_eq!(
-        enroll(&client, "guess", json!({"server": good_csr})).await,
-        (401, "token_invalid".into())
-    );
-
-    // Bodies: wrong content type, invalid JSON, unknown fields, oversized.
-    let body = json!({"token": token, "csrs": {"server": good_csr}})
-        .to_string()
-        .into_bytes();
-    assert_eq!(
-        post(&client, "/v1/enroll", "text/plain", body.clone()).await,
-        (415, "content_type_unsupported".into())
-    );
-    assert_eq!(
-        post(&client, "/v1/enroll", "application/json", b"{".to_vec()).await,
-        (400, "body_invalid".into())
-    );
-    let extra = json!({"token": token, "csrs": {}, "sans": ["10.9.9.9"]})
-        .to_string()
-        .into_bytes();
-    assert_eq!(
-        post(&client, "/v1/enroll", "application/json", extra).await,
-        (400, "body_invalid".into())
-    );
-    let huge = json!({"token": token, "csrs": {"server": "A".repeat(100 * 1024)}})
-        .to_string()
-        .into_bytes();
-    assert_eq!(
-        post(&client, "/v1/enroll", "application/json", huge).await,
-        (413, "body_too_large".into())
-    );
-
-    // Admin API: missing, wrong and malformed admin tokens.
-    assert_eq!(
-        refused(&client, Method::GET, "/v1/certs").await,
-        (401, "admin_required".into())
-    );
+    };
     let wrong = client
         .clone()
         .with_bearer(format!("etcdca_{}_{}", "1".repeat(16), "2".repeat(64)));
-    assert_eq!(
-        refused(&wrong, Method::GET, "/v1/certs").await,
-        (401, "admin_token_invalid".into())
-    );
     let node_token = client.clone().with_bearer(token.clone());
-    assert_eq!(
-        refused(&node_token, Method::GET, "/v1/certs").await,
-        (401, "admin_token_invalid".into()),
-        "a bootstrap token is not an admin token"
-    );
-
-    // Unknown serials.
-    assert_eq!(
-        refused(&admin, Method::GET, "/v1/certs/00ff").await,
-        (404, "serial_unknown".into())
-    );
-    assert_eq!(
-        refused(&admin, Method::POST, "/v1/certs/00ff/revoke").await,
-        (404, "serial_unknown".into())
-    );
-    assert_eq!(
-        refused(&admin, Method::GET, "/v1/certs/not-hex").await,
-        (400, "serial_invalid".into())
-    );
-
-    // Renewal: no certificate, a foreign CA's, a revoked one, an expired one, one never recorded.
-    assert_eq!(
-        refused(&client, Method::POST, "/v1/renew").await,
-        (401, "client_certificate_required".into())
-    );
-    let renew_with = |dir: &Path| {
+    let with_cert = |dir: &Path| {
         server.client_with_certificate(&dir.join("client.crt"), &dir.join("client.key"))
     };
+
+    // Every refusal: what it is, who asks, the request, and the status and code it must get.
+    let json_type = "application/json";
+    let cases: Vec<Case> = vec![
+        (
+            "malformed PEM",
+            &client,
+            Method::POST,
+            "/v1/enroll",
+            json_type,
+            enroll_body(&token, json!({"server": garbage})),
+            (400, "csr_malformed"),
+        ),
+        (
+            "not PEM at all",
+            &client,
+            Method::POST,
+            "/v1/enroll",
+            json_type,
+            enroll_body(&token, json!({"server": "hello"})),
+            (400, "csr_malformed"),
+        ),
+        (
+            "a CSR whose signature does not verify",
+            &client,
+            Method::POST,
+            "/v1/enroll",
+            json_type,
+            enroll_body(&token, json!({"server": forged})),
+            (400, "csr_signature_invalid"),
+        ),
+        (
+            "a key type the CA does not issue for (P-521)",
+            &client,
+            Method::POST,
+            "/v1/enroll",
+            json_type,
+            enroll_body(&token, json!({"server": p521})),
+            (400, "key_type_not_allowed"),
+        ),
+        (
+            "a SAN outside the token's identity",
+            &client,
+            Method::POST,
+            "/v1/enroll",
+            json_type,
+            enroll_body(&token, json!({"server": wide_csr})),
+            (403, "san_outside_identity"),
+        ),
+        (
+            "a profile the token does not allow",
+            &client,
+            Method::POST,
+            "/v1/enroll",
+            json_type,
+            enroll_body(&token, json!({"peer": good_csr})),
+            (403, "profile_not_allowed"),
+        ),
+        (
+            "no CSR at all",
+            &client,
+            Method::POST,
+            "/v1/enroll",
+            json_type,
+            enroll_body(&token, json!({})),
+            (400, "csr_missing"),
+        ),
+        (
+            "a token for CN=root without the explicit flag",
+            &admin,
+            Method::POST,
+            "/v1/tokens",
+            json_type,
+            Some(
+                json!({"node": "ops", "profiles": ["client"], "common_name": "root"})
+                    .to_string()
+                    .into_bytes(),
+            ),
+            (403, "common_name_privileged"),
+        ),
+        (
+            "an unknown token",
+            &client,
+            Method::POST,
+            "/v1/enroll",
+            json_type,
+            enroll_body(
+                &format!("etcdca_{}_{}", "0".repeat(16), "0".repeat(64)),
+                json!({"server": good_csr}),
+            ),
+            (401, "token_invalid"),
+        ),
+        (
+            "a malformed token",
+            &client,
+            Method::POST,
+            "/v1/enroll",
+            json_type,
+            enroll_body("guess", json!({"server": good_csr})),
+            (401, "token_invalid"),
+        ),
+        (
+            "a wrong content type",
+            &client,
+            Method::POST,
+            "/v1/enroll",
+            "text/plain",
+            enroll_body(&token, json!({"server": good_csr})),
+            (415, "content_type_unsupported"),
+        ),
+        (
+            "invalid JSON",
+            &client,
+            Method::POST,
+            "/v1/enroll",
+            json_type,
+            Some(b"{".to_vec()),
+            (400, "body_invalid"),
+        ),
+        (
+            "an unknown field",
+            &client,
+            Method::POST,
+            "/v1/enroll",
+            json_type,
+            Some(
+                json!({"token": token, "csrs": {}, "sans": ["10.9.9.9"]})
+                    .to_string()
+                    .into_bytes(),
+            ),
+            (400, "body_invalid"),
+        ),
+        (
+            "an oversized body",
+            &client,
+            Method::POST,
+            "/v1/enroll",
+            json_type,
+            enroll_body(&token, json!({"server": "A".repeat(100 * 1024)})),
+            (413, "body_too_large"),
+        ),
+        (
+            "the admin API without a token",
+            &client,
+            Method::GET,
+            "/v1/certs",
+            "",
+            None,
+            (401, "admin_required"),
+        ),
+        (
+            "the admin API with a wrong token",
+            &wrong,
+            Method::GET,
+            "/v1/certs",
+            "",
+            None,
+            (401, "admin_token_invalid"),
+        ),
+        (
+            "a bootstrap token is not an admin token",
+            &node_token,
+            Method::GET,
+            "/v1/certs",
+            "",
+            None,
+            (401, "admin_token_invalid"),
+        ),
+        (
+            "an unknown serial",
+            &admin,
+            Method::GET,
+            "/v1/certs/00ff",
+            "",
+            None,
+            (404, "serial_unknown"),
+        ),
+        (
+            "revoking an unknown serial",
+            &admin,
+            Method::POST,
+            "/v1/certs/00ff/revoke",
+            "",
+            None,
+            (404, "serial_unknown"),
+        ),
+        (
+            "a serial that is not hex",
+            &admin,
+            Method::GET,
+            "/v1/certs/not-hex",
+            "",
+            None,
+            (400, "serial_invalid"),
+        ),
+        (
+            "renewal without a certificate",
+            &client,
+            Method::POST,
+            "/v1/renew",
+            "",
+            None,
+            (401, "client_certificate_required"),
+        ),
+    ];
+    for (what, who, method, path, content_type, body, want) in cases {
+        let body = body.map(|b| (content_type, b));
+        let got = refusal(who.send(method, path, body, &[]).await.unwrap());
+        assert_eq!(got, (want.0, want.1.to_string()), "{what}");
+    }
+    // Renewal with a foreign CA's certificate, a revoked one, one never recorded.
+    for (what, dir, want) in [
+        (
+            "a foreign CA's certificate",
+            &foreign_dir,
+            (401, "client_certificate_untrusted"),
+        ),
+        (
+            "a revoked certificate",
+            &revoked_dir,
+            (403, "client_certificate_revoked"),
+        ),
+        (
+            "a certificate never recorded",
+            &unrecorded_dir,
+            (403, "client_certificate_unknown"),
+        ),
+    ] {
+        let got = refused(&with_cert(dir), Method::POST, "/v1/renew").await;
+        assert_eq!(got, (want.0, want.1.to_string()), "{what}");
+    }
+    let renew_with = with_cert;
     let renew = |c: ApiClient| async move { refused(&c, Method::POST, "/v1/renew").await };
-    assert_eq!(
-        renew(renew_with(&foreign_dir)).await,
-        (401, "client_certificate_untrusted".into())
-    );
-    assert_eq!(
-        renew(renew_with(&revoked_dir)).await,
-        (403, "client_certificate_revoked".into())
-    );
-    assert_eq!(
-        renew(renew_with(&unrecorded_dir)).await,
-        (403, "client_certificate_unknown".into())
-    );
 
     // Nothing was written by any of that.
     assert_eq!(certificate_count(&server).await, before);
