@@ -604,6 +604,17 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_lists_every_error_code() {
+        let readme = include_str!("../README.md");
+        for code in ErrorCode::ALL {
+            assert!(
+                readme.contains(&format!("`{code}`")),
+                "README.md does not list the error code {code}"
+            );
+        }
+    }
+
+    #[test]
     fn request_bodies_refuse_unknown_fields() {
         let err = serde_json::from_str::<RevokeBody>(r#"{"reasn": "superseded"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");

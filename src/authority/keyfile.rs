@@ -116,7 +116,7 @@ pub fn open(
     }
     let passphrase = passphrase.ok_or_else(|| {
         AuthorityError::Passphrase(
-            "the CA key is encrypted: give its passphrase with --passphrase-file or ETCD_CA_PASSPHRASE".into(),
+            "the CA key is encrypted: give its passphrase with --passphrase-file, ETCD_CA_PASSPHRASE_FILE or ETCD_CA_PASSPHRASE".into(),
         )
     })?;
     let block = pem::parse(text)

@@ -76,11 +76,12 @@ pub struct Authority {
     generations: std::sync::RwLock<Arc<Generations>>,
     /// Opens sealed CA keys (and seals new ones).
     passphrase: Option<keyfile::Passphrase>,
+    /// Held while the generations are read and replaced: a reload that read before a rotation
+    /// step committed must not store its older snapshot after one that read after it.
+    reloading: tokio::sync::Mutex<()>,
     /// Admin tokens verified recently, by the SHA-256 of their text: a busy admin client does
-    /// not cost a database read per request.
-    /// Each entry holds until when it may be trusted: 30 s, or the token's expiry if sooner.
-    /// Admin tokens seen lately: the actor, until when the entry is trusted (monotonic), and the
-    /// token's own expiry (checked against the clock at every use).
+    /// not cost a database read per request. Each entry holds the actor, until when it may be
+    /// trusted (30 s, monotonic) and the token's own expiry (checked at every use).
     admin_cache: std::sync::Mutex<HashMap<Vec<u8>, CachedAdmin>>,
     crl_cache: crl::CrlCache,
     /// The admin token revocations last seen in the store (see `follow_admin_revocations`).
@@ -151,6 +152,7 @@ impl Authority {
             store,
             policy,
             generations: std::sync::RwLock::new(Generations::new(generations)),
+            reloading: tokio::sync::Mutex::new(()),
             passphrase: None,
             admin_cache: std::sync::Mutex::new(HashMap::new()),
             crl_cache: crl::CrlCache::default(),
@@ -180,7 +182,7 @@ impl Authority {
         }
         let passphrase = self.passphrase.clone().ok_or_else(|| {
             AuthorityError::Passphrase(
-                "the CA keys are encrypted: give the passphrase with --passphrase-file or ETCD_CA_PASSPHRASE".into(),
+                "the CA keys are encrypted: give the passphrase with --passphrase-file, ETCD_CA_PASSPHRASE_FILE or ETCD_CA_PASSPHRASE".into(),
             )
         })?;
         keyfile::open(&text, Some(&passphrase))?;
@@ -276,6 +278,8 @@ impl Authority {
     /// Re-reads the generations from the store (a rotation step may have run in another
     /// process). Returns true when they changed; the signer and the CRL follow the new state.
     pub async fn reload_generations(&self) -> Result<bool, AuthorityError> {
+        // Reads and stores in order: the last reload to finish read last.
+        let _serial = self.reloading.lock().await;
         let fresh = self.store.generations().await?;
         if fresh == self.current().records {
             return Ok(false);

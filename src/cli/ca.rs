@@ -362,7 +362,8 @@ pub(super) async fn restore(args: RestoreArgs) -> Result<ExitCode, CliError> {
     let report = Authority::restore(&args.from, args.data_dir.path(), passphrase).await?;
     if !checked_keys {
         eprintln!(
-            "warning: no passphrase given (--passphrase-file or ETCD_CA_PASSPHRASE): the \
+            "warning: no passphrase given (--passphrase-file, ETCD_CA_PASSPHRASE_FILE or \
+                 ETCD_CA_PASSPHRASE): the \
              restored CA keys were not opened, so a backup taken under another passphrase \
              would only fail when the CA next signs"
         );

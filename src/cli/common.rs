@@ -96,7 +96,7 @@ impl DataDirArg {
             (Some(p), _) => Ok(KeyProtection::Passphrase(p, iterations)),
             (None, true) => Ok(KeyProtection::Unencrypted),
             (None, false) => Err(CliError::Usage(
-                "the CA key is encrypted with a passphrase: give one with --passphrase-file FILE or ETCD_CA_PASSPHRASE \
+                "the CA key is encrypted with a passphrase: give one with --passphrase-file FILE, ETCD_CA_PASSPHRASE_FILE or ETCD_CA_PASSPHRASE \
                  (or pass --insecure-unencrypted-key to store it in the clear)"
                     .into(),
             )),

@@ -383,3 +383,19 @@ fn member_certificates_need_names_and_output_goes_where_it_is_asked() {
         String::from_utf8_lossy(&listed.stderr)
     );
 }
+
+#[test]
+fn an_admins_refused_request_is_in_the_audit_trail() {
+    let server = CaServer::start(&[], &[]);
+    let serial = server.remote_issue_client(&server.ca.tmp.path().join("ops"), "ops");
+    server.remote(&["revoke", &serial]).ok();
+    let err = server.remote(&["revoke", &serial]).fails();
+    assert!(err.contains("already_revoked"), "{err}");
+    let audit = server.remote(&["audit"]).ok().stdout;
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("revoke.refused") && l.contains("admin")),
+        "{audit}"
+    );
+}

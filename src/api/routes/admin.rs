@@ -12,7 +12,7 @@ pub async fn sign(
     let dns = body.dns_names.unwrap_or_default();
     let (node, ips, dns) = parse_names(&body.node, &ips, &dns)?;
     let names = (!ips.is_empty() || !dns.is_empty()).then_some((ips, dns));
-    let issued = state
+    let signed = state
         .authority
         .sign_csr(
             &body.profile,
@@ -23,7 +23,8 @@ pub async fn sign(
             &admin.0,
             now(),
         )
-        .await?;
+        .await;
+    let issued = audited(&state, "sign", &admin.0, signed).await?;
     state.metrics.issued(&issued.profile);
     Ok(Json(issued.into()))
 }
@@ -44,10 +45,11 @@ pub async fn create_token(
         ttl,
         allow_privileged_common_name: body.allow_root,
     };
-    let token = state
+    let created = state
         .authority
         .create_bootstrap_token(&request, &admin.0, now())
-        .await?;
+        .await;
+    let token = audited(&state, "token.create", &admin.0, created).await?;
     Ok(Json(TokenResponse {
         token: token.token,
         id: token.id,
@@ -110,12 +112,12 @@ pub async fn revoke_cert(
         .as_deref()
         .unwrap_or("unspecified")
         .parse()?;
+    let revoked = state
+        .authority
+        .revoke(&serial, reason, &admin.0, now())
+        .await;
     Ok(Json(
-        state
-            .authority
-            .revoke(&serial, reason, &admin.0, now())
-            .await?
-            .into(),
+        audited(&state, "revoke", &admin.0, revoked).await?.into(),
     ))
 }
 
@@ -151,7 +153,8 @@ pub async fn issue(
     let issued = state
         .authority
         .issue_with_new_key(&request, &admin.0, at)
-        .await?;
+        .await;
+    let issued = audited(&state, "issue", &admin.0, issued).await?;
     state.metrics.issued(&issued.certificate.profile);
     Ok(Json(IssueResponse {
         certificate: issued.certificate.into(),
@@ -307,11 +310,21 @@ pub async fn rotate(
                     .map_err(|e| ApiError::bad_request(ErrorCode::BodyInvalid, e))?,
                 None => KeyType::EcdsaP256,
             };
-            authority.rotate_start(key_type, &admin.0, now).await?;
+            let started = authority.rotate_start(key_type, &admin.0, now).await;
+            audited(&state, "ca.rotate.start", &admin.0, started).await?;
         }
-        "activate" => authority.rotate_activate(body.force, &admin.0, now).await?,
-        "finish" => authority.rotate_finish(body.force, &admin.0, now).await?,
-        "abort" => authority.rotate_abort(&admin.0, now).await?,
+        "activate" => {
+            let done = authority.rotate_activate(body.force, &admin.0, now).await;
+            audited(&state, "ca.rotate.activate", &admin.0, done).await?
+        }
+        "finish" => {
+            let done = authority.rotate_finish(body.force, &admin.0, now).await;
+            audited(&state, "ca.rotate.finish", &admin.0, done).await?
+        }
+        "abort" => {
+            let done = authority.rotate_abort(&admin.0, now).await;
+            audited(&state, "ca.rotate.abort", &admin.0, done).await?
+        }
         _ => return Err(ApiError::NotFound),
     }
     Ok(Json(authority.rotation_status(now).await?))

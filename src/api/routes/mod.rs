@@ -132,6 +132,23 @@ async fn refused(state: &AppState, action: &str, actor: &str, e: AuthorityError)
     ApiError::Authority(e)
 }
 
+/// An admin's request refused by the authority: counted and audited like a node's (the
+/// admin is known, so each is a row); faults of the server itself are only logged.
+async fn audited<T>(
+    state: &AppState,
+    action: &str,
+    admin: &str,
+    result: Result<T, AuthorityError>,
+) -> Result<T, ApiError> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(e) if authority_status(&e).0.is_client_error() => {
+            Err(refused(state, action, admin, e).await)
+        }
+        Err(e) => Err(ApiError::Authority(e)),
+    }
+}
+
 mod admin;
 mod node;
 mod public;

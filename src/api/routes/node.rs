@@ -35,7 +35,9 @@ pub async fn enroll(
                     return Err(locked);
                 }
             }
-            Err(refused(&state, "enroll", "token", e).await)
+            // The audit trail names the token (its public id) the refusal was for.
+            let actor = token_id.map_or_else(|| "token".to_string(), |id| format!("token:{id}"));
+            Err(refused(&state, "enroll", &actor, e).await)
         }
     }
 }
