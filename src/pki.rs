@@ -568,6 +568,27 @@ pub fn tls_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
     std::sync::Arc::new(provider)
 }
 
+/// The system random number generator failed (no entropy to be had: nothing can be made).
+#[derive(Debug, thiserror::Error)]
+#[error("the system random number generator failed")]
+pub struct RandomError;
+
+/// `N` bytes from the system's secure random number generator: the one place etcd-ca draws
+/// randomness (serials, token secrets, key-file salts and nonces, passphrases, jitter).
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
+    let mut bytes = [0u8; N];
+    fill_random(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Fills `buf` in place from the same generator (for secrets kept in zeroizing buffers).
+pub fn fill_random(buf: &mut [u8]) -> Result<(), RandomError> {
+    use ring::rand::SecureRandom;
+    ring::rand::SystemRandom::new()
+        .fill(buf)
+        .map_err(|_| RandomError)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,9 +181,8 @@ fn now() -> OffsetDateTime {
 }
 
 fn random_unit() -> f64 {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 8];
-    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    // Jitter only: without randomness it is simply none.
+    let bytes = crate::pki::random_bytes::<8>().unwrap_or_default();
     (u64::from_be_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 

@@ -63,14 +63,8 @@ impl Follower {
         let renew_at = identity.renew_at;
         let serving = ServingCertificate::new(identity.chain, identity.key_der)
             .map_err(|e| AuthorityError::Sign(e.to_string()))?;
-        let boot = {
-            use ring::rand::SecureRandom;
-            let mut bytes = [0u8; 8];
-            ring::rand::SystemRandom::new()
-                .fill(&mut bytes)
-                .map_err(|_| AuthorityError::Random)?;
-            hex::encode(bytes)
-        };
+        let boot =
+            hex::encode(crate::pki::random_bytes::<8>().map_err(|_| AuthorityError::Random)?);
         let version = format!("{boot}-{}", authority.watched_state().await?);
         let (published, watching) = watch::channel(Watched {
             version,

@@ -27,11 +27,7 @@ pub struct CaMaterial {
 
 /// A random serial: 16 bytes, positive, no leading zero byte (126 bits of entropy).
 pub fn random_serial() -> Result<[u8; 16], AuthorityError> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| AuthorityError::Random)?;
+    let mut bytes = pki::random_bytes::<16>().map_err(|_| AuthorityError::Random)?;
     bytes[0] = (bytes[0] & 0x7f) | 0x40;
     Ok(bytes)
 }

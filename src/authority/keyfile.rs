@@ -9,7 +9,6 @@
 use std::num::NonZeroU32;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use ring::rand::{SecureRandom, SystemRandom};
 
 use super::AuthorityError;
 
@@ -38,9 +37,7 @@ impl Passphrase {
     /// A random passphrase (32 bytes of entropy, hex).
     pub fn generate() -> Result<(Self, zeroize::Zeroizing<String>), AuthorityError> {
         let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
-        SystemRandom::new()
-            .fill(bytes.as_mut())
-            .map_err(|_| AuthorityError::Random)?;
+        crate::pki::fill_random(bytes.as_mut()).map_err(|_| AuthorityError::Random)?;
         let text = zeroize::Zeroizing::new(hex::encode(bytes.as_ref()));
         Ok((Self::new(&text)?, text))
     }
@@ -77,11 +74,8 @@ pub fn seal(
     iterations: u32,
 ) -> Result<String, AuthorityError> {
     let iterations = NonZeroU32::new(iterations.max(1)).unwrap_or(NonZeroU32::MIN);
-    let rng = SystemRandom::new();
-    let mut salt = [0u8; 16];
-    let mut nonce = [0u8; 12];
-    rng.fill(&mut salt).map_err(|_| AuthorityError::Random)?;
-    rng.fill(&mut nonce).map_err(|_| AuthorityError::Random)?;
+    let salt = crate::pki::random_bytes::<16>().map_err(|_| AuthorityError::Random)?;
+    let nonce = crate::pki::random_bytes::<12>().map_err(|_| AuthorityError::Random)?;
     let mut header = vec![VERSION];
     header.extend_from_slice(&iterations.get().to_be_bytes());
     header.extend_from_slice(&salt);

@@ -18,12 +18,7 @@ pub struct GeneratedToken {
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], AuthorityError> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; N];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| AuthorityError::Random)?;
-    Ok(bytes)
+    crate::pki::random_bytes().map_err(|_| AuthorityError::Random)
 }
 
 fn hash(secret: &str) -> Vec<u8> {
