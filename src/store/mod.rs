@@ -49,7 +49,7 @@ macro_rules! select_certificates {
                              WHERE newer.node = certificates.node
                                AND newer.profile = certificates.profile
                                AND newer.status = 'valid'
-                               AND newer.rowid > certificates.rowid) AS superseded,
+                               AND newer.seq > certificates.seq) AS superseded,
                     EXISTS (SELECT 1 FROM ca_generations AS g
                              WHERE g.id = certificates.ca_generation
                                AND g.state = 'retired') AS ca_retired",
@@ -115,7 +115,7 @@ impl Store {
 
     /// The registered identity of a node, if any.
     pub async fn node(&self, name: &NodeName) -> Result<Option<NodeIdentity>, StoreError> {
-        let row = sqlx::query("SELECT ips, dns_names FROM nodes WHERE name = ?")
+        let row = sqlx::query("SELECT ips, dns_names FROM nodes WHERE name = $1")
             .bind(name.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -198,7 +198,7 @@ impl Store {
         serial: &str,
         now: OffsetDateTime,
     ) -> Result<Option<CertificateRecord>, StoreError> {
-        let row = sqlx::query(select_certificates!("WHERE serial = ?"))
+        let row = sqlx::query(select_certificates!("WHERE serial = $1"))
             .bind(serial)
             .fetch_optional(&self.pool)
             .await?;
@@ -221,13 +221,13 @@ impl Store {
             }))
             .map(|s| s.as_str());
         let rows = sqlx::query(select_certificates!(
-            "WHERE (?1 IS NULL OR node = ?1)
-               AND (?2 IS NULL OR profile = ?2)
-               AND (?3 IS NULL
-                    OR (?3 = 'revoked' AND status = 'revoked')
-                    OR (?3 = 'valid' AND status = 'valid' AND not_after > ?4)
-                    OR (?3 = 'expired' AND status = 'valid' AND not_after <= ?4))
-               AND (?5 IS NULL OR (status = 'valid' AND not_after > ?4 AND not_after <= ?5))
+            "WHERE ($1 IS NULL OR node = $1)
+               AND ($2 IS NULL OR profile = $2)
+               AND ($3 IS NULL
+                    OR ($3 = 'revoked' AND status = 'revoked')
+                    OR ($3 = 'valid' AND status = 'valid' AND not_after > $4)
+                    OR ($3 = 'expired' AND status = 'valid' AND not_after <= $4))
+               AND ($5 IS NULL OR (status = 'valid' AND not_after > $4 AND not_after <= $5))
              ORDER BY not_after, serial"
         ))
         .bind(filter.node.as_deref())
@@ -256,8 +256,8 @@ impl Store {
     ) -> Result<RevokeOutcome, StoreError> {
         let mut tx = self.write_transaction().await?;
         let updated = sqlx::query(
-            "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ?
-             WHERE serial = ? AND status = 'valid'",
+            "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2
+             WHERE serial = $3 AND status = 'valid'",
         )
         .bind(ts(event.at))
         .bind(reason)
@@ -268,7 +268,7 @@ impl Store {
         if updated == 1 {
             insert_audit(&mut tx, event).await?;
         }
-        let row = sqlx::query(select_certificates!("WHERE serial = ?"))
+        let row = sqlx::query(select_certificates!("WHERE serial = $1"))
             .bind(serial)
             .fetch_optional(&mut *tx)
             .await?;
@@ -313,8 +313,8 @@ impl Store {
     ) -> Result<Vec<RevokedEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT serial, revoked_at, revocation_reason FROM certificates
-             WHERE status = 'revoked' AND not_after > ?1
-               AND (?2 IS NULL OR ca_generation = ?2)
+             WHERE status = 'revoked' AND not_after > $1
+               AND ($2 IS NULL OR ca_generation = $2)
              ORDER BY revoked_at, serial",
         )
         .bind(ts(now))
@@ -335,7 +335,7 @@ impl Store {
     /// The next CRL number of a generation (monotonic, starting at 1).
     pub async fn next_crl_number(&self, generation: i64) -> Result<i64, StoreError> {
         let number: i64 = sqlx::query_scalar(
-            "UPDATE ca_generations SET crl_number = crl_number + 1 WHERE id = ? RETURNING crl_number",
+            "UPDATE ca_generations SET crl_number = crl_number + 1 WHERE id = $1 RETURNING crl_number",
         )
         .bind(generation)
         .fetch_one(&self.pool)
@@ -361,7 +361,7 @@ impl Store {
     ) -> Result<Vec<(String, String, OffsetDateTime)>, StoreError> {
         let rows = sqlx::query(
             "SELECT node, profile, MAX(not_after) AS not_after FROM certificates
-             WHERE status = 'valid' AND not_after > ? GROUP BY node, profile ORDER BY node, profile",
+             WHERE status = 'valid' AND not_after > $1 GROUP BY node, profile ORDER BY node, profile",
         )
         .bind(ts(now))
         .fetch_all(&self.pool)
@@ -388,7 +388,7 @@ impl Store {
     pub async fn audit_events(&self, limit: i64) -> Result<Vec<AuditEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT at, actor, action, node, serial, detail FROM
-               (SELECT * FROM audit_events ORDER BY id DESC LIMIT ?) ORDER BY id",
+               (SELECT * FROM audit_events ORDER BY id DESC LIMIT $1) ORDER BY id",
         )
         .bind(limit)
         .fetch_all(&self.pool)

@@ -47,10 +47,10 @@ impl Store {
         let mut tx = self.write_transaction().await?;
         for (id, from, to) in changes {
             let updated = sqlx::query(
-                "UPDATE ca_generations SET state = ?1,
-                   activated_at = CASE WHEN ?1 = 'active' THEN ?2 ELSE activated_at END,
-                   retired_at = CASE WHEN ?1 = 'retired' THEN ?2 ELSE retired_at END
-                 WHERE id = ?3 AND state = ?4",
+                "UPDATE ca_generations SET state = $1,
+                   activated_at = CASE WHEN $1 = 'active' THEN $2 ELSE activated_at END,
+                   retired_at = CASE WHEN $1 = 'retired' THEN $2 ELSE retired_at END
+                 WHERE id = $3 AND state = $4",
             )
             .bind(to.as_str())
             .bind(ts(event.at))
@@ -97,7 +97,7 @@ impl Store {
     pub async fn upsert_node_report(&self, report: &NodeReport) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO node_reports (node, installed_bundle, running_bundle, certificates, reported_at)
-             VALUES (?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (node) DO UPDATE SET installed_bundle = excluded.installed_bundle,
                running_bundle = excluded.running_bundle, certificates = excluded.certificates,
                reported_at = excluded.reported_at",
@@ -148,9 +148,9 @@ impl Store {
     ) -> Result<Vec<(String, String, i64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT c.node, c.profile, c.ca_generation FROM certificates c
-             WHERE c.rowid = (SELECT MAX(d.rowid) FROM certificates d
+             WHERE c.seq = (SELECT MAX(d.seq) FROM certificates d
                               WHERE d.node = c.node AND d.profile = c.profile
-                                AND d.status = 'valid' AND d.not_after > ?1)
+                                AND d.status = 'valid' AND d.not_after > $1)
              ORDER BY c.node, c.profile",
         )
         .bind(ts(now))
@@ -177,9 +177,9 @@ impl Store {
     ) -> Result<(String, OffsetDateTime), StoreError> {
         let mut tx = self.write_transaction().await?;
         sqlx::query(
-            "INSERT INTO restart_lease (id, node, expires_at) VALUES (1, ?1, ?3)
-             ON CONFLICT (id) DO UPDATE SET node = ?1, expires_at = ?3
-             WHERE restart_lease.node = ?1 OR restart_lease.expires_at <= ?2",
+            "INSERT INTO restart_lease (id, node, expires_at) VALUES (1, $1, $3)
+             ON CONFLICT (id) DO UPDATE SET node = $1, expires_at = $3
+             WHERE restart_lease.node = $1 OR restart_lease.expires_at <= $2",
         )
         .bind(node)
         .bind(ts(now))
@@ -198,7 +198,7 @@ impl Store {
 
     /// Gives the lease back if `node` holds it.
     pub async fn release_restart_lease(&self, node: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM restart_lease WHERE id = 1 AND node = ?")
+        sqlx::query("DELETE FROM restart_lease WHERE id = 1 AND node = $1")
             .bind(node)
             .execute(&self.pool)
             .await?;
@@ -211,7 +211,7 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<Option<(String, OffsetDateTime)>, StoreError> {
         let row = sqlx::query(
-            "SELECT node, expires_at FROM restart_lease WHERE id = 1 AND expires_at > ?",
+            "SELECT node, expires_at FROM restart_lease WHERE id = 1 AND expires_at > $1",
         )
         .bind(ts(now))
         .fetch_optional(&self.pool)

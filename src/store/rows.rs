@@ -21,7 +21,7 @@ pub(super) fn from_ts(table: &'static str, secs: i64) -> Result<OffsetDateTime, 
     })
 }
 
-/// The most rows one multi-row INSERT carries (a certificate row binds 14 values; SQLite
+/// The most rows one multi-row INSERT carries (a certificate row binds 16 values; SQLite
 /// allows 32,766).
 pub(super) const ROWS_PER_INSERT: usize = 64;
 
@@ -36,7 +36,7 @@ pub(super) async fn insert_generation(
         "INSERT INTO ca_generations
            (id, state, key_type, cert_pem, fingerprint, key_file, imported, not_before,
             not_after, created_at, activated_at, endorsement_pem)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(g.id)
     .bind(g.state.as_str())
@@ -121,14 +121,20 @@ pub(super) fn push_node_upserts(sql: &mut Sql, nodes: &[(&NodeIdentity, OffsetDa
 }
 
 /// Appends statements that record certificates, one per [`ROWS_PER_INSERT`] rows.
+///
+/// Each row takes the next `seq` (the recording order): one more than the highest so far plus its
+/// place in the batch, inside the write transaction, so numbers only grow and never repeat.
 pub(super) fn push_certificate_inserts(sql: &mut Sql, certs: &[&NewCertificate]) {
     for chunk in certs.chunks(ROWS_PER_INSERT) {
         sql.push(
             "INSERT INTO certificates
                (serial, ca_generation, profile, node, subject, common_name, sans, key_type,
-                public_key_sha256, not_before, not_after, pem, status, issued_at, renewed_from) ",
+                public_key_sha256, not_before, not_after, pem, status, issued_at, renewed_from,
+                seq) ",
         );
+        let mut place: i64 = 0;
         sql.push_values(chunk, |mut row, cert| {
+            place += 1;
             row.push_bind(&cert.serial)
                 .push_bind(cert.ca_generation)
                 .push_bind(&cert.profile)
@@ -143,7 +149,9 @@ pub(super) fn push_certificate_inserts(sql: &mut Sql, certs: &[&NewCertificate])
                 .push_bind(&cert.pem)
                 .push_bind("valid")
                 .push_bind(ts(cert.issued_at))
-                .push_bind(&cert.renewed_from);
+                .push_bind(&cert.renewed_from)
+                .push("(SELECT COALESCE(MAX(seq), 0) FROM certificates) + ")
+                .push_bind_unseparated(place);
         });
         sql.push(";\n");
     }

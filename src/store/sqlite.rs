@@ -306,7 +306,7 @@ impl Store {
     /// transaction, so writers keep going and the copy is a single point in time).
     pub async fn backup_into(&self, path: &Path) -> Result<(), StoreError> {
         let target = path.to_string_lossy().into_owned();
-        sqlx::query("VACUUM INTO ?")
+        sqlx::query("VACUUM INTO $1")
             .bind(target)
             .execute(&self.pool)
             .await?;

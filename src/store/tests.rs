@@ -112,6 +112,32 @@ async fn concurrent_issues_are_each_recorded_with_every_column_intact() {
     assert_eq!(stored.status, CertificateStatus::Valid);
     let audit = store.audit_events(100).await.unwrap();
     assert_eq!(audit.iter().filter(|e| e.action == "issue").count(), 40);
+    // Concurrent issues (grouped into multi-row inserts) each get their own recording order,
+    // and of a node's certificates exactly one is current (the others are superseded).
+    let (rows, distinct, lowest): (i64, i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT seq), MIN(seq) FROM certificates")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+    assert_eq!((rows, distinct), (40, 40));
+    assert!(lowest >= 1);
+    let n2 = store
+        .certificates(
+            &CertificateFilter {
+                node: Some("n2".into()),
+                ..Default::default()
+            },
+            at(20),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n2.len(), 8);
+    assert_eq!(
+        n2.iter()
+            .filter(|c| c.state == CertificateState::Valid)
+            .count(),
+        1
+    );
     store.close().await;
 }
 

@@ -19,7 +19,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO tokens (id, kind, secret_sha256, node, ips, dns_names, profiles, common_name,
                                  allow_privileged_common_name, created_by, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&token.id)
         .bind(token.kind.as_str())
@@ -45,7 +45,7 @@ impl Store {
             "SELECT id, kind, secret_sha256, node, ips, dns_names, profiles, common_name,
                     allow_privileged_common_name, created_by, created_at, expires_at, used_at,
                     request_sha256, issued_serials, revoked_at
-             FROM tokens WHERE id = ?",
+             FROM tokens WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -75,7 +75,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.write_transaction().await?;
         let revoked = sqlx::query(
-            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND kind = 'admin' AND revoked_at IS NULL",
+            "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND kind = 'admin' AND revoked_at IS NULL",
         )
         .bind(ts(event.at))
         .bind(id)
@@ -112,8 +112,8 @@ impl Store {
             .collect();
         let mut tx = self.write_transaction().await?;
         let consumed = sqlx::query(
-            "UPDATE tokens SET used_at = ?, request_sha256 = ?, issued_serials = ?
-             WHERE id = ? AND used_at IS NULL",
+            "UPDATE tokens SET used_at = $1, request_sha256 = $2, issued_serials = $3
+             WHERE id = $4 AND used_at IS NULL",
         )
         .bind(ts(e.at))
         .bind(e.request_sha256)
