@@ -294,7 +294,7 @@ pub struct CertsQuery {
     pub expiring_within: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeBody {
     pub reason: Option<String>,

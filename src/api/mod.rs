@@ -13,6 +13,7 @@ pub mod extract;
 pub mod follow;
 pub mod limits;
 pub mod metrics;
+pub mod ops;
 pub mod routes;
 pub mod run;
 pub mod server;

@@ -130,47 +130,26 @@ pub struct AuditArgs {
 
 pub(super) async fn issue(args: IssueArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
     check_output_dir(&args.out)?;
-    let (certificate, key_pem, bundle) = match args.remote.admin_client()? {
-        Some(client) => {
-            let (ips, dns_names) = args.names.json();
-            let body = crate::wire::IssueBody {
-                profile: args.profile.clone(),
-                node: args.node.to_string(),
-                ips,
-                dns_names,
-                common_name: args.cn.clone(),
-                lifetime: args.lifetime.map(|l| l.to_string()),
-                key_type: Some(args.key_type.to_string()),
-                allow_root: args.allow_root,
-            };
-            let answer = client.issue(&body).await?;
-            (
-                answer.certificate,
-                answer.private_key_pem,
-                answer.trust_bundle,
-            )
-        }
-        None => {
-            let request = IssueRequest {
-                profile: args.profile.clone(),
-                node: args.node.clone(),
-                ips: args.names.ips.clone(),
-                dns_names: args.names.dns_names.clone(),
-                common_name: args.cn.clone(),
-                lifetime: args.lifetime.map(|l| l.span_from(now)),
-                key_type: args.key_type,
-                allow_privileged_common_name: args.allow_root,
-            };
-            locally!(args.data_dir, a => async {
-                let issued = a.issue_with_new_key(&request, &local_actor(), now).await?;
-                Ok::<_, CliError>((
-                    crate::wire::Certificate::from(issued.certificate),
-                    issued.key_pem,
-                    a.trust_bundle_pem(),
-                ))
-            })
-        }
+    let (ips, dns_names) = args.names.json();
+    let body = crate::wire::IssueBody {
+        profile: args.profile.clone(),
+        node: args.node.to_string(),
+        ips,
+        dns_names,
+        common_name: args.cn.clone(),
+        lifetime: args.lifetime.map(|l| l.to_string()),
+        key_type: Some(args.key_type.to_string()),
+        allow_root: args.allow_root,
     };
+    let answer = Target::admin(&args.data_dir, &args.remote)
+        .await?
+        .run(async |t| t.issue(body, now).await)
+        .await?;
+    let (certificate, key_pem, bundle) = (
+        answer.certificate,
+        answer.private_key_pem,
+        answer.trust_bundle,
+    );
 
     let cert_file = args.out.join(etcd_flags::files::certificate(&args.profile));
     let key_file = args.out.join(etcd_flags::files::key(&args.profile));
@@ -261,28 +240,16 @@ pub(super) async fn adopt(args: AdoptArgs, now: OffsetDateTime) -> Result<ExitCo
 }
 
 pub(super) async fn list(args: ListArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
-    let records: Vec<CertificateInfo> = match args.remote.admin_client()? {
-        Some(client) => {
-            let query = crate::wire::CertsQuery {
-                node: args.node.clone(),
-                profile: args.profile.clone(),
-                status: args.status.map(|s| s.as_str().to_string()),
-                expiring_within: args.expiring_within.map(|d| d.to_string()),
-            };
-            client.certificates(&query).await?
-        }
-        None => {
-            let filter = CertificateFilter {
-                node: args.node.clone(),
-                profile: args.profile.clone(),
-                state: args.status,
-                expiring_before: args.expiring_within.map(|d| now + d.as_time()),
-                ..Default::default()
-            };
-            let records = locally!(args.data_dir, a => a.certificates(&filter, now));
-            records.into_iter().map(Into::into).collect()
-        }
+    let query = crate::wire::CertsQuery {
+        node: args.node.clone(),
+        profile: args.profile.clone(),
+        status: args.status.map(|s| s.as_str().to_string()),
+        expiring_within: args.expiring_within.map(|d| d.to_string()),
     };
+    let records: Vec<CertificateInfo> = Target::admin(&args.data_dir, &args.remote)
+        .await?
+        .run(async |t| t.certificates(query, now).await)
+        .await?;
     let mut out = stdout();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &records)?;
@@ -351,13 +318,10 @@ pub(super) fn write_table(
 }
 
 pub(super) async fn show(args: ShowArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
-    let r: CertificateInfo = match args.remote.admin_client()? {
-        Some(client) => {
-            let serial = crate::authority::normalize_serial(&args.serial)?;
-            client.certificate(&serial).await?
-        }
-        None => locally!(args.data_dir, a => a.certificate(&args.serial, now)).into(),
-    };
+    let r = Target::admin(&args.data_dir, &args.remote)
+        .await?
+        .run(async |t| t.certificate(&args.serial, now).await)
+        .await?;
     let mut out = stdout();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &r)?;
@@ -394,18 +358,13 @@ pub(super) async fn show(args: ShowArgs, now: OffsetDateTime) -> Result<ExitCode
 
 pub(super) async fn revoke(args: RevokeArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
     let reason = args.reason;
-    let record: CertificateInfo = match args.remote.admin_client()? {
-        Some(client) => {
-            let serial = crate::authority::normalize_serial(&args.serial)?;
-            let body = crate::wire::RevokeBody {
-                reason: Some(reason.name().to_string()),
-            };
-            client.revoke(&serial, &body).await?
-        }
-        None => {
-            locally!(args.data_dir, a => a.revoke(&args.serial, reason, &local_actor(), now)).into()
-        }
+    let body = crate::wire::RevokeBody {
+        reason: Some(reason.name().to_string()),
     };
+    let record = Target::admin(&args.data_dir, &args.remote)
+        .await?
+        .run(async |t| t.revoke(&args.serial, body, now).await)
+        .await?;
     let next = if args.remote.server.is_some() {
         "Agents install the new CRL within seconds; members without an agent need it written where etcd reads it: etcd-ca crl --out PKIDIR/ca.crl"
     } else {
@@ -456,13 +415,10 @@ pub(super) async fn crl(args: CrlArgs, now: OffsetDateTime) -> Result<ExitCode, 
 }
 
 pub(super) async fn audit(args: AuditArgs) -> Result<ExitCode, CliError> {
-    let events: Vec<AuditEntry> = match args.remote.admin_client()? {
-        Some(client) => client.audit(args.limit).await?,
-        None => {
-            let events = locally!(args.data_dir, a => a.audit_events(args.limit));
-            events.into_iter().map(Into::into).collect()
-        }
-    };
+    let events: Vec<AuditEntry> = Target::admin(&args.data_dir, &args.remote)
+        .await?
+        .run(async |t| t.audit(args.limit).await)
+        .await?;
     let mut out = stdout();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &events)?;

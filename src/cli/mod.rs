@@ -19,8 +19,7 @@ use std::sync::Arc;
 
 use crate::authority::keyfile::Passphrase;
 use crate::authority::{
-    Authority, AuthorityError, CrlIssuer, DataDir, InitOptions, IssueRequest, KeyProtection,
-    RevocationReason, TokenRequest,
+    Authority, AuthorityError, CrlIssuer, DataDir, InitOptions, KeyProtection, RevocationReason,
 };
 use crate::duration::{rfc3339, HumanDuration};
 use crate::etcd_flags::{self, FlagFormat};
@@ -29,7 +28,7 @@ use crate::inspect::{self, Expiry};
 use crate::names::{DnsName, NodeName, San};
 use crate::pki::{KeyType, PkiError};
 use crate::policy::{Policy, PolicyError};
-use crate::store::{CertificateFilter, CertificateState};
+use crate::store::CertificateState;
 use crate::wire::{AuditEntry, CertificateInfo};
 
 /// Errors the CLI reports. Each carries enough to act on.
@@ -200,6 +199,7 @@ mod certs;
 mod common;
 mod files;
 mod serve;
+mod target;
 mod tokens;
 
 use agent::agent;
@@ -214,6 +214,7 @@ use files::{etcd_flags, inspect, policy_check};
 pub use files::{EtcdFlagsArgs, FlagFormatArg, InspectArgs};
 use serve::serve;
 pub use serve::ServeArgs;
+use target::Target;
 use tokens::{admin_token_create, admin_token_list, admin_token_revoke, token_create};
 pub use tokens::{
     AdminTokenCommand, AdminTokenListArgs, AdminTokenRevokeArgs, TokenCommand, TokenCreateArgs,

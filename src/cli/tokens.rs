@@ -88,47 +88,21 @@ pub(super) async fn token_create(
     args: TokenCreateArgs,
     now: OffsetDateTime,
 ) -> Result<ExitCode, CliError> {
-    let (token, fingerprint) = match args.remote.admin_client()? {
-        Some(client) => {
-            let (ips, dns_names) = args.names.json();
-            let body = crate::wire::TokenBody {
-                node: args.node.to_string(),
-                ips,
-                dns_names,
-                profiles: args.profiles.clone(),
-                common_name: args.cn.clone(),
-                ttl: Some(args.ttl.to_string()),
-                allow_root: args.allow_root,
-            };
-            let answer = client.create_token(&body).await?;
-            let token = crate::authority::CreatedToken {
-                token: answer.token,
-                id: answer.id,
-                expires_at: answer.expires_at,
-                node: answer.node,
-                profiles: answer.profiles,
-            };
-            (token, answer.ca_fingerprint)
-        }
-        None => {
-            let authority = args.data_dir.open().await?;
-            let request = TokenRequest {
-                node: args.node.clone(),
-                ips: args.names.ips.clone(),
-                dns_names: args.names.dns_names.clone(),
-                profiles: args.profiles.clone(),
-                common_name: args.cn.clone(),
-                ttl: args.ttl.as_std(),
-                allow_privileged_common_name: args.allow_root,
-            };
-            let created = authority
-                .create_bootstrap_token(&request, &local_actor(), now)
-                .await;
-            let fingerprint = authority.fingerprint();
-            authority.close().await;
-            (created?, fingerprint?)
-        }
+    let (ips, dns_names) = args.names.json();
+    let body = crate::wire::TokenBody {
+        node: args.node.to_string(),
+        ips,
+        dns_names,
+        profiles: args.profiles.clone(),
+        common_name: args.cn.clone(),
+        ttl: Some(args.ttl.to_string()),
+        allow_root: args.allow_root,
     };
+    let token = Target::admin(&args.data_dir, &args.remote)
+        .await?
+        .run(async |t| t.create_token(body, now).await)
+        .await?;
+    let fingerprint = token.ca_fingerprint.clone();
     let server = args
         .server_url
         .or(args.remote.server.clone())
@@ -208,12 +182,10 @@ pub(super) async fn admin_token_revoke(
     args: AdminTokenRevokeArgs,
     now: OffsetDateTime,
 ) -> Result<ExitCode, CliError> {
-    match args.remote.admin_client()? {
-        Some(client) => {
-            client.revoke_admin_token(&args.id).await?;
-        }
-        None => locally!(args.data_dir, a => a.revoke_admin_token(&args.id, &local_actor(), now)),
-    }
+    Target::admin(&args.data_dir, &args.remote)
+        .await?
+        .run(async |t| t.revoke_admin_token(&args.id, now).await)
+        .await?;
     writeln!(stdout(), "Revoked admin token {}.", args.id)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -10,7 +10,7 @@ pub async fn sign(
 ) -> Result<Json<crate::wire::Certificate>, ApiError> {
     let ips = body.ips.unwrap_or_default();
     let dns = body.dns_names.unwrap_or_default();
-    let (node, ips, dns) = parse_names(&body.node, &ips, &dns)?;
+    let (node, ips, dns) = ops::parse_names(&body.node, &ips, &dns)?;
     let names = (!ips.is_empty() || !dns.is_empty()).then_some((ips, dns));
     let signed = state
         .authority
@@ -34,30 +34,10 @@ pub async fn create_token(
     Admin(admin): Admin,
     ApiJson(body): ApiJson<TokenBody>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let (node, ips, dns_names) = parse_names(&body.node, &body.ips, &body.dns_names)?;
-    let ttl = parse_duration("ttl", body.ttl.as_deref().unwrap_or("30m"))?;
-    let request = TokenRequest {
-        node,
-        ips,
-        dns_names,
-        profiles: body.profiles,
-        common_name: body.common_name,
-        ttl,
-        allow_privileged_common_name: body.allow_root,
-    };
-    let created = state
-        .authority
-        .create_bootstrap_token(&request, &admin.0, now())
-        .await;
-    let token = audited(&state, "token.create", &admin.0, created).await?;
-    Ok(Json(TokenResponse {
-        token: token.token,
-        id: token.id,
-        expires_at: token.expires_at,
-        node: token.node,
-        profiles: token.profiles,
-        ca_fingerprint: state.authority.fingerprint()?.to_string(),
-    }))
+    let created = ops::create_token(&state.authority, body, &admin.0, now()).await;
+    Ok(Json(
+        audited(&state, "token.create", &admin.0, created).await?,
+    ))
 }
 
 pub async fn list_certs(
@@ -67,26 +47,7 @@ pub async fn list_certs(
 ) -> Result<Json<Vec<CertificateInfo>>, ApiError> {
     let Query(q) =
         query.map_err(|e| ApiError::bad_request(ErrorCode::QueryInvalid, e.body_text()))?;
-    let now = now();
-    let wanted = q
-        .status
-        .map(|s| s.parse::<CertificateState>())
-        .transpose()
-        .map_err(|e| ApiError::bad_request(ErrorCode::QueryInvalid, e))?;
-    let expiring_before = q
-        .expiring_within
-        .map(|d| parse_duration("expiring_within", &d))
-        .transpose()?
-        .map(|d| now + time::Duration::try_from(d).unwrap_or(time::Duration::MAX));
-    let filter = CertificateFilter {
-        node: q.node,
-        profile: q.profile,
-        state: wanted,
-        expiring_before,
-        ..Default::default()
-    };
-    let records = state.authority.certificates(&filter, now).await?;
-    Ok(Json(records.into_iter().map(Into::into).collect()))
+    Ok(Json(ops::certificates(&state.authority, q, now()).await?))
 }
 
 pub async fn show_cert(
@@ -95,7 +56,7 @@ pub async fn show_cert(
     Path(serial): Path<String>,
 ) -> Result<Json<CertificateInfo>, ApiError> {
     Ok(Json(
-        state.authority.certificate(&serial, now()).await?.into(),
+        ops::certificate(&state.authority, &serial, now()).await?,
     ))
 }
 
@@ -106,19 +67,9 @@ pub async fn revoke_cert(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<CertificateInfo>, ApiError> {
-    let body: Option<RevokeBody> = optional_json(&headers, &body)?;
-    let reason: RevocationReason = body
-        .and_then(|b| b.reason)
-        .as_deref()
-        .unwrap_or("unspecified")
-        .parse()?;
-    let revoked = state
-        .authority
-        .revoke(&serial, reason, &admin.0, now())
-        .await;
-    Ok(Json(
-        audited(&state, "revoke", &admin.0, revoked).await?.into(),
-    ))
+    let body: RevokeBody = optional_json(&headers, &body)?.unwrap_or_default();
+    let revoked = ops::revoke(&state.authority, &serial, body, &admin.0, now()).await;
+    Ok(Json(audited(&state, "revoke", &admin.0, revoked).await?))
 }
 
 /// Server-side key generation, for consumers that cannot run the agent (kube-apiserver's etcd
@@ -128,39 +79,10 @@ pub async fn issue(
     Admin(admin): Admin,
     ApiJson(body): ApiJson<IssueBody>,
 ) -> Result<Json<IssueResponse>, ApiError> {
-    let (node, ips, dns_names) = parse_names(&body.node, &body.ips, &body.dns_names)?;
-    let key_type = match body.key_type.as_deref() {
-        Some(k) => k
-            .parse::<KeyType>()
-            .map_err(|e| ApiError::bad_request(ErrorCode::BodyInvalid, e))?,
-        None => KeyType::EcdsaP256,
-    };
-    let at = now();
-    let request = IssueRequest {
-        profile: body.profile,
-        node,
-        ips,
-        dns_names,
-        common_name: body.common_name,
-        // Years and months on the calendar, from now.
-        lifetime: body
-            .lifetime
-            .map(|l| parse_human_duration("lifetime", &l).map(|d| d.span_from(at)))
-            .transpose()?,
-        key_type,
-        allow_privileged_common_name: body.allow_root,
-    };
-    let issued = state
-        .authority
-        .issue_with_new_key(&request, &admin.0, at)
-        .await;
+    let issued = ops::issue(&state.authority, body, &admin.0, now()).await;
     let issued = audited(&state, "issue", &admin.0, issued).await?;
     state.metrics.issued(&issued.certificate.profile);
-    Ok(Json(IssueResponse {
-        certificate: issued.certificate.into(),
-        private_key_pem: issued.key_pem,
-        trust_bundle: state.authority.trust_bundle_pem(),
-    }))
+    Ok(Json(issued))
 }
 
 pub async fn audit(
@@ -170,9 +92,7 @@ pub async fn audit(
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     let Query(q) =
         query.map_err(|e| ApiError::bad_request(ErrorCode::QueryInvalid, e.body_text()))?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let events = state.authority.audit_events(limit).await?;
-    Ok(Json(events.into_iter().map(Into::into).collect()))
+    Ok(Json(ops::audit(&state.authority, q.limit).await?))
 }
 
 /// The node behind the client certificate of this connection.
@@ -252,11 +172,10 @@ pub async fn revoke_admin_token(
     Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<AdminTokenRevoked>, ApiError> {
-    state
-        .authority
-        .revoke_admin_token(&id, &admin.0, now())
-        .await?;
-    Ok(Json(AdminTokenRevoked { id, revoked: true }))
+    let revoked = ops::revoke_admin_token(&state.authority, &id, &admin.0, now()).await;
+    Ok(Json(
+        audited(&state, "admin-token.revoke", &admin.0, revoked).await?,
+    ))
 }
 
 /// A consistent backup of the whole CA (see [`crate::authority::Authority::backup_archive`]): a tar archive

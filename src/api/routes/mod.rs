@@ -5,8 +5,6 @@
 //! certificates, issue, audit, backup, rotation). This file holds what they share.
 
 use crate::wire::ErrorCode;
-use std::net::IpAddr;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -18,12 +16,10 @@ use time::OffsetDateTime;
 
 use super::error::{authority_status, ApiError};
 use super::extract::{Admin, ApiJson, ClientAddr, ClientCertificate, OptionalAdmin};
+use super::ops::{self, parse_duration};
 use super::AppState;
-use crate::authority::{AuthorityError, CrlIssuer, IssueRequest, RevocationReason, TokenRequest};
-use crate::duration::HumanDuration;
-use crate::names::{DnsName, NodeName};
+use crate::authority::{AuthorityError, CrlIssuer};
 use crate::pki::KeyType;
-use crate::store::{CertificateFilter, CertificateState};
 use crate::wire::{
     AdminTokenRevoked, AuditEntry, AuditQuery, CertificateInfo, CertsQuery, CrlQuery, EnrollBody,
     Enrollment, Health, IssueBody, IssueResponse, Lease, RenewBody, RenewNodeBody, RenewedNode,
@@ -80,41 +76,6 @@ fn optional_json<T: DeserializeOwned>(
     })
 }
 
-fn parse_names(
-    node: &str,
-    ips: &[String],
-    dns_names: &[String],
-) -> Result<(NodeName, Vec<IpAddr>, Vec<DnsName>), ApiError> {
-    let invalid = |m: String| ApiError::bad_request(ErrorCode::NameInvalid, m);
-    let node = node
-        .parse()
-        .map_err(|e: crate::names::NameError| invalid(e.to_string()))?;
-    let ips = ips
-        .iter()
-        .map(|ip| {
-            ip.parse()
-                .map_err(|_| invalid(format!("invalid IP address {ip:?}")))
-        })
-        .collect::<Result<_, _>>()?;
-    let dns = dns_names
-        .iter()
-        .map(|d| {
-            d.parse()
-                .map_err(|e: crate::names::NameError| invalid(e.to_string()))
-        })
-        .collect::<Result<_, _>>()?;
-    Ok((node, ips, dns))
-}
-
-fn parse_duration(field: &'static str, text: &str) -> Result<Duration, ApiError> {
-    parse_human_duration(field, text).map(HumanDuration::as_std)
-}
-
-fn parse_human_duration(field: &'static str, text: &str) -> Result<HumanDuration, ApiError> {
-    text.parse::<HumanDuration>()
-        .map_err(|e| ApiError::bad_request(ErrorCode::BodyInvalid, format!("{field}: {e}")))
-}
-
 /// Counts and audits a refused node request, then hands the error on. A request without any
 /// credential (`actor` "anonymous") is only counted: anyone can send many.
 async fn refused(state: &AppState, action: &str, actor: &str, e: AuthorityError) -> ApiError {
@@ -134,18 +95,18 @@ async fn refused(state: &AppState, action: &str, actor: &str, e: AuthorityError)
 
 /// An admin's request refused by the authority: counted and audited like a node's (the
 /// admin is known, so each is a row); faults of the server itself are only logged.
-async fn audited<T>(
+async fn audited<T, E: Into<ApiError>>(
     state: &AppState,
     action: &str,
     admin: &str,
-    result: Result<T, AuthorityError>,
+    result: Result<T, E>,
 ) -> Result<T, ApiError> {
-    match result {
+    match result.map_err(Into::into) {
         Ok(value) => Ok(value),
-        Err(e) if authority_status(&e).0.is_client_error() => {
+        Err(ApiError::Authority(e)) if authority_status(&e).0.is_client_error() => {
             Err(refused(state, action, admin, e).await)
         }
-        Err(e) => Err(ApiError::Authority(e)),
+        Err(e) => Err(e),
     }
 }
 

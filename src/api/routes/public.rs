@@ -83,7 +83,9 @@ pub async fn watch(
     let Query(q) =
         query.map_err(|e| ApiError::bad_request(ErrorCode::QueryInvalid, e.body_text()))?;
     let wait = match &q.wait {
-        Some(w) => parse_duration("wait", w)?.min(crate::api::MAX_WATCH),
+        Some(w) => parse_duration("wait", w)?
+            .as_std()
+            .min(crate::api::MAX_WATCH),
         None => crate::api::MAX_WATCH,
     };
     let mut watched = state.watched.clone();

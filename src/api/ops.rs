@@ -1,0 +1,193 @@
+//! The admin operations, from wire request to wire answer: the same code serves an admin
+//! through the API and the CLI on the CA host (`cli::target`), so both read a request the same
+//! way and answer with the same types. The HTTP handlers add authentication, metrics and the
+//! audit of refusals around them.
+
+use std::net::IpAddr;
+
+use time::OffsetDateTime;
+
+use super::error::ApiError;
+use crate::authority::{Authority, IssueRequest, RevocationReason, TokenRequest};
+use crate::duration::HumanDuration;
+use crate::names::{DnsName, NodeName};
+use crate::pki::KeyType;
+use crate::store::{CertificateFilter, CertificateState};
+use crate::wire::{
+    AdminTokenRevoked, AuditEntry, CertificateInfo, CertsQuery, ErrorCode, IssueBody,
+    IssueResponse, RevokeBody, TokenBody, TokenResponse,
+};
+
+/// A node's name and addresses from their wire text.
+pub fn parse_names(
+    node: &str,
+    ips: &[String],
+    dns_names: &[String],
+) -> Result<(NodeName, Vec<IpAddr>, Vec<DnsName>), ApiError> {
+    let invalid = |m: String| ApiError::bad_request(ErrorCode::NameInvalid, m);
+    let node = node
+        .parse()
+        .map_err(|e: crate::names::NameError| invalid(e.to_string()))?;
+    let ips = ips
+        .iter()
+        .map(|ip| {
+            ip.parse()
+                .map_err(|_| invalid(format!("invalid IP address {ip:?}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let dns = dns_names
+        .iter()
+        .map(|d| {
+            d.parse()
+                .map_err(|e: crate::names::NameError| invalid(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((node, ips, dns))
+}
+
+/// A duration field of a request.
+pub fn parse_duration(field: &'static str, text: &str) -> Result<HumanDuration, ApiError> {
+    text.parse::<HumanDuration>()
+        .map_err(|e| ApiError::bad_request(ErrorCode::BodyInvalid, format!("{field}: {e}")))
+}
+
+/// A bootstrap token for a node, and the fingerprint its agent pins.
+pub async fn create_token(
+    authority: &Authority,
+    body: TokenBody,
+    actor: &str,
+    now: OffsetDateTime,
+) -> Result<TokenResponse, ApiError> {
+    let (node, ips, dns_names) = parse_names(&body.node, &body.ips, &body.dns_names)?;
+    let ttl = parse_duration("ttl", body.ttl.as_deref().unwrap_or("30m"))?.as_std();
+    let request = TokenRequest {
+        node,
+        ips,
+        dns_names,
+        profiles: body.profiles,
+        common_name: body.common_name,
+        ttl,
+        allow_privileged_common_name: body.allow_root,
+    };
+    let token = authority
+        .create_bootstrap_token(&request, actor, now)
+        .await?;
+    Ok(TokenResponse {
+        token: token.token,
+        id: token.id,
+        expires_at: token.expires_at,
+        node: token.node,
+        profiles: token.profiles,
+        ca_fingerprint: authority.fingerprint()?.to_string(),
+    })
+}
+
+/// The recorded certificates a query asks for, soonest expiry first.
+pub async fn certificates(
+    authority: &Authority,
+    query: CertsQuery,
+    now: OffsetDateTime,
+) -> Result<Vec<CertificateInfo>, ApiError> {
+    let state = query
+        .status
+        .map(|s| s.parse::<CertificateState>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request(ErrorCode::QueryInvalid, e))?;
+    let expiring_before = query
+        .expiring_within
+        .map(|d| parse_duration("expiring_within", &d))
+        .transpose()?
+        .map(|d| now + d.as_time());
+    let filter = CertificateFilter {
+        node: query.node,
+        profile: query.profile,
+        state,
+        expiring_before,
+        ..Default::default()
+    };
+    let records = authority.certificates(&filter, now).await?;
+    Ok(records.into_iter().map(Into::into).collect())
+}
+
+/// One recorded certificate.
+pub async fn certificate(
+    authority: &Authority,
+    serial: &str,
+    now: OffsetDateTime,
+) -> Result<CertificateInfo, ApiError> {
+    Ok(authority.certificate(serial, now).await?.into())
+}
+
+/// Revokes a certificate (reason `unspecified` unless given).
+pub async fn revoke(
+    authority: &Authority,
+    serial: &str,
+    body: RevokeBody,
+    actor: &str,
+    now: OffsetDateTime,
+) -> Result<CertificateInfo, ApiError> {
+    let reason: RevocationReason = body
+        .reason
+        .as_deref()
+        .unwrap_or("unspecified")
+        .parse()
+        .map_err(ApiError::Authority)?;
+    Ok(authority.revoke(serial, reason, actor, now).await?.into())
+}
+
+/// A certificate for a key made here, with the key and the trust bundle.
+pub async fn issue(
+    authority: &Authority,
+    body: IssueBody,
+    actor: &str,
+    now: OffsetDateTime,
+) -> Result<IssueResponse, ApiError> {
+    let (node, ips, dns_names) = parse_names(&body.node, &body.ips, &body.dns_names)?;
+    let key_type = match body.key_type.as_deref() {
+        Some(k) => k
+            .parse::<KeyType>()
+            .map_err(|e| ApiError::bad_request(ErrorCode::BodyInvalid, e))?,
+        None => KeyType::EcdsaP256,
+    };
+    let request = IssueRequest {
+        profile: body.profile,
+        node,
+        ips,
+        dns_names,
+        common_name: body.common_name,
+        // Years and months on the calendar, from now.
+        lifetime: body
+            .lifetime
+            .map(|l| parse_duration("lifetime", &l).map(|d| d.span_from(now)))
+            .transpose()?,
+        key_type,
+        allow_privileged_common_name: body.allow_root,
+    };
+    let issued = authority.issue_with_new_key(&request, actor, now).await?;
+    Ok(IssueResponse {
+        certificate: issued.certificate.into(),
+        private_key_pem: issued.key_pem,
+        trust_bundle: authority.trust_bundle_pem(),
+    })
+}
+
+/// The most recent audit events (1 to 10,000; 100 by default).
+pub async fn audit(authority: &Authority, limit: Option<i64>) -> Result<Vec<AuditEntry>, ApiError> {
+    let limit = limit.unwrap_or(100).clamp(1, 10_000);
+    let events = authority.audit_events(limit).await?;
+    Ok(events.into_iter().map(Into::into).collect())
+}
+
+/// Revokes an admin token (refused from the next request on).
+pub async fn revoke_admin_token(
+    authority: &Authority,
+    id: &str,
+    actor: &str,
+    now: OffsetDateTime,
+) -> Result<AdminTokenRevoked, ApiError> {
+    authority.revoke_admin_token(id, actor, now).await?;
+    Ok(AdminTokenRevoked {
+        id: id.to_string(),
+        revoked: true,
+    })
+}

@@ -1,0 +1,135 @@
+//! Where an admin command runs: on the CA host's data dir ([`Target::Local`]) or through a
+//! running server ([`Target::Remote`]), behind one set of methods that take and return the wire
+//! types. Locally the same operations the API runs ([`crate::api::ops`]) do the work, so both
+//! ways read a request the same way and answer the same.
+
+use super::*;
+use crate::api::error::ApiError;
+use crate::client::ApiClient;
+use crate::wire::{
+    AdminTokenRevoked, AuditEntry, CertificateInfo, CertsQuery, IssueBody, IssueResponse,
+    RevokeBody, TokenBody, TokenResponse,
+};
+
+pub(super) enum Target {
+    Local(Box<Authority>),
+    Remote(ApiClient),
+}
+
+impl From<ApiError> for CliError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Authority(e) => CliError::Authority(e),
+            other => CliError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl Target {
+    /// The running server when `--server` was given (with an admin token), else the data dir.
+    pub(super) async fn admin(
+        data_dir: &DataDirArg,
+        remote: &RemoteArgs,
+    ) -> Result<Self, CliError> {
+        Ok(match remote.admin_client()? {
+            Some(client) => Target::Remote(client),
+            None => Target::Local(Box::new(data_dir.open().await?)),
+        })
+    }
+
+    /// Runs `op` against the target, then closes it whatever the outcome.
+    pub(super) async fn run<T>(
+        self,
+        op: impl AsyncFnOnce(&Target) -> Result<T, CliError>,
+    ) -> Result<T, CliError> {
+        let result = op(&self).await;
+        self.close().await;
+        result
+    }
+
+    /// Closes the data dir (nothing to do for a server).
+    pub(super) async fn close(self) {
+        if let Target::Local(authority) = self {
+            authority.close().await;
+        }
+    }
+
+    pub(super) async fn create_token(
+        &self,
+        body: TokenBody,
+        now: OffsetDateTime,
+    ) -> Result<TokenResponse, CliError> {
+        Ok(match self {
+            Target::Local(a) => crate::api::ops::create_token(a, body, &local_actor(), now).await?,
+            Target::Remote(c) => c.create_token(&body).await?,
+        })
+    }
+
+    pub(super) async fn certificates(
+        &self,
+        query: CertsQuery,
+        now: OffsetDateTime,
+    ) -> Result<Vec<CertificateInfo>, CliError> {
+        Ok(match self {
+            Target::Local(a) => crate::api::ops::certificates(a, query, now).await?,
+            Target::Remote(c) => c.certificates(&query).await?,
+        })
+    }
+
+    /// One certificate; `serial` is normalised hex.
+    pub(super) async fn certificate(
+        &self,
+        serial: &str,
+        now: OffsetDateTime,
+    ) -> Result<CertificateInfo, CliError> {
+        Ok(match self {
+            Target::Local(a) => crate::api::ops::certificate(a, serial, now).await?,
+            Target::Remote(c) => c.certificate(serial).await?,
+        })
+    }
+
+    pub(super) async fn revoke(
+        &self,
+        serial: &str,
+        body: RevokeBody,
+        now: OffsetDateTime,
+    ) -> Result<CertificateInfo, CliError> {
+        Ok(match self {
+            Target::Local(a) => {
+                crate::api::ops::revoke(a, serial, body, &local_actor(), now).await?
+            }
+            Target::Remote(c) => c.revoke(serial, &body).await?,
+        })
+    }
+
+    pub(super) async fn issue(
+        &self,
+        body: IssueBody,
+        now: OffsetDateTime,
+    ) -> Result<IssueResponse, CliError> {
+        Ok(match self {
+            Target::Local(a) => crate::api::ops::issue(a, body, &local_actor(), now).await?,
+            Target::Remote(c) => c.issue(&body).await?,
+        })
+    }
+
+    pub(super) async fn audit(&self, limit: i64) -> Result<Vec<AuditEntry>, CliError> {
+        Ok(match self {
+            Target::Local(a) => crate::api::ops::audit(a, Some(limit)).await?,
+            Target::Remote(c) => c.audit(limit).await?,
+        })
+    }
+
+    pub(super) async fn revoke_admin_token(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<AdminTokenRevoked, CliError> {
+        Ok(match self {
+            Target::Local(a) => {
+                crate::api::ops::revoke_admin_token(a, id, &local_actor(), now).await?
+            }
+            Target::Remote(c) => c.revoke_admin_token(id).await?,
+        })
+    }
+}
