@@ -418,7 +418,7 @@ impl ApiClient {
         self.get_json(&format!("/v1/audit?limit={limit}")).await
     }
 
-    pub async fn admin_tokens<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+    pub async fn admin_tokens(&self) -> Result<Vec<wire::AdminTokenInfo>, ClientError> {
         self.get_json("/v1/admin-tokens").await
     }
 
@@ -430,17 +430,17 @@ impl ApiClient {
             .await
     }
 
-    /// The rotation's status (decoded by the caller, who renders it).
-    pub async fn rotation_status<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+    /// Where the CA rotation stands.
+    pub async fn rotation_status(&self) -> Result<wire::RotationStatus, ClientError> {
         self.get_json("/v1/rotation").await
     }
 
     /// A rotation step (`start`, `activate`, `finish`, `abort`); answers the status after it.
-    pub async fn rotate<T: DeserializeOwned>(
+    pub async fn rotate(
         &self,
         step: &str,
         body: &wire::RotateBody,
-    ) -> Result<T, ClientError> {
+    ) -> Result<wire::RotationStatus, ClientError> {
         self.post_json(&format!("/v1/rotation/{step}"), body).await
     }
 

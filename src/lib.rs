@@ -25,6 +25,7 @@
 //!   fingerprints, mTLS); [`lineage`] decides which CAs a pinned fingerprint vouches for across
 //!   rotations (pure).
 //! - [`agent`]: the renewal agent on each node.
+//! - [`clock`]: the one "now" (tests move it for a running server and agent).
 //! - [`fsutil`]: atomic file writes; [`inspect`], [`etcd_flags`]: what the CLI prints about files.
 
 pub mod agent;

@@ -183,6 +183,74 @@ pub struct AdminTokenRevoked {
     pub revoked: bool,
 }
 
+/// A CA generation as the rotation status shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RotationGeneration {
+    pub id: i64,
+    pub fingerprint: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+}
+
+/// One node's state in a rotation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RotationNode {
+    pub node: String,
+    /// Runs etcd (holds a server or peer certificate), so it restarts to trust a new CA.
+    pub member: bool,
+    /// Generations in the bundle its agent installed / etcd runs with (None: no report).
+    pub installed_bundle: Option<Vec<i64>>,
+    pub running_bundle: Option<Vec<i64>>,
+    /// For each profile, the generation that signed its newest valid certificate.
+    pub certificates: BTreeMap<String, i64>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub reported_at: Option<OffsetDateTime>,
+    /// Not reported since the last rotation step.
+    pub stale: bool,
+    /// What it still has to do before the next step.
+    pub waiting_for: Option<String>,
+}
+
+/// The last rotation step taken.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RotationStep {
+    /// `start`, `activate`, `finish` or `abort`.
+    pub step: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub outcome: String,
+}
+
+/// Where a CA rotation stands (`GET /v1/rotation`, and the answer to every step).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RotationStatus {
+    /// `idle`, `started` or `activated`.
+    pub phase: String,
+    pub active: RotationGeneration,
+    /// The generation being introduced (started) or retired (activated).
+    pub other: Option<RotationGeneration>,
+    pub nodes: Vec<RotationNode>,
+    /// The next step, and the nodes it waits for.
+    pub next_step: Option<String>,
+    pub blocked_by: Vec<String>,
+    /// Who holds the restart lease, and until when.
+    pub restart_lease: Option<(String, String)>,
+    pub last_step: Option<RotationStep>,
+}
+
+/// An admin token as `admin-token list` shows it: never its secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdminTokenInfo {
+    pub id: String,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
 /// Response headers of `GET /v1/backup` with what the archive holds.
 pub const BACKUP_GENERATIONS: &str = "etcd-ca-backup-generations";
 pub const BACKUP_CERTIFICATES: &str = "etcd-ca-backup-certificates";
@@ -421,6 +489,60 @@ impl From<crate::store::AuditEvent> for AuditEntry {
     }
 }
 
+impl From<crate::authority::rotation::GenerationView> for RotationGeneration {
+    fn from(g: crate::authority::rotation::GenerationView) -> Self {
+        Self {
+            id: g.id,
+            fingerprint: g.fingerprint,
+            not_after: g.not_after,
+        }
+    }
+}
+
+impl From<crate::authority::rotation::RotationStatus> for RotationStatus {
+    fn from(s: crate::authority::rotation::RotationStatus) -> Self {
+        Self {
+            phase: s.phase.to_string(),
+            active: s.active.into(),
+            other: s.other.map(Into::into),
+            nodes: s
+                .nodes
+                .into_iter()
+                .map(|n| RotationNode {
+                    node: n.node,
+                    member: n.member,
+                    installed_bundle: n.installed_bundle,
+                    running_bundle: n.running_bundle,
+                    certificates: n.certificates,
+                    reported_at: n.reported_at,
+                    stale: n.stale,
+                    waiting_for: n.waiting_for,
+                })
+                .collect(),
+            next_step: s.next_step.map(str::to_string),
+            blocked_by: s.blocked_by,
+            restart_lease: s.restart_lease,
+            last_step: s.last_step.map(|l| RotationStep {
+                step: l.step.to_string(),
+                at: l.at,
+                outcome: l.outcome,
+            }),
+        }
+    }
+}
+
+impl From<crate::authority::AdminTokenView> for AdminTokenInfo {
+    fn from(t: crate::authority::AdminTokenView) -> Self {
+        Self {
+            id: t.id,
+            created_by: t.created_by,
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            revoked_at: t.revoked_at,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,6 +712,41 @@ mod tests {
         round_trip(RotateBody {
             force: true,
             key_type: Some("ecdsa-p384".into()),
+        });
+        let generation = RotationGeneration {
+            id: 2,
+            fingerprint: "sha256:02".into(),
+            not_after: at(1000),
+        };
+        round_trip(RotationStatus {
+            phase: "started".into(),
+            active: generation.clone(),
+            other: Some(generation),
+            nodes: vec![RotationNode {
+                node: "n1".into(),
+                member: true,
+                installed_bundle: Some(vec![1, 2]),
+                running_bundle: None,
+                certificates: [("server".to_string(), 1)].into(),
+                reported_at: Some(at(5)),
+                stale: false,
+                waiting_for: Some("restart".into()),
+            }],
+            next_step: Some("activate".into()),
+            blocked_by: strings(&["n1"]),
+            restart_lease: Some(("n1".into(), "2027-01-15T08:00:00Z".into())),
+            last_step: Some(RotationStep {
+                step: "start".into(),
+                at: at(4),
+                outcome: "generation 2 introduced".into(),
+            }),
+        });
+        round_trip(AdminTokenInfo {
+            id: "ab12".into(),
+            created_by: "root@ca".into(),
+            created_at: at(0),
+            expires_at: None,
+            revoked_at: Some(at(9)),
         });
     }
 

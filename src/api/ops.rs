@@ -14,8 +14,8 @@ use crate::names::{DnsName, NodeName};
 use crate::pki::KeyType;
 use crate::store::{CertificateFilter, CertificateState};
 use crate::wire::{
-    AdminTokenRevoked, AuditEntry, CertificateInfo, CertsQuery, ErrorCode, IssueBody,
-    IssueResponse, RevokeBody, TokenBody, TokenResponse,
+    AdminTokenInfo, AdminTokenRevoked, AuditEntry, CertificateInfo, CertsQuery, ErrorCode,
+    IssueBody, IssueResponse, RevokeBody, RotateBody, RotationStatus, TokenBody, TokenResponse,
 };
 
 /// A node's name and addresses from their wire text.
@@ -190,4 +190,45 @@ pub async fn revoke_admin_token(
         id: id.to_string(),
         revoked: true,
     })
+}
+
+/// Every admin token (never its secret).
+pub async fn admin_tokens(authority: &Authority) -> Result<Vec<AdminTokenInfo>, ApiError> {
+    let tokens = authority.admin_tokens().await?;
+    Ok(tokens.into_iter().map(Into::into).collect())
+}
+
+/// Where the CA rotation stands.
+pub async fn rotation_status(
+    authority: &Authority,
+    now: OffsetDateTime,
+) -> Result<RotationStatus, ApiError> {
+    Ok(authority.rotation_status(now).await?.into())
+}
+
+/// A rotation step by name (`start`, `activate`, `finish`, `abort`), then where it stands.
+/// `Ok(None)` for a step that does not exist.
+pub async fn rotate(
+    authority: &Authority,
+    step: &str,
+    body: RotateBody,
+    actor: &str,
+    now: OffsetDateTime,
+) -> Result<Option<RotationStatus>, ApiError> {
+    match step {
+        "start" => {
+            let key_type = match body.key_type.as_deref() {
+                Some(k) => k
+                    .parse::<KeyType>()
+                    .map_err(|e| ApiError::bad_request(ErrorCode::BodyInvalid, e))?,
+                None => KeyType::EcdsaP256,
+            };
+            authority.rotate_start(key_type, actor, now).await?;
+        }
+        "activate" => authority.rotate_activate(body.force, actor, now).await?,
+        "finish" => authority.rotate_finish(body.force, actor, now).await?,
+        "abort" => authority.rotate_abort(actor, now).await?,
+        _ => return Ok(None),
+    }
+    rotation_status(authority, now).await.map(Some)
 }

@@ -119,7 +119,6 @@ pub(super) async fn remote_backup(
 }
 
 pub(super) async fn rotate(args: RotateArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
-    use crate::authority::rotation::RotationStatus;
     let step = match args.step {
         RotateStep::Start => "start",
         RotateStep::Status => "status",
@@ -127,33 +126,17 @@ pub(super) async fn rotate(args: RotateArgs, now: OffsetDateTime) -> Result<Exit
         RotateStep::Finish => "finish",
         RotateStep::Abort => "abort",
     };
-    let status: serde_json::Value = match args.remote.admin_client()? {
-        Some(client) => {
-            if step == "status" {
-                client.rotation_status().await?
-            } else {
-                let body = crate::wire::RotateBody {
-                    force: args.force,
-                    key_type: Some(args.key_type.to_string()),
-                };
-                client.rotate(step, &body).await?
-            }
-        }
-        None => {
-            let status: RotationStatus = locally!(args.data_dir, a => async {
-                let actor = local_actor();
-                match args.step {
-                    RotateStep::Start => { a.rotate_start(args.key_type, &actor, now).await?; }
-                    RotateStep::Status => {}
-                    RotateStep::Activate => a.rotate_activate(args.force, &actor, now).await?,
-                    RotateStep::Finish => a.rotate_finish(args.force, &actor, now).await?,
-                    RotateStep::Abort => a.rotate_abort(&actor, now).await?,
-                }
-                Ok::<_, CliError>(a.rotation_status(now).await?)
-            });
-            serde_json::to_value(status)?
-        }
+    let body = crate::wire::RotateBody {
+        force: args.force,
+        key_type: Some(args.key_type.to_string()),
     };
+    let status = Target::admin(&args.data_dir, &args.remote)
+        .await?
+        .run(async |t| match args.step {
+            RotateStep::Status => t.rotation_status(now).await,
+            _ => t.rotate(step, body, now).await,
+        })
+        .await?;
     let mut out = stdout();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &status)?;
@@ -167,56 +150,42 @@ pub(super) async fn rotate(args: RotateArgs, now: OffsetDateTime) -> Result<Exit
 /// The rotation status as a short explanation and a table.
 pub(super) fn write_rotation_status(
     out: &mut impl Write,
-    s: &serde_json::Value,
+    s: &crate::wire::RotationStatus,
 ) -> std::io::Result<()> {
-    let generation = |g: &serde_json::Value| {
-        format!(
-            "generation {} ({})",
-            g["id"],
-            g["fingerprint"].as_str().unwrap_or("")
-        )
+    let generation = |g: Option<&crate::wire::RotationGeneration>| match g {
+        Some(g) => format!("generation {} ({})", g.id, g.fingerprint),
+        None => "generation ? (missing)".to_string(),
     };
-    match s["phase"].as_str().unwrap_or("") {
+    let (active, other) = (generation(Some(&s.active)), generation(s.other.as_ref()));
+    match s.phase.as_str() {
         "started" => writeln!(
             out,
-            "Rotation started: {} is trusted but not signing; {} signs.",
-            generation(&s["other"]),
-            generation(&s["active"])
+            "Rotation started: {other} is trusted but not signing; {active} signs."
         )?,
         "activated" => writeln!(
             out,
-            "Rotation activated: {} signs; {} is still trusted while it retires.",
-            generation(&s["active"]),
-            generation(&s["other"])
+            "Rotation activated: {active} signs; {other} is still trusted while it retires."
         )?,
-        _ => writeln!(
-            out,
-            "No rotation in progress: {} signs.",
-            generation(&s["active"])
-        )?,
+        _ => writeln!(out, "No rotation in progress: {active} signs.")?,
     }
-    if let Some(step) = s["last_step"].as_object() {
+    if let Some(step) = &s.last_step {
         writeln!(
             out,
             "Last step: {} at {}: {}.",
-            step["step"].as_str().unwrap_or(""),
-            step["at"].as_str().unwrap_or(""),
-            step["outcome"].as_str().unwrap_or("")
+            step.step,
+            rfc3339(step.at),
+            step.outcome
         )?;
     }
-    let blocked: Vec<&str> = s["blocked_by"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-        .unwrap_or_default();
-    if s["next_step"].is_null() && !blocked.is_empty() {
-        writeln!(out, "Still converging: {}", blocked.join(", "))?;
+    let blocked = s.blocked_by.join(", ");
+    if s.next_step.is_none() && !s.blocked_by.is_empty() {
+        writeln!(out, "Still converging: {blocked}")?;
     }
-    let stale: Vec<&str> = s["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|n| n["stale"] == true)
-        .filter_map(|n| n["node"].as_str())
+    let stale: Vec<&str> = s
+        .nodes
+        .iter()
+        .filter(|n| n.stale)
+        .map(|n| n.node.as_str())
         .collect();
     if !stale.is_empty() {
         writeln!(
@@ -225,8 +194,8 @@ pub(super) fn write_rotation_status(
             stale.join(", ")
         )?;
     }
-    if let Some(step) = s["next_step"].as_str() {
-        if blocked.is_empty() {
+    if let Some(step) = &s.next_step {
+        if s.blocked_by.is_empty() {
             writeln!(
                 out,
                 "Next step: etcd-ca ca rotate {step} (every node has converged)"
@@ -234,21 +203,15 @@ pub(super) fn write_rotation_status(
         } else {
             writeln!(
                 out,
-                "Next step: etcd-ca ca rotate {step}, waiting for: {}",
-                blocked.join(", ")
+                "Next step: etcd-ca ca rotate {step}, waiting for: {blocked}"
             )?;
         }
     }
-    if let Some(lease) = s["restart_lease"].as_array() {
-        writeln!(
-            out,
-            "Restart lease: {} until {}",
-            lease[0].as_str().unwrap_or(""),
-            lease[1].as_str().unwrap_or("")
-        )?;
+    if let Some((node, until)) = &s.restart_lease {
+        writeln!(out, "Restart lease: {node} until {until}")?;
     }
-    let list = |v: &serde_json::Value| match v.as_array() {
-        Some(a) => a
+    let list = |v: &Option<Vec<i64>>| match v {
+        Some(ids) => ids
             .iter()
             .map(|x| x.to_string())
             .collect::<Vec<_>>()
@@ -260,30 +223,27 @@ pub(super) fn write_rotation_status(
         "{:<14} {:<6} {:<9} {:<9} {:<28} {:<20} WAITING FOR",
         "NODE", "MEMBER", "INSTALLED", "RUNNING", "CERTIFICATES (generation)", "REPORTED"
     )?;
-    for n in s["nodes"].as_array().into_iter().flatten() {
-        let certs: Vec<String> = n["certificates"]
-            .as_object()
-            .map(|m| m.iter().map(|(p, g)| format!("{p}:{g}")).collect())
-            .unwrap_or_default();
-        let reported = match (n["reported_at"].as_str(), n["stale"] == true) {
-            (Some(at), true) => format!("{at} STALE"),
-            (Some(at), false) => at.to_string(),
+    for n in &s.nodes {
+        let certs: Vec<String> = n
+            .certificates
+            .iter()
+            .map(|(p, g)| format!("{p}:{g}"))
+            .collect();
+        let reported = match (n.reported_at, n.stale) {
+            (Some(at), true) => format!("{} STALE", rfc3339(at)),
+            (Some(at), false) => rfc3339(at),
             (None, _) => "never".to_string(),
         };
         writeln!(
             out,
             "{:<14} {:<6} {:<9} {:<9} {:<28} {:<20} {}",
-            n["node"].as_str().unwrap_or(""),
-            if n["member"].as_bool().unwrap_or(false) {
-                "yes"
-            } else {
-                "no"
-            },
-            list(&n["installed_bundle"]),
-            list(&n["running_bundle"]),
+            n.node,
+            if n.member { "yes" } else { "no" },
+            list(&n.installed_bundle),
+            list(&n.running_bundle),
             certs.join(" "),
             reported,
-            n["waiting_for"].as_str().unwrap_or("-")
+            n.waiting_for.as_deref().unwrap_or("-")
         )?;
     }
     Ok(())
@@ -340,10 +300,10 @@ pub(super) async fn init(args: InitArgs, now: OffsetDateTime) -> Result<ExitCode
 
 /// `etcd-ca backup`: on the data dir, or taken by a running server and downloaded.
 pub(super) async fn backup(args: BackupArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
-    let report = match args.remote.admin_client()? {
-        Some(client) => remote_backup(&client, &args.out).await?,
-        None => locally!(args.data_dir, a => a.backup(&args.out, &local_actor(), now)),
-    };
+    let report = Target::admin(&args.data_dir, &args.remote)
+        .await?
+        .run(async |t| t.backup(&args.out, now).await)
+        .await?;
     writeln!(
         stdout(),
         "Wrote backup {} ({} CA generations, {} certificates; files: {})",

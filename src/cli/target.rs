@@ -7,8 +7,8 @@ use super::*;
 use crate::api::error::ApiError;
 use crate::client::ApiClient;
 use crate::wire::{
-    AdminTokenRevoked, AuditEntry, CertificateInfo, CertsQuery, IssueBody, IssueResponse,
-    RevokeBody, TokenBody, TokenResponse,
+    AdminTokenInfo, AdminTokenRevoked, AuditEntry, CertificateInfo, CertsQuery, IssueBody,
+    IssueResponse, RevokeBody, RotateBody, RotationStatus, TokenBody, TokenResponse,
 };
 
 pub(super) enum Target {
@@ -131,5 +131,49 @@ impl Target {
             }
             Target::Remote(c) => c.revoke_admin_token(id).await?,
         })
+    }
+
+    pub(super) async fn admin_tokens(&self) -> Result<Vec<AdminTokenInfo>, CliError> {
+        Ok(match self {
+            Target::Local(a) => crate::api::ops::admin_tokens(a).await?,
+            Target::Remote(c) => c.admin_tokens().await?,
+        })
+    }
+
+    pub(super) async fn rotation_status(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<RotationStatus, CliError> {
+        Ok(match self {
+            Target::Local(a) => crate::api::ops::rotation_status(a, now).await?,
+            Target::Remote(c) => c.rotation_status().await?,
+        })
+    }
+
+    /// A rotation step (`start`, `activate`, `finish`, `abort`), then where the rotation stands.
+    pub(super) async fn rotate(
+        &self,
+        step: &str,
+        body: RotateBody,
+        now: OffsetDateTime,
+    ) -> Result<RotationStatus, CliError> {
+        Ok(match self {
+            Target::Local(a) => crate::api::ops::rotate(a, step, body, &local_actor(), now)
+                .await?
+                .ok_or_else(|| CliError::Usage(format!("no rotation step {step:?}")))?,
+            Target::Remote(c) => c.rotate(step, &body).await?,
+        })
+    }
+
+    /// A consistent backup written to `out` (0600): taken here, or by the server and downloaded.
+    pub(super) async fn backup(
+        &self,
+        out: &Path,
+        now: OffsetDateTime,
+    ) -> Result<crate::authority::BackupReport, CliError> {
+        match self {
+            Target::Local(a) => Ok(a.backup(out, &local_actor(), now).await?),
+            Target::Remote(c) => super::ca::remote_backup(c, out).await,
+        }
     }
 }

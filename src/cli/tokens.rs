@@ -149,10 +149,10 @@ pub(super) async fn token_create(
 }
 
 pub(super) async fn admin_token_list(args: AdminTokenListArgs) -> Result<ExitCode, CliError> {
-    let tokens: Vec<crate::authority::AdminTokenView> = match args.remote.admin_client()? {
-        Some(client) => client.admin_tokens().await?,
-        None => locally!(args.data_dir, a => a.admin_tokens()),
-    };
+    let tokens = Target::admin(&args.data_dir, &args.remote)
+        .await?
+        .run(async |t| t.admin_tokens().await)
+        .await?;
     let mut out = stdout();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &tokens)?;

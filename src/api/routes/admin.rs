@@ -162,8 +162,8 @@ pub async fn release_lease(
 pub async fn admin_tokens(
     State(state): State<AppState>,
     Admin(_): Admin,
-) -> Result<Json<Vec<crate::authority::AdminTokenView>>, ApiError> {
-    Ok(Json(state.authority.admin_tokens().await?))
+) -> Result<Json<Vec<crate::wire::AdminTokenInfo>>, ApiError> {
+    Ok(Json(ops::admin_tokens(&state.authority).await?))
 }
 
 /// Revokes an admin token (the caller's own too): refused from the next request on.
@@ -206,8 +206,8 @@ pub async fn backup(
 pub async fn rotation_status(
     State(state): State<AppState>,
     Admin(_): Admin,
-) -> Result<Json<crate::authority::rotation::RotationStatus>, ApiError> {
-    Ok(Json(state.authority.rotation_status(now()).await?))
+) -> Result<Json<crate::wire::RotationStatus>, ApiError> {
+    Ok(Json(ops::rotation_status(&state.authority, now()).await?))
 }
 
 /// `POST /v1/rotation/{step}`: start, activate, finish or abort.
@@ -217,34 +217,11 @@ pub async fn rotate(
     Path(step): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<crate::authority::rotation::RotationStatus>, ApiError> {
+) -> Result<Json<crate::wire::RotationStatus>, ApiError> {
     let body: RotateBody = optional_json(&headers, &body)?.unwrap_or_default();
-    let authority = &state.authority;
-    let now = now();
-    match step.as_str() {
-        "start" => {
-            let key_type = match body.key_type.as_deref() {
-                Some(k) => k
-                    .parse::<KeyType>()
-                    .map_err(|e| ApiError::bad_request(ErrorCode::BodyInvalid, e))?,
-                None => KeyType::EcdsaP256,
-            };
-            let started = authority.rotate_start(key_type, &admin.0, now).await;
-            audited(&state, "ca.rotate.start", &admin.0, started).await?;
-        }
-        "activate" => {
-            let done = authority.rotate_activate(body.force, &admin.0, now).await;
-            audited(&state, "ca.rotate.activate", &admin.0, done).await?
-        }
-        "finish" => {
-            let done = authority.rotate_finish(body.force, &admin.0, now).await;
-            audited(&state, "ca.rotate.finish", &admin.0, done).await?
-        }
-        "abort" => {
-            let done = authority.rotate_abort(&admin.0, now).await;
-            audited(&state, "ca.rotate.abort", &admin.0, done).await?
-        }
-        _ => return Err(ApiError::NotFound),
+    let done = ops::rotate(&state.authority, &step, body, &admin.0, now()).await;
+    match audited(&state, &format!("ca.rotate.{step}"), &admin.0, done).await? {
+        Some(status) => Ok(Json(status)),
+        None => Err(ApiError::NotFound),
     }
-    Ok(Json(authority.rotation_status(now).await?))
 }

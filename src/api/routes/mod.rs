@@ -19,7 +19,6 @@ use super::extract::{Admin, ApiJson, ClientAddr, ClientCertificate, OptionalAdmi
 use super::ops::{self, parse_duration};
 use super::AppState;
 use crate::authority::{AuthorityError, CrlIssuer};
-use crate::pki::KeyType;
 use crate::wire::{
     AdminTokenRevoked, AuditEntry, AuditQuery, CertificateInfo, CertsQuery, CrlQuery, EnrollBody,
     Enrollment, Health, IssueBody, IssueResponse, Lease, RenewBody, RenewNodeBody, RenewedNode,
