@@ -120,21 +120,14 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, ErrorCode) {
             | PkiError::KeyRejected { .. },
         ) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         E::Pki(source) => (StatusCode::BAD_REQUEST, csr_code(source)),
+        // Every internal fault is a 500, whatever the request was.
+        E::Fault(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+        // The operator's own refusals on the data dir; no API operation returns them.
         E::AlreadyInitialised { .. }
         | E::DirNotEmpty { .. }
         | E::NotInitialised { .. }
         | E::Import { .. }
-        | E::Restore { .. }
-        | E::KeyFilePermissions { .. }
-        | E::NoActiveGeneration
-        | E::NoNextGeneration
-        | E::Corrupt { .. }
-        | E::KeyMismatch { .. }
-        | E::Sign(_)
-        | E::Random
-        | E::Passphrase(_)
-        | E::Store(_)
-        | E::Fs(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+        | E::Restore { .. } => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
     }
 }
 

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use super::tls::ServingCertificate;
-use crate::authority::{Authority, AuthorityError};
+use crate::authority::{Authority, AuthorityError, Fault};
 use crate::names::San;
 use crate::store::GenerationRecord;
 
@@ -62,9 +62,8 @@ impl Follower {
         tracing::info!(serial = %identity.serial, renew_at = %crate::duration::rfc3339(identity.renew_at), "serving certificate");
         let renew_at = identity.renew_at;
         let serving = ServingCertificate::new(identity.chain, identity.key_der)
-            .map_err(|e| AuthorityError::Sign(e.to_string()))?;
-        let boot =
-            hex::encode(crate::pki::random_bytes::<8>().map_err(|_| AuthorityError::Random)?);
+            .map_err(|e| Fault::ServingTls(e.to_string()))?;
+        let boot = hex::encode(crate::pki::random_bytes::<8>().map_err(|_| Fault::Random)?);
         let version = format!("{boot}-{}", authority.watched_state().await?);
         let (published, watching) = watch::channel(Watched {
             version,
@@ -146,7 +145,7 @@ impl Follower {
         let identity = self.authority.new_serving_identity(&self.sans, now).await?;
         self.serving
             .replace(identity.chain, identity.key_der)
-            .map_err(|e| AuthorityError::Sign(e.to_string()))?;
+            .map_err(|e| Fault::ServingTls(e.to_string()))?;
         self.renew_at = identity.renew_at;
         Ok(identity.serial)
     }

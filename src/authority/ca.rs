@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use x509_parser::prelude::X509Certificate;
 use x509_parser::x509::X509Name;
 
-use super::AuthorityError;
+use super::{signer, AuthorityError, Fault};
 use crate::duration::rfc3339;
 use crate::pki::{self, KeyType};
 
@@ -27,7 +27,7 @@ pub struct CaMaterial {
 
 /// A random serial: 16 bytes, positive, no leading zero byte (126 bits of entropy).
 pub fn random_serial() -> Result<[u8; 16], AuthorityError> {
-    let mut bytes = pki::random_bytes::<16>().map_err(|_| AuthorityError::Random)?;
+    let mut bytes = pki::random_bytes::<16>().map_err(|_| Fault::Random)?;
     bytes[0] = (bytes[0] & 0x7f) | 0x40;
     Ok(bytes)
 }
@@ -50,11 +50,9 @@ pub fn create(
     params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
     params.not_before = now - to_time(backdate);
     params.not_after = now + to_time(validity);
-    let cert = params
-        .self_signed(&key)
-        .map_err(|e| AuthorityError::Sign(e.to_string()))?;
+    let cert_der = signer::self_sign(&params, &key)?;
     Ok(CaMaterial {
-        cert_der: cert.der().to_vec(),
+        cert_der,
         key,
         key_type,
         not_before: params.not_before,
@@ -84,10 +82,7 @@ pub fn endorse(
         .not_after
         .to_datetime()
         .min(issuer_not_after);
-    let cert = params
-        .signed_by(new_key, issuer)
-        .map_err(|e| AuthorityError::Sign(e.to_string()))?;
-    Ok(cert.der().to_vec())
+    signer::sign_certificate(&params, new_key, issuer, "an endorsement")
 }
 
 /// Adopts an existing CA (its certificate and key, as PEM). Returns the material and notes for
@@ -245,10 +240,8 @@ fn check_issuer_reproduces_subject(
     let (issuer, _) = issuer(cert, own_key)?;
     let mut params = CertificateParams::default();
     params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
-    let probe = params
-        .signed_by(&probe_key, &issuer)
-        .map_err(|e| AuthorityError::Sign(e.to_string()))?;
-    let probe = pki::parse_certificate(probe.der())?;
+    let probe = signer::sign_certificate(&params, &probe_key, &issuer, "a test certificate")?;
+    let probe = pki::parse_certificate(&probe)?;
     let ca = pki::parse_certificate(der)?;
     if probe.issuer().as_raw() != ca.subject().as_raw() {
         return Err(AuthorityError::Import {

@@ -3,7 +3,7 @@
 
 use super::*;
 
-/// Everything that can go wrong in the authority.
+/// Everything the authority refuses (the caller's to change) or fails with ([`Fault`]).
 #[derive(Debug, thiserror::Error)]
 pub enum AuthorityError {
     #[error("{} already holds a CA ({} exists); nothing was changed", dir.display(), found.display())]
@@ -16,16 +16,6 @@ pub enum AuthorityError {
     Import { reason: String },
     #[error("cannot restore: {reason}")]
     Restore { reason: String },
-    #[error("the CA key {} is readable by other users (mode {mode:o}); run chmod 600 on it", path.display())]
-    KeyFilePermissions { path: PathBuf, mode: u32 },
-    #[error("the data dir has no active CA generation")]
-    NoActiveGeneration,
-    #[error("the rotation is under way but its new CA generation is missing from the database")]
-    NoNextGeneration,
-    #[error("stored data is corrupt: {what}")]
-    Corrupt { what: String },
-    #[error("{} does not belong to the CA generation {generation} certificate", path.display())]
-    KeyMismatch { path: PathBuf, generation: i64 },
     #[error("invalid serial {text:?}: expected hexadecimal digits (colons allowed)")]
     InvalidSerial { text: String },
     #[error("no certificate with serial {serial}")]
@@ -107,18 +97,54 @@ pub enum AuthorityError {
         holder: String,
         until: OffsetDateTime,
     },
-    #[error("signing failed: {0}")]
-    Sign(String),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Not the caller's doing: the CA's own data, keys, disk or randomness failed.
+    #[error(transparent)]
+    Fault(#[from] Fault),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+}
+
+/// An internal fault: nothing the caller sent caused it, and nothing it can change fixes it.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    #[error("the CA key {} is readable by other users (mode {mode:o}); run chmod 600 on it", path.display())]
+    KeyFilePermissions { path: PathBuf, mode: u32 },
+    #[error("the data dir has no active CA generation")]
+    NoActiveGeneration,
+    #[error("the rotation is under way but its new CA generation is missing from the database")]
+    NoNextGeneration,
+    #[error("stored data is corrupt: {what}")]
+    Corrupt { what: String },
+    #[error("{} does not belong to the CA generation {generation} certificate", path.display())]
+    KeyMismatch { path: PathBuf, generation: i64 },
+    #[error("signing {what} failed: {source}")]
+    Sign {
+        what: &'static str,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("the serving certificate cannot be used for TLS: {0}")]
+    ServingTls(String),
     #[error("the system random number generator failed")]
     Random,
     #[error("CA key: {0}")]
     Passphrase(String),
     #[error(transparent)]
-    Policy(#[from] PolicyError),
-    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Pki(#[from] PkiError),
-    #[error(transparent)]
     Fs(#[from] FsError),
+}
+
+impl From<StoreError> for AuthorityError {
+    fn from(e: StoreError) -> Self {
+        AuthorityError::Fault(Fault::Store(e))
+    }
+}
+
+impl From<FsError> for AuthorityError {
+    fn from(e: FsError) -> Self {
+        AuthorityError::Fault(Fault::Fs(e))
+    }
 }

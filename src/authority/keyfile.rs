@@ -10,7 +10,7 @@ use std::num::NonZeroU32;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
-use super::AuthorityError;
+use super::{AuthorityError, Fault};
 
 /// PEM label of a sealed key.
 pub const LABEL: &str = "ETCD-CA ENCRYPTED PRIVATE KEY";
@@ -27,9 +27,9 @@ impl Passphrase {
     pub fn new(text: &str) -> Result<Self, AuthorityError> {
         let trimmed = text.trim_end_matches(['\n', '\r']);
         if trimmed.len() < 8 {
-            return Err(AuthorityError::Passphrase(
-                "the passphrase must be at least 8 characters".into(),
-            ));
+            return Err(
+                Fault::Passphrase("the passphrase must be at least 8 characters".into()).into(),
+            );
         }
         Ok(Self(zeroize::Zeroizing::new(trimmed.as_bytes().to_vec())))
     }
@@ -37,7 +37,7 @@ impl Passphrase {
     /// A random passphrase (32 bytes of entropy, hex).
     pub fn generate() -> Result<(Self, zeroize::Zeroizing<String>), AuthorityError> {
         let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
-        crate::pki::fill_random(bytes.as_mut()).map_err(|_| AuthorityError::Random)?;
+        crate::pki::fill_random(bytes.as_mut()).map_err(|_| Fault::Random)?;
         let text = zeroize::Zeroizing::new(hex::encode(bytes.as_ref()));
         Ok((Self::new(&text)?, text))
     }
@@ -62,8 +62,7 @@ fn derive_key(
         &passphrase.0,
         key.as_mut(),
     );
-    let unbound =
-        UnboundKey::new(&AES_256_GCM, key.as_ref()).map_err(|_| AuthorityError::Random)?;
+    let unbound = UnboundKey::new(&AES_256_GCM, key.as_ref()).map_err(|_| Fault::Random)?;
     Ok(LessSafeKey::new(unbound))
 }
 
@@ -74,8 +73,8 @@ pub fn seal(
     iterations: u32,
 ) -> Result<String, AuthorityError> {
     let iterations = NonZeroU32::new(iterations.max(1)).unwrap_or(NonZeroU32::MIN);
-    let salt = crate::pki::random_bytes::<16>().map_err(|_| AuthorityError::Random)?;
-    let nonce = crate::pki::random_bytes::<12>().map_err(|_| AuthorityError::Random)?;
+    let salt = crate::pki::random_bytes::<16>().map_err(|_| Fault::Random)?;
+    let nonce = crate::pki::random_bytes::<12>().map_err(|_| Fault::Random)?;
     let mut header = vec![VERSION];
     header.extend_from_slice(&iterations.get().to_be_bytes());
     header.extend_from_slice(&salt);
@@ -87,7 +86,7 @@ pub fn seal(
         Aad::from(&header),
         &mut sealed,
     )
-    .map_err(|_| AuthorityError::Passphrase("cannot seal the key".into()))?;
+    .map_err(|_| Fault::Passphrase("cannot seal the key".into()))?;
     header.extend_from_slice(&sealed);
     Ok(pem::encode_config(
         &pem::Pem::new(LABEL, header),
@@ -109,23 +108,21 @@ pub fn open(
         return Ok(zeroize::Zeroizing::new(text.to_string()));
     }
     let passphrase = passphrase.ok_or_else(|| {
-        AuthorityError::Passphrase(
+        Fault::Passphrase(
             "the CA key is encrypted: give its passphrase with --passphrase-file, ETCD_CA_PASSPHRASE_FILE or ETCD_CA_PASSPHRASE".into(),
         )
     })?;
-    let block = pem::parse(text)
-        .map_err(|e| AuthorityError::Passphrase(format!("malformed key file: {e}")))?;
+    let block =
+        pem::parse(text).map_err(|e| Fault::Passphrase(format!("malformed key file: {e}")))?;
     let bytes = block.contents();
     let header_len = 1 + 4 + 16 + 12;
     if bytes.len() < header_len + 16 || bytes[0] != VERSION {
-        return Err(AuthorityError::Passphrase(
-            "malformed or unknown key file version".into(),
-        ));
+        return Err(Fault::Passphrase("malformed or unknown key file version".into()).into());
     }
     let (header, sealed) = bytes.split_at(header_len);
     let iterations = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
     let iterations = NonZeroU32::new(iterations)
-        .ok_or_else(|| AuthorityError::Passphrase("malformed key file".into()))?;
+        .ok_or_else(|| Fault::Passphrase("malformed key file".into()))?;
     let salt = &header[5..21];
     let mut nonce = [0u8; 12];
     nonce.copy_from_slice(&header[21..33]);
@@ -137,9 +134,7 @@ pub fn open(
             Aad::from(header),
             buffer.as_mut(),
         )
-        .map_err(|_| {
-            AuthorityError::Passphrase("wrong passphrase (or a damaged key file)".into())
-        })?;
+        .map_err(|_| Fault::Passphrase("wrong passphrase (or a damaged key file)".into()))?;
     Ok(zeroize::Zeroizing::new(pem::encode_config(
         &pem::Pem::new("PRIVATE KEY", plain.to_vec()),
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),

@@ -100,14 +100,14 @@ impl Authority {
             .iter()
             .map(|s| San::parse_loose(s))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| AuthorityError::Corrupt {
+            .map_err(|e| Fault::Corrupt {
                 what: format!("a recorded SAN of certificate {}: {e}", record.serial),
             })?;
         let node: NodeName =
             record
                 .node
                 .parse()
-                .map_err(|e: crate::names::NameError| AuthorityError::Corrupt {
+                .map_err(|e: crate::names::NameError| Fault::Corrupt {
                     what: format!("the node of certificate {}: {e}", record.serial),
                 })?;
         let grant = self.policy.evaluate_renewal(
@@ -122,7 +122,7 @@ impl Authority {
             self.active_generation()?.not_after,
         )?;
         let public_key = rcgen::SubjectPublicKeyInfo::from_der(public_key)
-            .map_err(|e| AuthorityError::Sign(e.to_string()))?;
+            .map_err(|e| PkiError::Certificate(format!("its public key: {e}")))?;
         let identity = match identity {
             Some(known) => known.clone(),
             None => self
@@ -184,11 +184,12 @@ impl Authority {
             Some(identity) => identity,
             None => {
                 let node: NodeName =
-                    record.node.parse().map_err(|e: crate::names::NameError| {
-                        AuthorityError::Corrupt {
+                    record
+                        .node
+                        .parse()
+                        .map_err(|e: crate::names::NameError| Fault::Corrupt {
                             what: format!("the node of certificate {}: {e}", record.serial),
-                        }
-                    })?;
+                        })?;
                 NodeIdentity::new(node, Vec::new(), Vec::new())
             }
         };

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{ca, AuditAction, Authority, AuthorityError, DataDir};
+use super::{ca, AuditAction, Authority, AuthorityError, DataDir, Fault};
 use crate::duration::rfc3339;
 use crate::fsutil::{self, FsError};
 use crate::pki::{self, KeyType};
@@ -458,7 +458,7 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<(), AuthorityError> {
         let (old, new) = self.check_phase(Phase::Started, "activate").await?;
-        let new = new.ok_or(AuthorityError::NoNextGeneration)?;
+        let new = new.ok_or(Fault::NoNextGeneration)?;
         self.check_converged("activate", force, now).await?;
         let event = AuditAction::RotateActivate.event(
             actor,
@@ -491,7 +491,7 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<(), AuthorityError> {
         let (_, old) = self.check_phase(Phase::Activated, "finish").await?;
-        let old = old.ok_or_else(|| AuthorityError::Corrupt {
+        let old = old.ok_or_else(|| Fault::Corrupt {
             what: "the rotation is activated but its previous CA generation is missing".into(),
         })?;
         self.check_converged("finish", force, now).await?;
@@ -517,7 +517,7 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<(), AuthorityError> {
         let (_, new) = self.check_phase(Phase::Started, "abort").await?;
-        let new = new.ok_or(AuthorityError::NoNextGeneration)?;
+        let new = new.ok_or(Fault::NoNextGeneration)?;
         let event = AuditAction::RotateAbort.event(
             actor,
             now,

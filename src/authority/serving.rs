@@ -9,7 +9,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use rcgen::KeyPair;
 use time::OffsetDateTime;
 
-use super::{Authority, AuthorityError, NodeIdentity, Origin, SERVER_NODE};
+use super::{Authority, AuthorityError, Fault, NodeIdentity, Origin, SERVER_NODE};
 use crate::fsutil::{self, FsError};
 use crate::names::{NodeName, San};
 use crate::pki::{self, KeyType};
@@ -51,9 +51,11 @@ impl Authority {
         sans: &[San],
         now: OffsetDateTime,
     ) -> Result<ServingIdentity, AuthorityError> {
+        // SERVER_NODE is a constant valid node name (a unit test parses it).
+        #[allow(clippy::expect_used)]
         let node: NodeName = SERVER_NODE
             .parse()
-            .map_err(|e: crate::names::NameError| AuthorityError::Sign(e.to_string()))?;
+            .expect("SERVER_NODE is a valid node name");
         let identity = NodeIdentity::from_sans(node.clone(), sans);
         let key = KeyType::EcdsaP256.generate()?;
         let grant = self.policy.server_grant(
@@ -129,7 +131,7 @@ impl Authority {
         let der = pki::pem_certificates(&cert_pem)?
             .into_iter()
             .next()
-            .ok_or_else(|| AuthorityError::Corrupt {
+            .ok_or_else(|| Fault::Corrupt {
                 what: format!("{} holds no certificate", cert_path.display()),
             })?;
         let serial = pki::serial_hex(&pki::parse_certificate(&der)?);
@@ -154,10 +156,11 @@ impl Authority {
             .permissions()
             .mode();
         if mode & 0o077 != 0 {
-            return Err(AuthorityError::KeyFilePermissions {
+            return Err(Fault::KeyFilePermissions {
                 path: key_path,
                 mode: mode & 0o777,
-            });
+            }
+            .into());
         }
         let key_text =
             std::fs::read_to_string(&key_path).map_err(|e| FsError::new("read", &key_path, e))?;

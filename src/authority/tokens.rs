@@ -6,7 +6,7 @@
 
 use subtle::ConstantTimeEq;
 
-use super::AuthorityError;
+use super::{AuthorityError, Fault};
 
 const PREFIX: &str = "etcdca_";
 
@@ -18,7 +18,7 @@ pub struct GeneratedToken {
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], AuthorityError> {
-    crate::pki::random_bytes().map_err(|_| AuthorityError::Random)
+    Ok(crate::pki::random_bytes().map_err(|_| Fault::Random)?)
 }
 
 fn hash(secret: &str) -> Vec<u8> {
