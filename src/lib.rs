@@ -17,7 +17,7 @@
 //!   [`api::follow`] keeps its certificate and the state agents long-poll in step with the CA,
 //!   however the CA changed.
 //! - [`authority`]: the only code that signs; owns the data dir, CA generations, issue, revoke,
-//!   CRL, rotation, backup, and the server's own certificate.
+//!   CRL, rotation, backup, retention (tidy), and the server's own certificate.
 //! - [`policy`]: policy files and the decision for one request. No I/O, time passed in.
 //! - [`store`]: every SQL statement.
 //! - [`pki`], [`names`], [`duration`]: validated building blocks (keys, certificates, names, spans).

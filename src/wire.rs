@@ -360,6 +360,55 @@ pub struct CertsQuery {
     pub profile: Option<String>,
     pub status: Option<String>,
     pub expiring_within: Option<String>,
+    /// At most this many per page (default and maximum 1000).
+    pub limit: Option<u32>,
+    /// The `next` of the previous page.
+    pub after: Option<String>,
+}
+
+/// `POST /v1/tidy`: remove what is past its retention (or only count it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TidyBody {
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a tidy run removed (or would remove), and where each kind's retention ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TidyAnswer {
+    pub dry_run: bool,
+    pub certificates: u64,
+    pub tokens: u64,
+    pub audit_events: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub certificates_expired_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub tokens_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub audit_events_before: OffsetDateTime,
+}
+
+impl From<crate::authority::TidyReport> for TidyAnswer {
+    fn from(r: crate::authority::TidyReport) -> Self {
+        Self {
+            dry_run: r.dry_run,
+            certificates: r.removed.certificates,
+            tokens: r.removed.tokens,
+            audit_events: r.removed.audit_events,
+            certificates_expired_before: r.cutoffs.certificates,
+            tokens_before: r.cutoffs.tokens,
+            audit_events_before: r.cutoffs.audit_events,
+        }
+    }
+}
+
+/// One page of `GET /v1/certs`, soonest expiry first. `next`, when present, is the `after` of
+/// the following page; a listing is complete when a page has none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CertificatePage {
+    pub certificates: Vec<CertificateInfo>,
+    pub next: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -609,6 +658,20 @@ mod tests {
             renewed_from: Some("09".into()),
             pem: "pem".into(),
         });
+        round_trip(TidyBody { dry_run: true });
+        round_trip(TidyAnswer {
+            dry_run: false,
+            certificates: 3,
+            tokens: 2,
+            audit_events: 1,
+            certificates_expired_before: at(1),
+            tokens_before: at(2),
+            audit_events_before: at(3),
+        });
+        round_trip(CertificatePage {
+            certificates: vec![],
+            next: Some("10.0a".into()),
+        });
         round_trip(AuditEntry {
             at: at(3),
             actor: "admin:ab12".into(),
@@ -680,6 +743,8 @@ mod tests {
             profile: None,
             status: Some("superseded".into()),
             expiring_within: Some("30d".into()),
+            limit: Some(50),
+            after: Some("1767225600.0a".into()),
         });
         round_trip(RevokeBody {
             reason: Some("superseded".into()),

@@ -72,6 +72,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/audit", get(routes::audit))
         .route("/v1/admin-tokens", get(routes::admin_tokens))
         .route("/v1/backup", get(routes::backup))
+        .route("/v1/tidy", post(routes::tidy))
         .route(
             "/v1/admin-tokens/{id}/revoke",
             post(routes::revoke_admin_token),

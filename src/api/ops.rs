@@ -12,10 +12,11 @@ use crate::authority::{Authority, IssueRequest, RevocationReason, TokenRequest};
 use crate::duration::HumanDuration;
 use crate::names::{DnsName, NodeName};
 use crate::pki::KeyType;
-use crate::store::{CertificateFilter, CertificateState};
+use crate::store::{CertificateCursor, CertificateFilter, CertificateState, MAX_PAGE};
 use crate::wire::{
-    AdminTokenInfo, AdminTokenRevoked, AuditEntry, CertificateInfo, CertsQuery, ErrorCode,
-    IssueBody, IssueResponse, RevokeBody, RotateBody, RotationStatus, TokenBody, TokenResponse,
+    AdminTokenInfo, AdminTokenRevoked, AuditEntry, CertificateInfo, CertificatePage, CertsQuery,
+    ErrorCode, IssueBody, IssueResponse, RevokeBody, RotateBody, RotationStatus, TidyAnswer,
+    TidyBody, TokenBody, TokenResponse,
 };
 
 /// A node's name and addresses from their wire text.
@@ -82,12 +83,12 @@ pub async fn create_token(
     })
 }
 
-/// The recorded certificates a query asks for, soonest expiry first.
+/// One page of the recorded certificates a query asks for, soonest expiry first.
 pub async fn certificates(
     authority: &Authority,
     query: CertsQuery,
     now: OffsetDateTime,
-) -> Result<Vec<CertificateInfo>, ApiError> {
+) -> Result<CertificatePage, ApiError> {
     let state = query
         .status
         .map(|s| s.parse::<CertificateState>())
@@ -98,15 +99,41 @@ pub async fn certificates(
         .map(|d| parse_duration("expiring_within", &d))
         .transpose()?
         .map(|d| now + d.as_time());
+    let after = query
+        .after
+        .map(|a| a.parse::<CertificateCursor>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request(ErrorCode::QueryInvalid, e))?;
+    let limit = match query.limit {
+        Some(n) if n == 0 || n > MAX_PAGE => {
+            return Err(ApiError::bad_request(
+                ErrorCode::QueryInvalid,
+                format!("limit must be between 1 and {MAX_PAGE}"),
+            ))
+        }
+        Some(n) => n,
+        None => MAX_PAGE,
+    };
     let filter = CertificateFilter {
         node: query.node,
         profile: query.profile,
         state,
         expiring_before,
+        after,
+        limit: Some(limit),
         ..Default::default()
     };
     let records = authority.certificates(&filter, now).await?;
-    Ok(records.into_iter().map(Into::into).collect())
+    let next = match records.last() {
+        Some(last) if records.len() == limit as usize => {
+            Some(CertificateCursor::after(last).to_string())
+        }
+        _ => None,
+    };
+    Ok(CertificatePage {
+        certificates: records.into_iter().map(Into::into).collect(),
+        next,
+    })
 }
 
 /// One recorded certificate.
@@ -176,6 +203,16 @@ pub async fn audit(authority: &Authority, limit: Option<i64>) -> Result<Vec<Audi
     let limit = limit.unwrap_or(100).clamp(1, 10_000);
     let events = authority.audit_events(limit).await?;
     Ok(events.into_iter().map(Into::into).collect())
+}
+
+/// Removes what is past its retention, or with `dry_run` counts it.
+pub async fn tidy(
+    authority: &Authority,
+    body: TidyBody,
+    actor: &str,
+    now: OffsetDateTime,
+) -> Result<TidyAnswer, ApiError> {
+    Ok(authority.tidy(body.dry_run, actor, now).await?.into())
 }
 
 /// Revokes an admin token (refused from the next request on).

@@ -14,6 +14,10 @@ use super::metrics::Metrics;
 use super::server::Limits;
 use super::AppState;
 
+/// When the server first removes what is past its retention, and how often after.
+const TIDY_FIRST: std::time::Duration = std::time::Duration::from_secs(60);
+const TIDY_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -97,6 +101,23 @@ pub async fn run(
             }
         })
     };
+    // What is past its retention goes in small batches, a minute after start and then hourly.
+    let tidier = {
+        let authority = authority.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(TIDY_FIRST).await;
+            let mut tick = tokio::time::interval(TIDY_EVERY);
+            loop {
+                tick.tick().await;
+                if let Err(e) = authority
+                    .tidy(false, "etcd-ca serve", crate::clock::now())
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot remove what is past its retention; will retry");
+                }
+            }
+        })
+    };
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -116,6 +137,7 @@ pub async fn run(
     .await;
     let _ = follower.await;
     summaries.abort();
+    tidier.abort();
     if let Some(summary) = digest.take() {
         authority
             .audit_summary("refused.anonymous", &summary, crate::clock::now())

@@ -21,6 +21,7 @@ pub enum AuditAction {
     RotateActivate,
     RotateFinish,
     RotateAbort,
+    Tidy,
 }
 
 impl AuditAction {
@@ -42,6 +43,7 @@ impl AuditAction {
             Self::RotateActivate => "ca.rotate.activate",
             Self::RotateFinish => "ca.rotate.finish",
             Self::RotateAbort => "ca.rotate.abort",
+            Self::Tidy => "tidy",
         }
     }
 
@@ -154,6 +156,7 @@ impl Authority {
         match self.store.revoke(&serial, reason.name(), &event).await? {
             RevokeOutcome::Revoked(record) => {
                 tracing::info!(serial = %serial, reason = reason.name(), "revoked certificate");
+                self.crl_cache.forget_revocations();
                 self.changed.notify_one();
                 Ok(*record)
             }

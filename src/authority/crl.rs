@@ -12,9 +12,13 @@
 //! Each CRL takes its number from its issuer's counter in the store, so the numbers of one issuer
 //! never go back, whichever process (the server, `etcd-ca crl`) built the previous one. The
 //! server keeps the last CRL of each kind and rebuilds it only after a revocation, when half its
-//! lifetime passed, or when the generations changed.
+//! lifetime passed, or when the generations changed. Whether a revocation happened is a number
+//! kept in memory: the store's revocation epoch as last read, after this process revoked, or
+//! by the server's follower (every 2 s, for revocations made elsewhere). So a cached CRL, the
+//! answer to nearly every request, costs a lookup and no read.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
@@ -59,21 +63,45 @@ enum Scope {
     Generation(i64),
 }
 
-/// The last CRL built, and the revocation state it reflects.
+/// The last CRL built, and the revocation epoch it reflects.
 struct CachedCrl {
     der: Arc<Vec<u8>>,
-    epoch: (i64, i64),
+    epoch: i64,
     built_at: OffsetDateTime,
 }
 
-/// The last CRL built of each kind.
-#[derive(Default)]
-pub(super) struct CrlCache(tokio::sync::Mutex<HashMap<Scope, CachedCrl>>);
+/// The last CRL built of each kind, and the revocation epoch last read.
+pub(super) struct CrlCache {
+    built: tokio::sync::Mutex<HashMap<Scope, CachedCrl>>,
+    /// The store's revocation epoch as last read; [`UNKNOWN`] until read or after a revocation.
+    epoch: AtomicI64,
+}
+
+const UNKNOWN: i64 = -1;
+
+impl Default for CrlCache {
+    fn default() -> Self {
+        Self {
+            built: Default::default(),
+            epoch: AtomicI64::new(UNKNOWN),
+        }
+    }
+}
 
 impl CrlCache {
     /// Forgets every CRL (the generations changed: signers, and what is trusted, may differ).
     pub(super) async fn clear(&self) {
-        self.0.lock().await.clear();
+        self.built.lock().await.clear();
+    }
+
+    /// The store's revocation epoch, as just read.
+    pub(super) fn saw_revocations(&self, epoch: i64) {
+        self.epoch.store(epoch, Ordering::Release);
+    }
+
+    /// This process revoked: the next CRL request reads the epoch again.
+    pub(super) fn forget_revocations(&self) {
+        self.epoch.store(UNKNOWN, Ordering::Release);
     }
 }
 
@@ -131,8 +159,12 @@ impl Authority {
         scope: Scope,
         now: OffsetDateTime,
     ) -> Result<Arc<Vec<u8>>, AuthorityError> {
-        let epoch = self.store.revocation_epoch().await?;
-        let mut cache = self.crl_cache.0.lock().await;
+        let mut epoch = self.crl_cache.epoch.load(Ordering::Acquire);
+        if epoch == UNKNOWN {
+            epoch = self.store.revocation_epoch().await?;
+            self.crl_cache.saw_revocations(epoch);
+        }
+        let mut cache = self.crl_cache.built.lock().await;
         if let Some(cached) = cache.get(&scope) {
             let fresh = now - cached.built_at < to_time(self.policy.crl_lifetime / 2);
             if cached.epoch == epoch && fresh {
@@ -202,10 +234,7 @@ impl Authority {
                 None => KeyIdMethod::Sha256,
             },
         };
-        let crl = params
-            .signed_by(&signer.issuer)
-            .map_err(|e| AuthorityError::Sign(e.to_string()))?;
-        Ok(crl.der().to_vec())
+        super::signer::sign_crl(&params, &signer.issuer)
     }
 }
 

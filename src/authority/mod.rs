@@ -23,6 +23,7 @@ mod init;
 mod issue;
 pub mod keyfile;
 mod renew;
+mod retention;
 pub mod rotation;
 mod serving;
 mod signer;
@@ -49,7 +50,8 @@ pub use audit::AuditAction;
 pub use backup::{archive_names, BackupReport, BackupSummary};
 pub use crl::CrlIssuer;
 pub use datadir::{DataDir, ServeLockError};
-pub use error::AuthorityError;
+pub use error::{AuthorityError, Fault};
+pub use retention::TidyReport;
 pub use serving::ServingIdentity;
 use signer::{public_key_of, Origin, Signed, Signer};
 pub use types::*;
@@ -125,7 +127,7 @@ impl Generations {
         self.records
             .iter()
             .find(|g| g.state == GenerationState::Active)
-            .ok_or(AuthorityError::NoActiveGeneration)
+            .ok_or(Fault::NoActiveGeneration.into())
     }
 }
 
@@ -161,7 +163,7 @@ impl Authority {
         };
         if authority.active_generation().is_err() {
             authority.close().await;
-            return Err(AuthorityError::NoActiveGeneration);
+            return Err(Fault::NoActiveGeneration.into());
         }
         Ok(authority)
     }
@@ -181,7 +183,7 @@ impl Authority {
             return Ok(KeyProtection::Unencrypted);
         }
         let passphrase = self.passphrase.clone().ok_or_else(|| {
-            AuthorityError::Passphrase(
+            Fault::Passphrase(
                 "the CA keys are encrypted: give the passphrase with --passphrase-file, ETCD_CA_PASSPHRASE_FILE or ETCD_CA_PASSPHRASE".into(),
             )
         })?;
@@ -270,8 +272,9 @@ impl Authority {
         for g in self.current().records.iter() {
             ctx.update(format!("{}:{}:{};", g.id, g.state.as_str(), g.fingerprint).as_bytes());
         }
-        let (revoked, latest) = self.store.revocation_epoch().await?;
-        ctx.update(format!("revoked:{revoked}:{latest};").as_bytes());
+        let revocations = self.store.revocation_epoch().await?;
+        self.crl_cache.saw_revocations(revocations);
+        ctx.update(format!("revoked:{revocations};").as_bytes());
         Ok(hex::encode(&ctx.finish().as_ref()[..16]))
     }
 

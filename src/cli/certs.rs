@@ -245,6 +245,7 @@ pub(super) async fn list(args: ListArgs, now: OffsetDateTime) -> Result<ExitCode
         profile: args.profile.clone(),
         status: args.status.map(|s| s.as_str().to_string()),
         expiring_within: args.expiring_within.map(|d| d.to_string()),
+        ..Default::default()
     };
     let records: Vec<CertificateInfo> = Target::admin(&args.data_dir, &args.remote)
         .await?

@@ -140,6 +140,9 @@ pub enum Command {
     EtcdFlags(EtcdFlagsArgs),
     /// Show the audit trail: every issue, revocation and CA change.
     Audit(AuditArgs),
+    /// Remove what is past its retention (policy [retention]): certificates long expired, used
+    /// tokens, old audit events. The server does this every hour; --dry-run only counts.
+    Tidy(TidyArgs),
     /// Policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -200,6 +203,7 @@ mod common;
 mod files;
 mod serve;
 mod target;
+mod tidy;
 mod tokens;
 
 use agent::agent;
@@ -215,6 +219,8 @@ pub use files::{EtcdFlagsArgs, FlagFormatArg, InspectArgs};
 use serve::serve;
 pub use serve::ServeArgs;
 use target::Target;
+use tidy::tidy;
+pub use tidy::TidyArgs;
 use tokens::{admin_token_create, admin_token_list, admin_token_revoke, token_create};
 pub use tokens::{
     AdminTokenCommand, AdminTokenListArgs, AdminTokenRevokeArgs, TokenCommand, TokenCreateArgs,
@@ -240,6 +246,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Revoke(args) => revoke(args, now).await,
         Command::Crl(args) => crl(args, now).await,
         Command::Audit(args) => audit(args).await,
+        Command::Tidy(args) => tidy(args, now).await,
         Command::Agent(AgentCommand {
             status: Some(AgentStatusCommand::Status { dir }),
             ..

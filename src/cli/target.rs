@@ -8,7 +8,8 @@ use crate::api::error::ApiError;
 use crate::client::ApiClient;
 use crate::wire::{
     AdminTokenInfo, AdminTokenRevoked, AuditEntry, CertificateInfo, CertsQuery, IssueBody,
-    IssueResponse, RevokeBody, RotateBody, RotationStatus, TokenBody, TokenResponse,
+    IssueResponse, RevokeBody, RotateBody, RotationStatus, TidyAnswer, TidyBody, TokenBody,
+    TokenResponse,
 };
 
 pub(super) enum Target {
@@ -65,15 +66,24 @@ impl Target {
         })
     }
 
+    /// Every certificate the query matches, following the pages.
     pub(super) async fn certificates(
         &self,
-        query: CertsQuery,
+        mut query: CertsQuery,
         now: OffsetDateTime,
     ) -> Result<Vec<CertificateInfo>, CliError> {
-        Ok(match self {
-            Target::Local(a) => crate::api::ops::certificates(a, query, now).await?,
-            Target::Remote(c) => c.certificates(&query).await?,
-        })
+        let mut all = Vec::new();
+        loop {
+            let page = match self {
+                Target::Local(a) => crate::api::ops::certificates(a, query.clone(), now).await?,
+                Target::Remote(c) => c.certificates(&query).await?,
+            };
+            all.extend(page.certificates);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     /// One certificate; `serial` is normalised hex.
@@ -130,6 +140,17 @@ impl Target {
                 crate::api::ops::revoke_admin_token(a, id, &local_actor(), now).await?
             }
             Target::Remote(c) => c.revoke_admin_token(id).await?,
+        })
+    }
+
+    pub(super) async fn tidy(
+        &self,
+        body: TidyBody,
+        now: OffsetDateTime,
+    ) -> Result<TidyAnswer, CliError> {
+        Ok(match self {
+            Target::Local(a) => crate::api::ops::tidy(a, body, &local_actor(), now).await?,
+            Target::Remote(c) => c.tidy(&body).await?,
         })
     }
 

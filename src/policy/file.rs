@@ -29,6 +29,8 @@ pub(super) fn file_error(path: &Path, text: &str, key: &str, e: &toml::de::Error
 pub(super) struct PolicyFile {
     #[serde(default)]
     defaults: DefaultsFile,
+    #[serde(default)]
+    retention: RetentionFile,
     names: NamesFile,
     profiles: BTreeMap<String, Spanned<ProfileFile>>,
 }
@@ -55,6 +57,38 @@ impl Default for DefaultsFile {
             allowed_key_types: default_key_types(),
         }
     }
+}
+
+/// `[retention]`: how long what is no longer needed is kept (see [`Retention`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RetentionFile {
+    #[serde(default = "default_expired_certificates")]
+    expired_certificates: HumanDuration,
+    #[serde(default = "default_tokens")]
+    tokens: HumanDuration,
+    #[serde(default = "default_audit_events")]
+    audit_events: HumanDuration,
+}
+
+impl Default for RetentionFile {
+    fn default() -> Self {
+        Self {
+            expired_certificates: default_expired_certificates(),
+            tokens: default_tokens(),
+            audit_events: default_audit_events(),
+        }
+    }
+}
+
+pub(super) fn default_expired_certificates() -> HumanDuration {
+    HumanDuration::from_secs(30 * 86400)
+}
+pub(super) fn default_tokens() -> HumanDuration {
+    HumanDuration::from_secs(30 * 86400)
+}
+pub(super) fn default_audit_events() -> HumanDuration {
+    HumanDuration::from_secs(400 * 86400)
 }
 
 pub(super) fn default_backdate() -> HumanDuration {
@@ -192,6 +226,11 @@ impl PolicyFile {
             backdate: self.defaults.backdate.as_std(),
             crl_lifetime: self.defaults.crl_lifetime.as_std(),
             server_lifetime: self.defaults.server_lifetime.as_std(),
+            retention: Retention {
+                expired_certificates: self.retention.expired_certificates.as_std(),
+                tokens: self.retention.tokens.as_std(),
+                audit_events: self.retention.audit_events.as_std(),
+            },
             allowed_key_types: self.defaults.allowed_key_types,
             ip_ranges: self.names.ip_ranges,
             dns_names,

@@ -130,6 +130,18 @@ pub struct Profile {
     pub extra_sans: Vec<San>,
 }
 
+/// How long what is no longer needed is kept before the server removes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// A certificate is removed this long after it expired (a revoked one too: CRLs list a
+    /// certificate only until it expires). A node's current certificate is kept regardless.
+    pub expired_certificates: Duration,
+    /// A bootstrap token is removed this long after it was used or expired.
+    pub tokens: Duration,
+    /// Audit events older than this are removed.
+    pub audit_events: Duration,
+}
+
 /// A validated policy.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -137,6 +149,7 @@ pub struct Policy {
     pub crl_lifetime: Duration,
     /// Lifetime of the CA server's own TLS certificate (renewed at 2/3 of it).
     pub server_lifetime: Duration,
+    pub retention: Retention,
     pub allowed_key_types: Vec<KeyType>,
     pub ip_ranges: Vec<IpNet>,
     pub dns_names: Vec<String>,

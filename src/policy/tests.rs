@@ -346,7 +346,7 @@ fn file_errors_name_the_line_and_the_key() {
         got_line,
         short_max
             .lines()
-            .position(|l| l.contains("\"30d\""))
+            .position(|l| l.contains("max_lifetime = \"30d\""))
             .unwrap()
             + 1
     );

@@ -8,11 +8,15 @@
 //! - this file: the [`Store`] handle and its queries;
 //! - [`records`]: the records callers hand in and get back;
 //! - `rotation`, `tokens`: the queries of CA generations and rotation, and of tokens;
+//! - `retention`: removing, in batches, what nothing needs any more;
 //! - `rows`: turning records into rows and rows into records;
 //! - `sqlite`: what is SQLite's own: opening (PRAGMAs, migrations), the group committer and the
 //!   WAL checkpointer, `VACUUM INTO` backups, the integrity check, immediate write transactions.
 
+#[cfg(test)]
+mod listing_tests;
 mod records;
+mod retention;
 mod rotation;
 mod rows;
 mod sqlite;
@@ -21,6 +25,7 @@ mod tests;
 mod tokens;
 
 pub use records::*;
+pub use retention::{Cutoffs, Removed};
 use rows::*;
 use sqlite::PendingIssue;
 
@@ -34,6 +39,25 @@ use time::OffsetDateTime;
 
 use crate::names::{NodeIdentity, NodeName};
 
+/// True when a newer certificate of the same node and profile is current (one primary-key read
+/// of `current_certificates`, kept by triggers; see migration 0007).
+macro_rules! superseded {
+    () => {
+        "EXISTS (SELECT 1 FROM current_certificates AS cur
+                  WHERE cur.node = certificates.node
+                    AND cur.profile = certificates.profile
+                    AND cur.seq > certificates.seq)"
+    };
+}
+
+/// True when the certificate's CA generation is retired.
+macro_rules! ca_retired {
+    () => {
+        "EXISTS (SELECT 1 FROM ca_generations AS g
+                  WHERE g.id = certificates.ca_generation AND g.state = 'retired')"
+    };
+}
+
 /// A `SELECT` of every certificate column (then any `$extra` columns) followed by `$tail`, as
 /// one static string.
 macro_rules! select_certificates {
@@ -44,21 +68,20 @@ macro_rules! select_certificates {
         concat!(
             "SELECT serial, ca_generation, profile, node, subject, common_name, sans, key_type,
                     public_key_sha256, not_before, not_after, pem, status, revoked_at,
-                    revocation_reason, issued_at, renewed_from,
-                    EXISTS (SELECT 1 FROM certificates AS newer
-                             WHERE newer.node = certificates.node
-                               AND newer.profile = certificates.profile
-                               AND newer.status = 'valid'
-                               AND newer.seq > certificates.seq) AS superseded,
-                    EXISTS (SELECT 1 FROM ca_generations AS g
-                             WHERE g.id = certificates.ca_generation
-                               AND g.state = 'retired') AS ca_retired",
+                    revocation_reason, issued_at, renewed_from, ",
+            superseded!(),
+            " AS superseded, ",
+            ca_retired!(),
+            " AS ca_retired",
             $extra,
             " FROM certificates ",
             $tail
         )
     };
 }
+
+/// The most certificates one page of a listing holds.
+pub const MAX_PAGE: u32 = 1000;
 
 /// Errors from the database layer.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +106,82 @@ pub enum StoreError {
     Unavailable(String),
     #[error("the database is closed (the server is shutting down)")]
     Closed,
+}
+
+/// The statement of one page of [`Store::certificates`]: only the filters given, so that
+/// each one can seek its index.
+fn certificates_query(filter: &CertificateFilter, now: OffsetDateTime) -> Sql {
+    certificates_query_after("", filter, now)
+}
+
+/// [`certificates_query`] after `prefix` (`EXPLAIN QUERY PLAN` in a test).
+fn certificates_query_after(
+    prefix: &'static str,
+    filter: &CertificateFilter,
+    now: OffsetDateTime,
+) -> Sql {
+    let mut sql = Sql::new(prefix);
+    sql.push(select_certificates!("WHERE TRUE"));
+    if let Some(node) = &filter.node {
+        sql.push(" AND node = ").push_bind(node.clone());
+    }
+    if let Some(profile) = &filter.profile {
+        sql.push(" AND profile = ").push_bind(profile.clone());
+    }
+    let status = filter.status.or(filter.state.map(|s| match s {
+        CertificateState::Revoked => CertificateStatus::Revoked,
+        CertificateState::Expired => CertificateStatus::Expired,
+        _ => CertificateStatus::Valid,
+    }));
+    match status {
+        None => {}
+        Some(CertificateStatus::Revoked) => {
+            sql.push(" AND status = 'revoked'");
+        }
+        Some(CertificateStatus::Valid) => {
+            sql.push(" AND status = 'valid' AND not_after > ")
+                .push_bind(ts(now));
+        }
+        Some(CertificateStatus::Expired) => {
+            sql.push(" AND status = 'valid' AND not_after <= ")
+                .push_bind(ts(now));
+        }
+    }
+    match filter.state {
+        Some(CertificateState::Valid) => {
+            sql.push(concat!(
+                " AND NOT ",
+                superseded!(),
+                " AND NOT ",
+                ca_retired!()
+            ));
+        }
+        Some(CertificateState::Superseded) => {
+            sql.push(concat!(" AND ", superseded!(), " AND NOT ", ca_retired!()));
+        }
+        Some(CertificateState::Retired) => {
+            sql.push(concat!(" AND ", ca_retired!()));
+        }
+        _ => {}
+    }
+    if let Some(before) = filter.expiring_before {
+        sql.push(" AND status = 'valid' AND not_after > ")
+            .push_bind(ts(now))
+            .push(" AND not_after <= ")
+            .push_bind(ts(before));
+    }
+    if let Some(after) = &filter.after {
+        sql.push(" AND (not_after, serial) > (")
+            .push_bind(ts(after.not_after))
+            .push(", ")
+            .push_bind(after.serial.clone())
+            .push(")");
+    }
+    sql.push(" ORDER BY not_after, serial LIMIT ")
+        .push_bind(i64::from(
+            filter.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE),
+        ));
+    sql
 }
 
 /// The database handle. Cheap to clone.
@@ -205,46 +304,21 @@ impl Store {
         row.map(|r| certificate_from_row(&r, now)).transpose()
     }
 
-    /// Certificates matching the filter, soonest expiry first.
+    /// One page of the certificates matching the filter, soonest expiry first (then by
+    /// serial), starting after `filter.after`: at most `filter.limit` (at most [`MAX_PAGE`]).
+    /// Every filter seeks an index (`tests::every_listing_seeks_an_index`).
     pub async fn certificates(
         &self,
         filter: &CertificateFilter,
         now: OffsetDateTime,
     ) -> Result<Vec<CertificateRecord>, StoreError> {
-        // The state's validity part in SQL, the refinement (superseded, retired) after.
-        let status = filter
-            .status
-            .or(filter.state.map(|s| match s {
-                CertificateState::Revoked => CertificateStatus::Revoked,
-                CertificateState::Expired => CertificateStatus::Expired,
-                _ => CertificateStatus::Valid,
-            }))
-            .map(|s| s.as_str());
-        let rows = sqlx::query(select_certificates!(
-            "WHERE ($1 IS NULL OR node = $1)
-               AND ($2 IS NULL OR profile = $2)
-               AND ($3 IS NULL
-                    OR ($3 = 'revoked' AND status = 'revoked')
-                    OR ($3 = 'valid' AND status = 'valid' AND not_after > $4)
-                    OR ($3 = 'expired' AND status = 'valid' AND not_after <= $4))
-               AND ($5 IS NULL OR (status = 'valid' AND not_after > $4 AND not_after <= $5))
-             ORDER BY not_after, serial"
-        ))
-        .bind(filter.node.as_deref())
-        .bind(filter.profile.as_deref())
-        .bind(status)
-        .bind(ts(now))
-        .bind(filter.expiring_before.map(ts))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut records = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let record = certificate_from_row(row, now)?;
-            if filter.state.is_none_or(|s| s == record.state) {
-                records.push(record);
-            }
-        }
-        Ok(records)
+        let rows = certificates_query(filter, now)
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| certificate_from_row(row, now))
+            .collect()
     }
 
     /// Marks a certificate revoked and records the audit event, in one transaction.
@@ -343,25 +417,25 @@ impl Store {
         Ok(number)
     }
 
-    /// A value that changes whenever a certificate is revoked: the CRL is rebuilt when it does.
-    pub async fn revocation_epoch(&self) -> Result<(i64, i64), StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, COALESCE(MAX(revoked_at), 0) AS latest
-             FROM certificates WHERE status = 'revoked'",
+    /// A number that grows with every revocation (kept by a trigger): the CRL is rebuilt when
+    /// it changes. One row's read.
+    pub async fn revocation_epoch(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT epoch FROM revocation_epoch WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
         )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((row.try_get("n")?, row.try_get("latest")?))
     }
 
-    /// For each node and profile, when its last valid certificate expires.
+    /// For each node and profile, when its current certificate expires (if it has not yet).
     pub async fn expiry_by_node_and_profile(
         &self,
         now: OffsetDateTime,
     ) -> Result<Vec<(String, String, OffsetDateTime)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT node, profile, MAX(not_after) AS not_after FROM certificates
-             WHERE status = 'valid' AND not_after > $1 GROUP BY node, profile ORDER BY node, profile",
+            "SELECT cur.node, cur.profile, c.not_after FROM current_certificates cur
+             JOIN certificates c ON c.serial = cur.serial
+             WHERE c.not_after > $1 ORDER BY cur.node, cur.profile",
         )
         .bind(ts(now))
         .fetch_all(&self.pool)

@@ -241,6 +241,51 @@ pub struct CertificateFilter {
     pub state: Option<CertificateState>,
     /// Only valid certificates (not revoked, not yet expired) that expire before this moment.
     pub expiring_before: Option<OffsetDateTime>,
+    /// Start after this certificate (the last of the previous page).
+    pub after: Option<CertificateCursor>,
+    /// At most this many (at most [`super::MAX_PAGE`], which is also the default).
+    pub limit: Option<u32>,
+}
+
+/// Where a page of certificates ends: listings run in (expiry, serial) order, so a page starts
+/// right after the last certificate of the one before, whatever was added meanwhile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateCursor {
+    pub not_after: OffsetDateTime,
+    pub serial: String,
+}
+
+impl CertificateCursor {
+    /// The cursor after `record`.
+    pub fn after(record: &CertificateRecord) -> Self {
+        Self {
+            not_after: record.not_after,
+            serial: record.serial.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for CertificateCursor {
+    /// `UNIXSECONDS.SERIAL`, what the API's `after` takes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.not_after.unix_timestamp(), self.serial)
+    }
+}
+
+impl FromStr for CertificateCursor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a page cursor (expected the `next` of a previous page)");
+        let (seconds, serial) = s.split_once('.').ok_or_else(bad)?;
+        let seconds: i64 = seconds.parse().map_err(|_| bad())?;
+        if serial.is_empty() || !serial.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        Ok(Self {
+            not_after: OffsetDateTime::from_unix_timestamp(seconds).map_err(|_| bad())?,
+            serial: serial.to_ascii_lowercase(),
+        })
+    }
 }
 
 /// What a revocation did.

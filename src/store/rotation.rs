@@ -140,18 +140,17 @@ impl Store {
             .collect()
     }
 
-    /// For each node and profile, the generation that signed its newest valid certificate
-    /// (newest by insertion order: several may be issued within one second).
+    /// For each node and profile, the generation that signed its current certificate (the
+    /// newest recorded, not revoked), if that has not expired.
     pub async fn signing_generations(
         &self,
         now: OffsetDateTime,
     ) -> Result<Vec<(String, String, i64)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT c.node, c.profile, c.ca_generation FROM certificates c
-             WHERE c.seq = (SELECT MAX(d.seq) FROM certificates d
-                              WHERE d.node = c.node AND d.profile = c.profile
-                                AND d.status = 'valid' AND d.not_after > $1)
-             ORDER BY c.node, c.profile",
+            "SELECT cur.node, cur.profile, c.ca_generation FROM current_certificates cur
+             JOIN certificates c ON c.serial = cur.serial
+             WHERE c.not_after > $1
+             ORDER BY cur.node, cur.profile",
         )
         .bind(ts(now))
         .fetch_all(&self.pool)

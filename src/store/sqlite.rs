@@ -256,6 +256,15 @@ impl Store {
             // A group commit's multi-row inserts keep a statement journal; a large group's
             // spilled to a file in /var/tmp (created and deleted per commit) with the default.
             .pragma("temp_store", "MEMORY");
+        // Pages freed by retention go back to the file system a batch at a time
+        // ([`Store::reclaim_space`]). Set only on a new file: the pragma rewrites the header of
+        // an existing one (and has no effect there without a VACUUM), so older stores reuse
+        // freed pages for new rows instead.
+        let options = if create {
+            options.auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental)
+        } else {
+            options
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             // A local file, not a socket: nothing to probe before each use (the probe is one
@@ -308,6 +317,15 @@ impl Store {
         let target = path.to_string_lossy().into_owned();
         sqlx::query("VACUUM INTO $1")
             .bind(target)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Gives up to 1,000 free pages back to the file system (incremental vacuum; nothing in a
+    /// database created before auto-vacuum was set, where they are reused instead).
+    pub async fn reclaim_space(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA incremental_vacuum(1000)")
             .execute(&self.pool)
             .await?;
         Ok(())

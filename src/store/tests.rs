@@ -8,11 +8,11 @@ use time::OffsetDateTime;
 use super::*;
 use crate::names::NodeIdentity;
 
-fn at(secs: i64) -> OffsetDateTime {
+pub(super) fn at(secs: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_800_000_000 + secs).unwrap()
 }
 
-async fn store_with_generation(dir: &Path) -> Store {
+pub(super) async fn store_with_generation(dir: &Path) -> Store {
     let store = Store::create(&dir.join("ca.db")).await.unwrap();
     let generation = GenerationRecord {
         id: 1,
@@ -33,11 +33,11 @@ async fn store_with_generation(dir: &Path) -> Store {
     store
 }
 
-fn identity(name: &str, ip: &str) -> NodeIdentity {
+pub(super) fn identity(name: &str, ip: &str) -> NodeIdentity {
     NodeIdentity::new(name.parse().unwrap(), vec![ip.parse().unwrap()], vec![])
 }
 
-fn certificate(serial: &str, node: &str, renewed_from: Option<&str>) -> NewCertificate {
+pub(super) fn certificate(serial: &str, node: &str, renewed_from: Option<&str>) -> NewCertificate {
     NewCertificate {
         serial: serial.into(),
         ca_generation: 1,
@@ -57,7 +57,7 @@ fn certificate(serial: &str, node: &str, renewed_from: Option<&str>) -> NewCerti
 }
 
 /// A peer certificate of node n1 with its identity and audit event, ready to record.
-fn issue(serial: &str) -> IssueRecord {
+pub(super) fn issue(serial: &str) -> IssueRecord {
     IssueRecord {
         node: identity("n1", "10.0.0.1"),
         cert: certificate(serial, "n1", None),
@@ -65,7 +65,7 @@ fn issue(serial: &str) -> IssueRecord {
     }
 }
 
-fn event(serial: &str, node: &str) -> AuditEvent {
+pub(super) fn event(serial: &str, node: &str) -> AuditEvent {
     AuditEvent {
         at: at(10),
         actor: "admin:ops".into(),

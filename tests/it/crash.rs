@@ -57,15 +57,18 @@ async fn sigkill_at_random_moments_loses_no_certificate_a_client_received() {
             client.await.unwrap();
         }
 
-        let stored: Vec<Value> = server
-            .admin()
-            .get_json("/v1/certs?node=crash")
-            .await
-            .unwrap();
-        let stored: BTreeSet<String> = stored
-            .iter()
-            .map(|c| c["serial"].as_str().unwrap().to_string())
-            .collect();
+        let mut stored = BTreeSet::new();
+        let mut path = "/v1/certs?node=crash".to_string();
+        loop {
+            let page: Value = server.admin().get_json(&path).await.unwrap();
+            for c in page["certificates"].as_array().unwrap() {
+                stored.insert(c["serial"].as_str().unwrap().to_string());
+            }
+            match page["next"].as_str() {
+                Some(next) => path = format!("/v1/certs?node=crash&after={next}"),
+                None => break,
+            }
+        }
         let received = received.lock().unwrap();
         let lost: Vec<&String> = received.iter().filter(|s| !stored.contains(*s)).collect();
         assert!(

@@ -46,6 +46,7 @@ mod hostile;
 mod import;
 mod key_at_rest;
 mod readme;
+mod retention;
 mod rotation;
 mod rotation_races;
 mod rotation_steps;

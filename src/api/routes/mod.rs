@@ -20,10 +20,10 @@ use super::ops::{self, parse_duration};
 use super::AppState;
 use crate::authority::{AuthorityError, CrlIssuer};
 use crate::wire::{
-    AdminTokenRevoked, AuditEntry, AuditQuery, CertificateInfo, CertsQuery, CrlQuery, EnrollBody,
-    Enrollment, Health, IssueBody, IssueResponse, Lease, RenewBody, RenewNodeBody, RenewedNode,
-    ReportBody, RevokeBody, RotateBody, SignBody, TokenBody, TokenResponse, WatchAnswer,
-    WatchQuery, BACKUP_CERTIFICATES, BACKUP_GENERATIONS,
+    AdminTokenRevoked, AuditEntry, AuditQuery, CertificateInfo, CertificatePage, CertsQuery,
+    CrlQuery, EnrollBody, Enrollment, Health, IssueBody, IssueResponse, Lease, RenewBody,
+    RenewNodeBody, RenewedNode, ReportBody, RevokeBody, RotateBody, SignBody, TokenBody,
+    TokenResponse, WatchAnswer, WatchQuery, BACKUP_CERTIFICATES, BACKUP_GENERATIONS,
 };
 
 fn now() -> OffsetDateTime {

@@ -1,0 +1,237 @@
+//! Retention: removing, in small batches, what nothing needs any more: certificates expired
+//! before a cutoff (never a node's current certificate, never one a still-valid token could
+//! replay), used or expired bootstrap tokens, and old audit events. Each batch is its own short
+//! write transaction, so issuance waits at most one batch.
+
+use super::*;
+
+/// Where each kind of record stops being kept.
+#[derive(Clone, Copy, Debug)]
+pub struct Cutoffs {
+    /// Certificates that expired before this.
+    pub certificates: OffsetDateTime,
+    /// Bootstrap tokens used or expired before this.
+    pub tokens: OffsetDateTime,
+    /// Audit events older than this.
+    pub audit_events: OffsetDateTime,
+}
+
+/// How many records of each kind were (or would be) removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub certificates: u64,
+    pub tokens: u64,
+    pub audit_events: u64,
+}
+
+impl Removed {
+    pub fn total(&self) -> u64 {
+        self.certificates + self.tokens + self.audit_events
+    }
+}
+
+/// The certificates retention may remove (`$1`: the cutoff, `$2`: now).
+macro_rules! removable_certificates {
+    ($select:literal) => {
+        concat!(
+            $select,
+            " FROM certificates
+              WHERE not_after < $1
+                AND NOT EXISTS (SELECT 1 FROM current_certificates cur
+                                 WHERE cur.serial = certificates.serial)
+                AND serial NOT IN (SELECT j.value FROM tokens t, json_each(t.issued_serials) j
+                                    WHERE t.used_at IS NOT NULL AND t.issued_serials IS NOT NULL
+                                      AND t.expires_at > $2)"
+        )
+    };
+}
+
+/// The bootstrap tokens retention may remove (`$1`: the cutoff, `$2`: now): used or expired
+/// before the cutoff, and never one that could still replay its enrollment.
+macro_rules! removable_tokens {
+    () => {
+        "FROM tokens WHERE kind = 'bootstrap'
+           AND ((used_at IS NOT NULL AND used_at < $1 AND expires_at < $2)
+                OR (used_at IS NULL AND expires_at < $1))"
+    };
+}
+
+impl Store {
+    /// What [`Store::remove_batch`] would remove in all, counted.
+    pub async fn count_removable(
+        &self,
+        cutoffs: Cutoffs,
+        now: OffsetDateTime,
+    ) -> Result<Removed, StoreError> {
+        let certificates: i64 = sqlx::query_scalar(removable_certificates!("SELECT COUNT(*)"))
+            .bind(ts(cutoffs.certificates))
+            .bind(ts(now))
+            .fetch_one(&self.pool)
+            .await?;
+        let tokens: i64 = sqlx::query_scalar(concat!("SELECT COUNT(*) ", removable_tokens!()))
+            .bind(ts(cutoffs.tokens))
+            .bind(ts(now))
+            .fetch_one(&self.pool)
+            .await?;
+        let audit_events: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE at < $1")
+                .bind(ts(cutoffs.audit_events))
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Removed {
+            certificates: certificates as u64,
+            tokens: tokens as u64,
+            audit_events: audit_events as u64,
+        })
+    }
+
+    /// Removes at most `batch` records of each kind in one short transaction; returns what it
+    /// removed (less than `batch` of every kind: nothing is left to remove).
+    pub async fn remove_batch(
+        &self,
+        cutoffs: Cutoffs,
+        now: OffsetDateTime,
+        batch: u32,
+    ) -> Result<Removed, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        let serials: Vec<String> = sqlx::query_scalar(concat!(
+            removable_certificates!("SELECT serial"),
+            " ORDER BY not_after LIMIT $3"
+        ))
+        .bind(ts(cutoffs.certificates))
+        .bind(ts(now))
+        .bind(i64::from(batch))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut certificates = 0;
+        if !serials.is_empty() {
+            // A renewal names the certificate it replaced; that link goes with it.
+            let mut unlink =
+                Sql::new("UPDATE certificates SET renewed_from = NULL WHERE renewed_from IN (");
+            push_list(&mut unlink, &serials);
+            unlink.build().execute(&mut *tx).await?;
+            let mut delete = Sql::new("DELETE FROM certificates WHERE serial IN (");
+            push_list(&mut delete, &serials);
+            certificates = delete.build().execute(&mut *tx).await?.rows_affected();
+        }
+        let tokens = sqlx::query(concat!(
+            "DELETE FROM tokens WHERE id IN (SELECT id ",
+            removable_tokens!(),
+            " LIMIT $3)"
+        ))
+        .bind(ts(cutoffs.tokens))
+        .bind(ts(now))
+        .bind(i64::from(batch))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let audit_events = sqlx::query(
+            "DELETE FROM audit_events WHERE id IN
+               (SELECT id FROM audit_events WHERE at < $1 ORDER BY id LIMIT $2)",
+        )
+        .bind(ts(cutoffs.audit_events))
+        .bind(i64::from(batch))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(Removed {
+            certificates,
+            tokens,
+            audit_events,
+        })
+    }
+}
+
+/// `$a, $b, ...)` for each serial.
+fn push_list(sql: &mut Sql, serials: &[String]) {
+    let mut list = sql.separated(", ");
+    for serial in serials {
+        list.push_bind(serial.clone());
+    }
+    list.push_unseparated(")");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{at, certificate, event, identity, store_with_generation};
+    use super::*;
+
+    const DAY: i64 = 86_400;
+
+    #[tokio::test]
+    async fn batches_remove_expired_history_but_never_a_current_or_replayable_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_generation(dir.path()).await;
+        // 120 renewals of one node, each naming the one before (renewed_from).
+        let mut previous: Option<String> = None;
+        for i in 0..120 {
+            let serial = format!("a{i:04}");
+            let cert = certificate(&serial, "n1", previous.as_deref());
+            store
+                .record_issue(&identity("n1", "10.0.0.1"), &cert, &event(&serial, "n1"))
+                .await
+                .unwrap();
+            previous = Some(serial);
+        }
+        // n2's older certificate is what a used, still-valid token would replay.
+        for serial in ["bb", "bc"] {
+            let cert = certificate(serial, "n2", None);
+            store
+                .record_issue(&identity("n2", "10.0.0.2"), &cert, &event(serial, "n2"))
+                .await
+                .unwrap();
+        }
+        let now = at(40 * DAY);
+        sqlx::query(
+            "INSERT INTO tokens (id, kind, secret_sha256, node, created_by, created_at,
+                                 expires_at, used_at, issued_serials)
+             VALUES ('t1', 'bootstrap', x'00', 'n2', 'test', $1, $2, $1, '{\"peer\": \"bb\"}')",
+        )
+        .bind(ts(at(0)))
+        .bind(ts(at(41 * DAY)))
+        .execute(&store.pool)
+        .await
+        .unwrap();
+
+        let cutoffs = Cutoffs {
+            certificates: at(10 * DAY),
+            tokens: at(10 * DAY),
+            audit_events: at(0),
+        };
+        assert_eq!(
+            store
+                .count_removable(cutoffs, now)
+                .await
+                .unwrap()
+                .certificates,
+            119
+        );
+        let mut batches = Vec::new();
+        loop {
+            let removed = store.remove_batch(cutoffs, now, 50).await.unwrap();
+            batches.push(removed.certificates);
+            if removed.certificates < 50 {
+                break;
+            }
+        }
+        assert_eq!(batches, [50, 50, 19]);
+        let left: Vec<String> =
+            sqlx::query_scalar("SELECT serial FROM certificates ORDER BY serial")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(left, ["a0119", "bb", "bc"]);
+        // The link to a removed certificate went with it.
+        let link: Option<String> =
+            sqlx::query_scalar("SELECT renewed_from FROM certificates WHERE serial = 'a0119'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(link, None);
+        // Once the token has expired, its replayable certificate may go too, and the token.
+        let later = at(42 * DAY);
+        let removed = store.remove_batch(cutoffs, later, 50).await.unwrap();
+        assert_eq!((removed.certificates, removed.tokens), (1, 1));
+    }
+}
