@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -210,13 +210,14 @@ impl ApiClient {
             })?
     }
 
-    async fn send_inner(
+    /// Connects, sends the request and returns the answer with its body still to be read.
+    async fn open(
         &self,
         method: Method,
         path: &str,
         body: Option<(&str, Vec<u8>)>,
         headers: &[(header::HeaderName, String)],
-    ) -> Result<Response, ClientError> {
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let tcp = tokio::net::TcpStream::connect(&self.addr)
             .await
             .map_err(|source| ClientError::Connect {
@@ -278,23 +279,58 @@ impl ApiClient {
         let request = request
             .body(body)
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        let response = sender
+        sender
             .send_request(request)
             .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
+            .map_err(|e| ClientError::Http(e.to_string()))
+    }
+
+    async fn send_inner(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(header::HeaderName, String)],
+    ) -> Result<Response, ClientError> {
+        let response = self.open(method, path, body, headers).await?;
+        collect(response).await
+    }
+
+    /// GETs `path` and writes its body, as it arrives, to `to` (a large download: the answer
+    /// is never held whole). Returns the answer's headers; a refusal is `ClientError::Api`.
+    pub async fn download(
+        &self,
+        path: &str,
+        to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<HeaderMap, ClientError> {
+        let fetch = async {
+            let response = self.open(Method::GET, path, None, &[]).await?;
+            if !response.status().is_success() {
+                return Self::check(collect(response).await?).map(|r| r.headers);
+            }
+            let headers = response.headers().clone();
+            let mut body = response.into_body();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+                if let Ok(data) = frame.into_data() {
+                    tokio::io::AsyncWriteExt::write_all(to, &data)
+                        .await
+                        .map_err(|e| {
+                            ClientError::Http(format!("cannot write the download: {e}"))
+                        })?;
+                }
+            }
+            tokio::io::AsyncWriteExt::flush(to)
+                .await
+                .map_err(|e| ClientError::Http(format!("cannot write the download: {e}")))?;
+            Ok(headers)
+        };
+        tokio::time::timeout(self.timeout, fetch)
             .await
-            .map_err(|e| ClientError::Http(e.to_string()))?
-            .to_bytes();
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
+            .map_err(|_| ClientError::Timeout {
+                addr: self.addr.clone(),
+                timeout: self.timeout,
+            })?
     }
 
     /// Turns a non-2xx answer into `ClientError::Api`.
@@ -391,10 +427,11 @@ impl ApiClient {
         self.post_json("/v1/issue", body).await
     }
 
+    /// One page of certificates (see [`wire::CertificatePage`]).
     pub async fn certificates(
         &self,
         query: &wire::CertsQuery,
-    ) -> Result<Vec<wire::CertificateInfo>, ClientError> {
+    ) -> Result<wire::CertificatePage, ClientError> {
         let query = serde_urlencoded::to_string(query)
             .map_err(|e| ClientError::Decode(format!("cannot encode the query: {e}")))?;
         self.get_json(&format!("/v1/certs?{query}")).await
@@ -428,6 +465,11 @@ impl ApiClient {
     ) -> Result<wire::AdminTokenRevoked, ClientError> {
         self.post_json(&format!("/v1/admin-tokens/{id}/revoke"), &())
             .await
+    }
+
+    /// Removes what is past its retention (or only counts it).
+    pub async fn tidy(&self, body: &wire::TidyBody) -> Result<wire::TidyAnswer, ClientError> {
+        self.post_json("/v1/tidy", body).await
     }
 
     /// Where the CA rotation stands.
@@ -477,9 +519,32 @@ impl ApiClient {
     }
 
     /// A consistent backup of the CA (a tar archive), with the response headers describing it.
-    pub async fn backup(&self) -> Result<Response, ClientError> {
-        self.get("/v1/backup").await
+    /// Streams a backup archive into `to`; the answer's headers carry its counts.
+    pub async fn backup(
+        &self,
+        to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<HeaderMap, ClientError> {
+        self.download("/v1/backup", to).await
     }
+}
+
+/// Reads a whole answer (API answers are small and bounded; downloads use `download`).
+async fn collect(
+    response: hyper::Response<hyper::body::Incoming>,
+) -> Result<Response, ClientError> {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?
+        .to_bytes();
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn decode<T: DeserializeOwned>(response: Response) -> Result<T, ClientError> {

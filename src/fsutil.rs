@@ -64,26 +64,70 @@ pub fn write_all_atomic(files: &[(&Path, &[u8], u32)]) -> Result<(), FsError> {
 
 /// A temporary file next to `path` holding `contents` with `mode`, fsynced; removed if dropped.
 fn stage(path: &Path, contents: &[u8], mode: u32) -> Result<tempfile::NamedTempFile, FsError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .permissions(fs::Permissions::from_mode(mode))
-        .tempfile_in(parent_of(path))
-        .map_err(|e| FsError::new("create a temporary file next to", path, e))?;
-    // The umask may have narrowed the mode; set it exactly.
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(|e| FsError::new("set permissions on", tmp.path(), e))?;
-    tmp.write_all(contents)
-        .map_err(|e| FsError::new("write", tmp.path(), e))?;
-    tmp.as_file()
+    let mut staged = AtomicFile::create(path, mode)?;
+    staged
+        .file()
+        .write_all(contents)
+        .map_err(|e| FsError::new("write", staged.tmp.path(), e))?;
+    staged
+        .file()
         .sync_all()
-        .map_err(|e| FsError::new("fsync", tmp.path(), e))?;
-    Ok(tmp)
+        .map_err(|e| FsError::new("fsync", staged.tmp.path(), e))?;
+    Ok(staged.tmp)
+}
+
+/// A file written in place of `path` a piece at a time (a streamed download, an archive): it
+/// replaces `path` only at [`AtomicFile::commit`], fsynced; dropped before that, it is removed
+/// and `path` is untouched.
+pub struct AtomicFile {
+    tmp: tempfile::NamedTempFile,
+    path: std::path::PathBuf,
+}
+
+impl AtomicFile {
+    /// An empty file with `mode` next to `path`.
+    pub fn create(path: &Path, mode: u32) -> Result<Self, FsError> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .permissions(fs::Permissions::from_mode(mode))
+            .tempfile_in(parent_of(path))
+            .map_err(|e| FsError::new("create a temporary file next to", path, e))?;
+        // The umask may have narrowed the mode; set it exactly.
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| FsError::new("set permissions on", tmp.path(), e))?;
+        Ok(Self {
+            tmp,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The file being written.
+    pub fn file(&mut self) -> &mut File {
+        self.tmp.as_file_mut()
+    }
+
+    /// Where it is staged until [`Self::commit`].
+    pub fn staged_path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// fsyncs the file, renames it over `path` and fsyncs the directory.
+    pub fn commit(self) -> Result<(), FsError> {
+        self.tmp
+            .as_file()
+            .sync_all()
+            .map_err(|e| FsError::new("fsync", self.tmp.path(), e))?;
+        self.tmp
+            .persist(&self.path)
+            .map_err(|e| FsError::new("rename into place", &self.path, e.error))?;
+        sync_dir(parent_of(&self.path))
+    }
 }
 
 /// Creates a new file with `mode`, refusing to overwrite anything, and fsyncs it.

@@ -1,7 +1,7 @@
 //! Backup and restore of a whole CA: database, policy, CA certificates and (sealed) keys in one
 //! tar file, taken online; restored on a fresh host into a new data dir.
 
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -9,9 +9,26 @@ use time::OffsetDateTime;
 
 use super::keyfile::Passphrase;
 use super::AuditAction;
-use super::{Authority, AuthorityError, DataDir};
+use super::{Authority, AuthorityError, DataDir, Fault};
 use crate::fsutil::{self, FsError};
 use crate::store::Store;
+
+/// Where an archive is written: a file being staged, or an unnamed one.
+trait Archive: Send + 'static {
+    fn file(&mut self) -> &mut std::fs::File;
+}
+
+impl Archive for fsutil::AtomicFile {
+    fn file(&mut self) -> &mut std::fs::File {
+        fsutil::AtomicFile::file(self)
+    }
+}
+
+impl Archive for std::fs::File {
+    fn file(&mut self) -> &mut std::fs::File {
+        self
+    }
+}
 
 /// What a backup holds.
 #[derive(Debug, Serialize)]
@@ -40,10 +57,13 @@ pub struct BackupSummary {
     pub generations: usize,
     pub certificates: i64,
     pub files: Vec<String>,
+    /// The archive's size.
+    pub bytes: u64,
 }
 
-/// The names of the files in a backup archive, in order (what a remote backup reports).
-pub fn archive_names(archive: &[u8]) -> Result<Vec<String>, AuthorityError> {
+/// The names of the files in a backup archive, in order (what a remote backup reports), read
+/// entry by entry.
+pub fn archive_names(archive: impl Read) -> Result<Vec<String>, AuthorityError> {
     let not_a_backup = |e: std::io::Error| AuthorityError::Restore {
         reason: format!("the backup received is not an archive: {e}"),
     };
@@ -58,15 +78,21 @@ pub fn archive_names(archive: &[u8]) -> Result<Vec<String>, AuthorityError> {
 }
 
 impl Authority {
-    /// Writes a consistent copy of this (possibly running) CA to `out` (mode 0600).
+    /// Writes a consistent copy of this (possibly running) CA to `out` (mode 0600), replacing
+    /// it only once the whole archive is written.
     pub async fn backup(
         &self,
         out: &Path,
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<BackupReport, AuthorityError> {
-        let (archive, summary) = self.backup_archive(actor, now).await?;
-        fsutil::write_atomic(out, &archive, fsutil::PRIVATE)?;
+        let staged = fsutil::AtomicFile::create(out, fsutil::PRIVATE)?;
+        let (mut staged, summary) = self.write_backup(staged, actor, now).await?;
+        staged
+            .file()
+            .flush()
+            .map_err(|e| FsError::new("write", out, e))?;
+        staged.commit()?;
         Ok(BackupReport {
             file: out.to_path_buf(),
             generations: summary.generations,
@@ -75,14 +101,32 @@ impl Authority {
         })
     }
 
-    /// A consistent copy of this (possibly running) CA as one tar archive: the database (an
-    /// online copy), the policy, and every CA certificate and sealed key. Staged in the data
-    /// dir, which only its owner can read. Recorded in the audit trail as taken by `actor`.
+    /// A consistent copy of this (possibly running) CA as one tar archive in an unnamed file
+    /// (mode 0600, in the data dir, gone once closed), read from its start: what the API
+    /// streams to an admin. Recorded in the audit trail as taken by `actor`.
     pub async fn backup_archive(
         &self,
         actor: &str,
         now: OffsetDateTime,
-    ) -> Result<(Vec<u8>, BackupSummary), AuthorityError> {
+    ) -> Result<(std::fs::File, BackupSummary), AuthorityError> {
+        let root = self.dir.root();
+        let file =
+            tempfile::tempfile_in(root).map_err(|e| FsError::new("create a file in", root, e))?;
+        let (mut file, summary) = self.write_backup(file, actor, now).await?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| FsError::new("read back", root, e))?;
+        Ok((file, summary))
+    }
+
+    /// Writes the archive into `out`: the database (an online copy staged in the data dir,
+    /// which only its owner can read), the policy, and every CA certificate and sealed key,
+    /// each streamed from its file (memory stays flat whatever the database's size).
+    async fn write_backup<W: Archive>(
+        &self,
+        mut out: W,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<(W, BackupSummary), AuthorityError> {
         let root = self.dir.root();
         let staging = tempfile::Builder::new()
             .prefix(".backup.")
@@ -109,29 +153,52 @@ impl Authority {
                 .map(|n| (n.clone(), self.dir.resolve(&n))),
         );
 
-        let mut tar = tar::Builder::new(Vec::new());
-        for (name, path) in &files {
-            tar.append_path_with_name(path, name)
-                .map_err(|e| FsError::new("archive", path, e))?;
-        }
-        let archive = tar
-            .into_inner()
-            .map_err(|e| FsError::new("archive", staging.path(), e))?;
+        // Copying a large database is seconds of blocking I/O: off the async workers.
+        let archived = tokio::task::spawn_blocking(move || {
+            let written = {
+                let mut tar = tar::Builder::new(out.file());
+                for (name, path) in &files {
+                    tar.append_path_with_name(path, name)
+                        .map_err(|e| FsError::new("archive", path, e))?;
+                }
+                tar.finish()
+                    .map_err(|e| FsError::new("archive", &files[0].1, e))?;
+                drop(tar);
+                out.file()
+                    .stream_position()
+                    .map_err(|e| FsError::new("archive", &files[0].1, e))?
+            };
+            drop(staging);
+            Ok::<_, FsError>((out, files, written))
+        })
+        .await;
+        let (out, files, bytes) = match archived {
+            Ok(done) => done?,
+            Err(e) => {
+                return Err(Fault::Fs(FsError::new(
+                    "archive",
+                    root,
+                    std::io::Error::other(e.to_string()),
+                ))
+                .into())
+            }
+        };
         let (certificates, _) = self.store.certificate_counts().await?;
         let event = AuditAction::Backup.event(
             actor,
             now,
             None,
             None,
-            format!("{} bytes, {certificates} certificates", archive.len()),
+            format!("{bytes} bytes, {certificates} certificates"),
         );
         self.store.record_audit(&event).await?;
         Ok((
-            archive,
+            out,
             BackupSummary {
                 generations: self.generations().len(),
                 certificates,
                 files: files.into_iter().map(|(n, _)| n).collect(),
+                bytes,
             },
         ))
     }

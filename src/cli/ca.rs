@@ -91,14 +91,20 @@ pub(super) async fn remote_backup(
     client: &crate::client::ApiClient,
     out: &Path,
 ) -> Result<crate::authority::BackupReport, CliError> {
-    let response = client
+    // Streamed into a file next to `out` (0600) that replaces it only once complete.
+    let mut staged = fsutil::AtomicFile::create(out, fsutil::PRIVATE)?;
+    let file = staged
+        .file()
+        .try_clone()
+        .map_err(|e| FsError::new("write", out, e))?;
+    let mut file = tokio::fs::File::from_std(file);
+    let headers = client
         .clone()
-        .with_timeout(std::time::Duration::from_secs(600))
-        .backup()
+        .with_timeout(std::time::Duration::from_secs(3600))
+        .backup(&mut file)
         .await?;
     let count = |name: &str| {
-        response
-            .headers
+        headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i64>().ok())
@@ -108,8 +114,10 @@ pub(super) async fn remote_backup(
     };
     let generations = count(crate::wire::BACKUP_GENERATIONS)?;
     let certificates = count(crate::wire::BACKUP_CERTIFICATES)?;
-    let files = crate::authority::archive_names(&response.body)?;
-    fsutil::write_atomic(out, &response.body, fsutil::PRIVATE)?;
+    let written = std::fs::File::open(staged.staged_path())
+        .map_err(|e| FsError::new("read", staged.staged_path(), e))?;
+    let files = crate::authority::archive_names(std::io::BufReader::new(written))?;
+    staged.commit()?;
     Ok(crate::authority::BackupReport {
         file: out.to_path_buf(),
         generations: usize::try_from(generations).unwrap_or_default(),

@@ -324,3 +324,102 @@ async fn restore_refuses_malicious_archives_and_a_wrong_passphrase() {
     );
     assert!(err.contains("passphrase"), "{err}");
 }
+
+/// Runs `etcd-ca ARGS` to completion; whether it succeeded and its peak RSS in KiB (its
+/// high-water mark, read every 2 ms while it runs: it only grows).
+fn run_measured(args: &[&str]) -> (bool, i64) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-ca"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut peak = 0;
+    loop {
+        if let Some(kib) = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+            .ok()
+            .and_then(|s| vm_hwm(&s))
+        {
+            peak = peak.max(kib);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.success(), peak);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+fn vm_hwm(status: &str) -> Option<i64> {
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+}
+
+fn peak_rss_kib(pid: u32) -> i64 {
+    vm_hwm(&std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap()).unwrap()
+}
+
+/// A store larger than either process may grow: the server streams the archive from a file
+/// and the CLI streams it to one, so neither holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_larger_than_the_memory_bound_streams_through_server_and_cli() {
+    const BOUND_KIB: i64 = 96 * 1024;
+    let server = CaServer::start(&[], &[]);
+    let root = server.ca.tmp.path().to_path_buf();
+    server.remote_issue_client(&root.join("seed"), "seed");
+    // 30,000 rows of 8 KiB (a long chain's PEM), multiplied from the real one in SQL.
+    {
+        use sqlx::Connection;
+        let db = std::path::Path::new(server.ca.data_dir()).join("etcd-ca.db");
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query(
+            "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 30000)
+             INSERT INTO certificates (serial, ca_generation, profile, node, subject, common_name,
+                                       sans, key_type, public_key_sha256, not_before, not_after,
+                                       pem, status, issued_at, seq)
+             SELECT lower(hex(randomblob(16))), t.ca_generation, t.profile, t.node, t.subject,
+                    t.common_name, t.sans, t.key_type, t.public_key_sha256, t.not_before,
+                    t.not_after, hex(randomblob(4096)), 'valid', t.issued_at, 1000 + i
+               FROM k, (SELECT * FROM certificates WHERE node = 'seed') AS t",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let backup = root.join("big.backup");
+    let (status, cli_peak) = tokio::task::block_in_place(|| {
+        run_measured(&[
+            "backup",
+            "--server",
+            &server.url,
+            "--ca-fingerprint",
+            &server.fingerprint,
+            "--admin-token-file",
+            server.admin_token_file.to_str().unwrap(),
+            "--out",
+            backup.to_str().unwrap(),
+        ])
+    });
+    assert!(status, "the backup failed");
+    let size_kib = std::fs::metadata(&backup).unwrap().len() as i64 / 1024;
+    assert!(
+        size_kib > 2 * BOUND_KIB,
+        "the archive is only {size_kib} KiB"
+    );
+    assert!(
+        cli_peak < BOUND_KIB,
+        "the CLI peaked at {cli_peak} KiB for a {size_kib} KiB archive"
+    );
+    let server_peak = peak_rss_kib(server.pid());
+    assert!(
+        server_peak < BOUND_KIB,
+        "the server peaked at {server_peak} KiB for a {size_kib} KiB archive"
+    );
+    eprintln!("archive {size_kib} KiB, CLI peak {cli_peak} KiB, server peak {server_peak} KiB");
+    let names = etcd_ca::authority::archive_names(std::fs::File::open(&backup).unwrap()).unwrap();
+    assert_eq!(names[0], "etcd-ca.db", "{names:?}");
+}

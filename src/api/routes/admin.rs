@@ -44,7 +44,7 @@ pub async fn list_certs(
     State(state): State<AppState>,
     Admin(_): Admin,
     query: Result<Query<CertsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<CertificateInfo>>, ApiError> {
+) -> Result<Json<CertificatePage>, ApiError> {
     let Query(q) =
         query.map_err(|e| ApiError::bad_request(ErrorCode::QueryInvalid, e.body_text()))?;
     Ok(Json(ops::certificates(&state.authority, q, now()).await?))
@@ -185,8 +185,13 @@ pub async fn backup(
     Admin(admin): Admin,
 ) -> Result<Response, ApiError> {
     let (archive, summary) = state.authority.backup_archive(&admin.0, now()).await?;
-    let headers = [
+    // Streamed from the (unnamed) file: the server holds a buffer, not the archive.
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(
+        tokio::fs::File::from_std(archive),
+    ));
+    let headers: [(header::HeaderName, String); 5] = [
         (header::CONTENT_TYPE, "application/x-tar".to_string()),
+        (header::CONTENT_LENGTH, summary.bytes.to_string()),
         (
             header::CONTENT_DISPOSITION,
             "attachment; filename=\"etcd-ca-backup.tar\"".to_string(),
@@ -200,7 +205,19 @@ pub async fn backup(
             summary.certificates.to_string(),
         ),
     ];
-    Ok((headers, archive).into_response())
+    Ok((headers, body).into_response())
+}
+
+/// `POST /v1/tidy`: removes what is past its retention (`{"dry_run": true}` only counts).
+pub async fn tidy(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<crate::wire::TidyAnswer>, ApiError> {
+    let body: crate::wire::TidyBody = optional_json(&headers, &body)?.unwrap_or_default();
+    let done = ops::tidy(&state.authority, body, &admin.0, now()).await;
+    Ok(Json(audited(&state, "tidy", &admin.0, done).await?))
 }
 
 pub async fn rotation_status(
