@@ -10,6 +10,7 @@
 //! the trust bundle and CRLs, which need their headers.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +66,18 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The server could not be reached or did not answer (another replica may).
+    pub fn server_unavailable(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Connect { .. }
+                | ClientError::Handshake { .. }
+                | ClientError::Untrusted { .. }
+                | ClientError::Http(_)
+                | ClientError::Timeout { .. }
+        )
+    }
+
     /// The server's error code, when the server answered with one.
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -105,25 +118,35 @@ pub struct Response {
     pub body: Bytes,
 }
 
-/// One CA server.
-#[derive(Clone)]
-pub struct ApiClient {
+/// An answer read whole, or with its body still to come.
+enum Answer {
+    Whole(Response),
+    Streaming(hyper::Response<hyper::body::Incoming>),
+}
+
+impl Answer {
+    fn status(&self) -> StatusCode {
+        match self {
+            Answer::Whole(r) => r.status,
+            Answer::Streaming(r) => r.status(),
+        }
+    }
+}
+
+/// One CA server's address.
+struct Endpoint {
     addr: String,
     host: String,
     server_name: ServerName<'static>,
-    connector: tokio_rustls::TlsConnector,
-    bearer: Option<String>,
-    timeout: Duration,
 }
 
-impl ApiClient {
-    /// A client for `url` (`https://host:port`).
-    pub fn new(url: &str, trust: Trust, identity: Option<Identity>) -> Result<Self, ClientError> {
+impl Endpoint {
+    fn parse(url: &str) -> Result<Self, ClientError> {
         let bad = |reason: &str| ClientError::Url {
             url: url.to_string(),
             reason: reason.to_string(),
         };
-        let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
+        let uri: Uri = url.trim().parse().map_err(|_| bad("not a URL"))?;
         if uri.scheme_str() != Some("https") {
             return Err(bad("the scheme must be https"));
         }
@@ -135,6 +158,42 @@ impl ApiClient {
             Err(_) => ServerName::try_from(bare_host.to_string())
                 .map_err(|_| bad("the host is neither an address nor a DNS name"))?,
         };
+        Ok(Self {
+            addr: format!("{host}:{port}"),
+            host: format!("{host}:{port}"),
+            server_name,
+        })
+    }
+}
+
+/// The CA, reached through one server or several (replicas of one CA): a request goes to the
+/// server that last answered, and moves on to the next after a connection failure, a timeout
+/// or a 5xx answer. A 4xx answer is the CA's answer, wherever it came from.
+#[derive(Clone)]
+pub struct ApiClient {
+    endpoints: Arc<Vec<Endpoint>>,
+    /// The endpoint that answered last.
+    preferred: Arc<AtomicUsize>,
+    connector: tokio_rustls::TlsConnector,
+    bearer: Option<String>,
+    timeout: Duration,
+}
+
+impl ApiClient {
+    /// A client for `url` (`https://host:port`), or for several servers of one CA given as
+    /// URLs separated by commas (`https://ca1:8443,https://ca2:8443`).
+    pub fn new(url: &str, trust: Trust, identity: Option<Identity>) -> Result<Self, ClientError> {
+        let endpoints = url
+            .split(',')
+            .filter(|u| !u.trim().is_empty())
+            .map(Endpoint::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err(ClientError::Url {
+                url: url.to_string(),
+                reason: "no server".into(),
+            });
+        }
         let provider = crate::pki::tls_provider();
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -174,9 +233,8 @@ impl ApiClient {
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
-            addr: format!("{host}:{port}"),
-            host: format!("{host}:{port}"),
-            server_name,
+            endpoints: Arc::new(endpoints),
+            preferred: Arc::new(AtomicUsize::new(0)),
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
             bearer: None,
             timeout: Duration::from_secs(30),
@@ -194,7 +252,8 @@ impl ApiClient {
         self
     }
 
-    /// One request on a fresh connection. Any status is returned as a `Response`.
+    /// One request on a fresh connection (to the next server after a connection failure, a
+    /// timeout or a 5xx). Any status is returned as a `Response`.
     pub async fn send(
         &self,
         method: Method,
@@ -202,31 +261,94 @@ impl ApiClient {
         body: Option<(&str, Vec<u8>)>,
         headers: &[(header::HeaderName, String)],
     ) -> Result<Response, ClientError> {
-        tokio::time::timeout(self.timeout, self.send_inner(method, path, body, headers))
-            .await
-            .map_err(|_| ClientError::Timeout {
-                addr: self.addr.clone(),
-                timeout: self.timeout,
-            })?
+        match self.each_server(method, path, body, headers, true).await? {
+            Answer::Whole(response) => Ok(response),
+            Answer::Streaming(response) => collect(response).await,
+        }
     }
 
-    /// Connects, sends the request and returns the answer with its body still to be read.
-    async fn open(
+    /// Sends the request to each server in turn, the one that answered last first, each within
+    /// the timeout, until one gives an answer that is not a 5xx (or the last one was tried).
+    /// With `whole`, the answer's body is read within the attempt too.
+    async fn each_server(
         &self,
         method: Method,
         path: &str,
         body: Option<(&str, Vec<u8>)>,
         headers: &[(header::HeaderName, String)],
+        whole: bool,
+    ) -> Result<Answer, ClientError> {
+        let count = self.endpoints.len();
+        let first = self.preferred.load(Ordering::Relaxed) % count;
+        let mut outcome = None;
+        for i in (0..count).map(|k| (first + k) % count) {
+            let endpoint = &self.endpoints[i];
+            let attempt = async {
+                let response = self
+                    .open(endpoint, method.clone(), path, body.clone(), headers)
+                    .await?;
+                Ok(if whole {
+                    Answer::Whole(collect(response).await?)
+                } else {
+                    Answer::Streaming(response)
+                })
+            };
+            let result = tokio::time::timeout(self.timeout, attempt)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ClientError::Timeout {
+                        addr: endpoint.addr.clone(),
+                        timeout: self.timeout,
+                    })
+                });
+            let why_move_on = match &result {
+                Ok(answer) if answer.status().is_server_error() => {
+                    Some(format!("answered {}", answer.status()))
+                }
+                Ok(_) => None,
+                Err(e) if e.server_unavailable() => Some(e.to_string()),
+                Err(_) => None,
+            };
+            match why_move_on {
+                Some(why) if count > 1 => {
+                    tracing::warn!(server = %endpoint.addr, reason = %why, "CA server unavailable; trying the next");
+                    outcome = Some(result);
+                }
+                _ => {
+                    if result.is_ok() {
+                        self.preferred.store(i, Ordering::Relaxed);
+                    }
+                    return result;
+                }
+            }
+        }
+        // Every server was tried and none answered usefully: the last one's outcome.
+        outcome.unwrap_or_else(|| {
+            Err(ClientError::Url {
+                url: String::new(),
+                reason: "no server".into(),
+            })
+        })
+    }
+
+    /// Connects, sends the request and returns the answer with its body still to be read.
+    async fn open(
+        &self,
+        endpoint: &Endpoint,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(header::HeaderName, String)],
     ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
-        let tcp = tokio::net::TcpStream::connect(&self.addr)
+        let tcp = tokio::net::TcpStream::connect(&endpoint.addr)
             .await
             .map_err(|source| ClientError::Connect {
-                addr: self.addr.clone(),
+                addr: endpoint.addr.clone(),
                 source,
             })?;
         let tls = self
             .connector
-            .connect(self.server_name.clone(), tcp)
+            .connect(endpoint.server_name.clone(), tcp)
             .await
             .map_err(|source| {
                 let rejected = source
@@ -244,11 +366,11 @@ impl ApiClient {
                     });
                 match rejected {
                     Some(reason) => ClientError::Untrusted {
-                        addr: self.addr.clone(),
+                        addr: endpoint.addr.clone(),
                         reason,
                     },
                     None => ClientError::Handshake {
-                        addr: self.addr.clone(),
+                        addr: endpoint.addr.clone(),
                         source,
                     },
                 }
@@ -262,7 +384,7 @@ impl ApiClient {
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
-            .header(header::HOST, &self.host);
+            .header(header::HOST, &endpoint.host);
         if let Some(token) = &self.bearer {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -285,52 +407,49 @@ impl ApiClient {
             .map_err(|e| ClientError::Http(e.to_string()))
     }
 
-    async fn send_inner(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<(&str, Vec<u8>)>,
-        headers: &[(header::HeaderName, String)],
-    ) -> Result<Response, ClientError> {
-        let response = self.open(method, path, body, headers).await?;
-        collect(response).await
-    }
-
     /// GETs `path` and writes its body, as it arrives, to `to` (a large download: the answer
-    /// is never held whole). Returns the answer's headers; a refusal is `ClientError::Api`.
+    /// is never held whole). Each piece is written as it comes (a local file's writes land in
+    /// the page cache; handing them to another thread cost more memory than it saved time).
+    /// Returns the answer's headers; a refusal is `ClientError::Api`.
     pub async fn download(
         &self,
         path: &str,
-        to: &mut (impl tokio::io::AsyncWrite + Unpin),
+        to: &mut impl std::io::Write,
     ) -> Result<HeaderMap, ClientError> {
+        // Any server until one answers with the archive's headers; the body is not retried.
+        let response = match self
+            .each_server(Method::GET, path, None, &[], false)
+            .await?
+        {
+            Answer::Streaming(response) => response,
+            Answer::Whole(whole) => return Self::check(whole).map(|r| r.headers),
+        };
+        if !response.status().is_success() {
+            return Self::check(collect(response).await?).map(|r| r.headers);
+        }
+        let headers = response.headers().clone();
+        let mut body = response.into_body();
         let fetch = async {
-            let response = self.open(Method::GET, path, None, &[]).await?;
-            if !response.status().is_success() {
-                return Self::check(collect(response).await?).map(|r| r.headers);
-            }
-            let headers = response.headers().clone();
-            let mut body = response.into_body();
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
                 if let Ok(data) = frame.into_data() {
-                    tokio::io::AsyncWriteExt::write_all(to, &data)
-                        .await
-                        .map_err(|e| {
-                            ClientError::Http(format!("cannot write the download: {e}"))
-                        })?;
+                    to.write_all(&data).map_err(|e| {
+                        ClientError::Http(format!("cannot write the download: {e}"))
+                    })?;
                 }
             }
-            tokio::io::AsyncWriteExt::flush(to)
-                .await
-                .map_err(|e| ClientError::Http(format!("cannot write the download: {e}")))?;
-            Ok(headers)
+            to.flush()
+                .map_err(|e| ClientError::Http(format!("cannot write the download: {e}")))
         };
         tokio::time::timeout(self.timeout, fetch)
             .await
             .map_err(|_| ClientError::Timeout {
-                addr: self.addr.clone(),
+                addr: self.endpoints[self.preferred.load(Ordering::Relaxed) % self.endpoints.len()]
+                    .addr
+                    .clone(),
                 timeout: self.timeout,
-            })?
+            })??;
+        Ok(headers)
     }
 
     /// Turns a non-2xx answer into `ClientError::Api`.
@@ -520,10 +639,7 @@ impl ApiClient {
 
     /// A consistent backup of the CA (a tar archive), with the response headers describing it.
     /// Streams a backup archive into `to`; the answer's headers carry its counts.
-    pub async fn backup(
-        &self,
-        to: &mut (impl tokio::io::AsyncWrite + Unpin),
-    ) -> Result<HeaderMap, ClientError> {
+    pub async fn backup(&self, to: &mut impl std::io::Write) -> Result<HeaderMap, ClientError> {
         self.download("/v1/backup", to).await
     }
 }

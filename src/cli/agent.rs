@@ -24,9 +24,11 @@ pub enum AgentStatusCommand {
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The CA server, e.g. https://ca.example:8443.
-    #[arg(long, env = "ETCD_CA_SERVER")]
-    pub server: Option<String>,
+    /// The CA server, e.g. https://ca.example:8443. Several servers of one CA: repeat it or
+    /// separate them with commas; the agent moves on to the next when one cannot be reached or
+    /// answers 5xx (never after a refusal).
+    #[arg(long, env = "ETCD_CA_SERVER", value_delimiter = ',')]
+    pub server: Vec<String>,
     /// The CA's fingerprint (sha256:HEX): the only way the agent trusts the server at first.
     #[arg(long, env = "ETCD_CA_FINGERPRINT")]
     pub ca_fingerprint: Option<String>,
@@ -96,7 +98,9 @@ impl AgentArgs {
             return Err(need("profiles"));
         }
         Ok(crate::agent::AgentSettings {
-            server: self.server.clone().ok_or_else(|| need("server"))?,
+            server: Some(self.server.join(","))
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| need("server"))?,
             ca_fingerprint: fingerprint,
             node: self.node.clone().ok_or_else(|| need("node"))?,
             dir: self.dir.clone().ok_or_else(|| need("dir"))?,
@@ -144,7 +148,7 @@ impl AgentArgs {
             .as_ref()
             .map_or_else(|| UNIT_TOKEN_FILE.into(), |f| f.display().to_string());
         let valued = [
-            ("--server", server.clone()),
+            ("--server", Some(server.join(",")).filter(|s| !s.is_empty())),
             ("--ca-fingerprint", ca_fingerprint.clone()),
             ("--node", node.as_ref().map(ToString::to_string)),
             ("--dir", dir.as_ref().map(|d| d.display().to_string())),

@@ -366,7 +366,7 @@ pub(super) async fn revoke(args: RevokeArgs, now: OffsetDateTime) -> Result<Exit
         .await?
         .run(async |t| t.revoke(&args.serial, body, now).await)
         .await?;
-    let next = if args.remote.server.is_some() {
+    let next = if !args.remote.server.is_empty() {
         "Agents install the new CRL within seconds; members without an agent need it written where etcd reads it: etcd-ca crl --out PKIDIR/ca.crl"
     } else {
         "Agents install the new CRL within seconds (through a running server); members without an agent need it written where etcd reads it: etcd-ca crl --out PKIDIR/ca.crl"

@@ -119,8 +119,10 @@ pub struct KeyProtectionArgs {
 #[derive(Debug, Args)]
 pub struct RemoteArgs {
     /// The CA server, e.g. https://ca.example:8443. Without it, the command opens --data-dir.
-    #[arg(long, env = "ETCD_CA_SERVER")]
-    pub server: Option<String>,
+    /// Several servers of one CA: repeat it or separate them with commas; a request moves on to
+    /// the next when one cannot be reached or answers 5xx (never after a refusal).
+    #[arg(long, env = "ETCD_CA_SERVER", value_delimiter = ',')]
+    pub server: Vec<String>,
     /// File holding an admin token (from `etcd-ca admin-token create`).
     #[arg(long, env = "ETCD_CA_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
@@ -155,11 +157,17 @@ impl NodeNamesArgs {
 }
 
 impl RemoteArgs {
+    /// The servers given, as the client takes them (comma-separated); None for none.
+    pub(super) fn server_list(&self) -> Option<String> {
+        (!self.server.is_empty()).then(|| self.server.join(","))
+    }
+
     /// An API client when --server was given.
     pub(super) fn client(&self) -> Result<Option<crate::client::ApiClient>, CliError> {
-        let Some(url) = &self.server else {
+        let Some(url) = self.server_list() else {
             return Ok(None);
         };
+        let url = &url;
         let trust = match (&self.ca_fingerprint, &self.ca_file) {
             (Some(fp), _) => crate::client::Trust::Fingerprint(fingerprint_arg(fp)?),
             (None, Some(file)) => crate::client::Trust::Bundle(

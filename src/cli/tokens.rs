@@ -105,7 +105,7 @@ pub(super) async fn token_create(
     let fingerprint = token.ca_fingerprint.clone();
     let server = args
         .server_url
-        .or(args.remote.server.clone())
+        .or(args.remote.server_list())
         .unwrap_or_else(|| "https://CA-HOST:8443".into());
     // The token goes into a file, not onto a command line every `ps` shows.
     let agent = format!(

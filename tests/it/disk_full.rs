@@ -11,12 +11,12 @@ use serde_json::{json, Value};
 use crate::helpers::{CaServer, TestCa};
 
 /// A size-limited tmpfs the test mounts (it runs as root, as CI does), unmounted on drop.
-struct SmallDisk {
-    dir: PathBuf,
+pub struct SmallDisk {
+    pub dir: PathBuf,
 }
 
 impl SmallDisk {
-    fn mount(dir: PathBuf, size: &str) -> Self {
+    pub fn mount(dir: PathBuf, size: &str) -> Self {
         std::fs::create_dir_all(&dir).unwrap();
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -38,7 +38,7 @@ impl Drop for SmallDisk {
 }
 
 /// Fills the filesystem holding `dir` up to its last byte; returns the filler file.
-fn fill(dir: &Path) -> PathBuf {
+pub fn fill(dir: &Path) -> PathBuf {
     use std::io::Write;
     let filler = dir.join("filler");
     let mut file = std::fs::File::create(&filler).unwrap();

@@ -38,6 +38,7 @@ mod csr;
 mod curl_walkthrough;
 mod disk_full;
 mod etcd_config_file;
+mod failover;
 mod first_hour;
 mod foundation_cluster;
 mod hardening;
