@@ -5,11 +5,12 @@
 //! Each store starts as a real CA that issued real certificates through its API; the history is
 //! then multiplied in SQL, with the server stopped (fresh serials, 10,000 nodes, three profiles,
 //! issued evenly over four years with 90-day lifetimes, 1% revoked; one audit event each), so
-//! most rows are long expired, as in a fleet that never tidied. Then, with the server running on
+//! most rows are long expired, as in a fleet that never tidied; every node has an agent report. Then, with the server running on
 //! it: issuance at concurrency 1 and 8 (throughput, p99), a node's listing, the expiring list's
 //! first page, `/metrics`, rotation status, a CRL rebuilt after a revocation and served from
 //! cache, the server's RSS after every valid certificate was listed page by page, and a remote
-//! backup (time, the CLI's and the server's peak RSS).
+//! backup (time, the CLI's and the server's peak RSS); then, with the server stopped, `etcd-ca
+//! tidy` with the policy's 30-day retention: its time and the database file before and after.
 //!
 //! Run with `scripts/bench --scale` (`cargo bench --bench scale -- [--sizes 0,100000,1000000]`).
 
@@ -73,14 +74,17 @@ fn start(data: &Path) -> Server {
     }
 }
 
-fn client(server: &Server, token: &str) -> ApiClient {
+fn anonymous(server: &Server) -> ApiClient {
     ApiClient::new(
         &server.url,
         Trust::Fingerprint(server.fingerprint.clone()),
         None,
     )
     .unwrap()
-    .with_bearer(token.to_string())
+}
+
+fn client(server: &Server, token: &str) -> ApiClient {
+    anonymous(server).with_bearer(token.to_string())
 }
 
 fn status_kib(pid: u32, field: &str) -> f64 {
@@ -104,6 +108,16 @@ async fn build_store(dir: &Path, rows: i64) -> (PathBuf, String) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+    // Measured as a store that was never tidied: the server's hourly retention run (its first
+    // comes a minute after start) would otherwise remove most of the history mid-run.
+    let policy = data.join("policy.toml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let kept = text.replace(
+        "expired_certificates = \"30d\"",
+        "expired_certificates = \"36500d\"",
+    );
+    assert_ne!(kept, text, "the policy's retention line changed");
+    std::fs::write(&policy, kept).unwrap();
     let out = Command::new(ETCD_CA)
         .args(["admin-token", "create", "--data-dir"])
         .arg(&data)
@@ -176,6 +190,17 @@ async fn multiply(db: &Path, rows: i64) {
            FROM certificates WHERE seq > $1",
     )
     .bind(base)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    // Every node's agent has reported what it installed and runs with.
+    sqlx::query(
+        "INSERT OR REPLACE INTO node_reports
+           (node, installed_bundle, running_bundle, certificates, reported_at)
+         SELECT n.name, json_array(g.fingerprint), json_array(g.fingerprint), '{}', $1
+           FROM nodes n, ca_generations g WHERE n.name LIKE 'fleet-%' AND g.state = 'active'",
+    )
+    .bind(now)
     .execute(&mut conn)
     .await
     .unwrap();
@@ -265,6 +290,7 @@ struct Row {
     node_lookup_ms: f64,
     expiring_page_ms: f64,
     metrics_ms: f64,
+    metrics_per_node_ms: f64,
     rotation_status_ms: f64,
     crl_rebuild_ms: f64,
     crl_cached_ms: f64,
@@ -274,6 +300,10 @@ struct Row {
     server_peak_mib: f64,
     server_rss_after_listing_mib: f64,
     listed_valid: usize,
+    tidy_s: f64,
+    tidy_removed: u64,
+    db_mib_before_tidy: f64,
+    db_mib_after_tidy: f64,
 }
 
 async fn measure(dir: &Path, rows: i64, quick: bool) -> Row {
@@ -291,7 +321,8 @@ async fn measure(dir: &Path, rows: i64, quick: bool) -> Row {
     row.issuance_c8 = issuance(&admin, 8, requests * 2).await;
     row.node_lookup_ms = median_get(&admin, "/v1/certs?node=fleet-42", 5).await;
     row.expiring_page_ms = median_get(&admin, "/v1/certs?expiring_within=30d", 3).await;
-    row.metrics_ms = median_get(&admin, "/metrics", 3).await;
+    row.metrics_ms = median_get(&anonymous(&server), "/metrics", 3).await;
+    row.metrics_per_node_ms = median_get(&admin, "/metrics", 3).await;
     row.rotation_status_ms = median_get(&admin, "/v1/rotation", 3).await;
     // A revocation, then the CRL rebuilt once and served from cache after.
     let page: Value = admin
@@ -343,6 +374,31 @@ async fn measure(dir: &Path, rows: i64, quick: bool) -> Row {
     row.backup_s = started.elapsed().as_secs_f64();
     row.backup_cli_peak_mib = cli_peak / 1024.0;
     row.server_peak_mib = status_kib(pid, "VmHWM:") / 1024.0;
+    drop(server);
+    // Then the retention this store never had: `etcd-ca tidy` with the policy's 30 days.
+    let policy = data.join("policy.toml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(
+        &policy,
+        text.replace(
+            "expired_certificates = \"36500d\"",
+            "expired_certificates = \"30d\"",
+        ),
+    )
+    .unwrap();
+    let db = data.join("etcd-ca.db");
+    row.db_mib_before_tidy = std::fs::metadata(&db).unwrap().len() as f64 / 1048576.0;
+    let started = Instant::now();
+    let out = Command::new(ETCD_CA)
+        .args(["tidy", "--json", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    row.tidy_s = started.elapsed().as_secs_f64();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    row.tidy_removed = report["certificates"].as_u64().unwrap_or_default();
+    row.db_mib_after_tidy = std::fs::metadata(&db).unwrap().len() as f64 / 1048576.0;
     row
 }
 
@@ -383,6 +439,9 @@ fn print_table(rows: &[Row]) {
     line("node lookup (ms)", &|r| r.node_lookup_ms);
     line("expiring list, first page (ms)", &|r| r.expiring_page_ms);
     line("/metrics (ms)", &|r| r.metrics_ms);
+    line("/metrics with every node, as admin (ms)", &|r| {
+        r.metrics_per_node_ms
+    });
     line("rotation status (ms)", &|r| r.rotation_status_ms);
     line("CRL rebuild (ms)", &|r| r.crl_rebuild_ms);
     line("CRL cached GET (ms)", &|r| r.crl_cached_ms);
@@ -391,11 +450,17 @@ fn print_table(rows: &[Row]) {
     line("server peak RSS before the backup (MiB)", &|r| {
         r.server_peak_before_backup_mib
     });
-    line("server peak RSS after the backup (MiB)", &|r| r.server_peak_mib);
+    line("server peak RSS after the backup (MiB)", &|r| {
+        r.server_peak_mib
+    });
     line(
         "server RSS after listing every valid certificate (MiB)",
         &|r| r.server_rss_after_listing_mib,
     );
+    line("database before tidy (MiB)", &|r| r.db_mib_before_tidy);
+    line("tidy (s)", &|r| r.tidy_s);
+    line("certificates tidy removed", &|r| r.tidy_removed as f64);
+    line("database after tidy (MiB)", &|r| r.db_mib_after_tidy);
     let errors: usize = rows
         .iter()
         .map(|r| r.issuance_c1.errors + r.issuance_c8.errors)

@@ -230,6 +230,51 @@ pub fn check_crl_der(der: &[u8]) -> Result<(), PkiError> {
     }
 }
 
+/// A CRL's contents as a restore re-applies them.
+#[derive(Clone, Debug)]
+pub struct CrlContents {
+    pub number: Option<u64>,
+    pub this_update: OffsetDateTime,
+    /// Each revoked serial (hex, as [`serial_hex`] writes it), when, and the RFC 5280 reason
+    /// code (0 when the CRL gives none).
+    pub revoked: Vec<(String, OffsetDateTime, u8)>,
+}
+
+/// Reads a CRL, DER (etcd's `ca.crl`) or PEM.
+pub fn crl_contents(bytes: &[u8]) -> Result<(Vec<u8>, CrlContents), PkiError> {
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let der = match pem::parse(bytes) {
+        Ok(block) if block.tag() == "X509 CRL" => block.into_contents(),
+        Ok(block) => {
+            return Err(PkiError::Crl(format!(
+                "a PEM {} block, not a CRL",
+                block.tag()
+            )))
+        }
+        Err(_) => bytes.to_vec(),
+    };
+    check_crl_der(&der)?;
+    let (_, crl) =
+        CertificateRevocationList::from_der(&der).map_err(|e| PkiError::Crl(e.to_string()))?;
+    let revoked = crl
+        .iter_revoked_certificates()
+        .map(|r| {
+            let reason = r.reason_code().map(|(_, code)| code.0).unwrap_or(0);
+            (
+                hex::encode(r.raw_serial()),
+                r.revocation_date.to_datetime(),
+                reason,
+            )
+        })
+        .collect();
+    let contents = CrlContents {
+        number: crl.crl_number().and_then(|n| u64::try_from(n).ok()),
+        this_update: crl.last_update().to_datetime(),
+        revoked,
+    };
+    Ok((der, contents))
+}
+
 /// True when `ca_der` signed the DER CRL `crl_der`: the CRL's raw issuer is the CA's raw subject
 /// (how RFC 5280 checkers pick a certificate's CRL) and its signature verifies with the CA's key.
 pub fn crl_issued_by(crl_der: &[u8], ca_der: &[u8]) -> bool {

@@ -2,19 +2,21 @@
 --
 -- current_certificates: each node and profile's current certificate (the newest recorded one
 -- that is not revoked), kept by triggers in the same transaction as the write that changes it,
--- so /metrics, rotation status and "superseded" read one row per node and profile instead of
--- the whole history.
+-- so /metrics, rotation status and "superseded" read one small row per node and profile (with
+-- what they need of the certificate) instead of the whole history.
 CREATE TABLE current_certificates (
-    node    TEXT    NOT NULL,
-    profile TEXT    NOT NULL,
-    serial  TEXT    NOT NULL,
-    seq     INTEGER NOT NULL,
+    node          TEXT    NOT NULL,
+    profile       TEXT    NOT NULL,
+    serial        TEXT    NOT NULL,
+    seq           INTEGER NOT NULL,
+    not_after     INTEGER NOT NULL,
+    ca_generation INTEGER NOT NULL,
     PRIMARY KEY (node, profile)
 );
 CREATE UNIQUE INDEX current_certificates_by_serial ON current_certificates (serial);
 
-INSERT INTO current_certificates (node, profile, serial, seq)
-SELECT c.node, c.profile, c.serial, c.seq FROM certificates c
+INSERT INTO current_certificates (node, profile, serial, seq, not_after, ca_generation)
+SELECT c.node, c.profile, c.serial, c.seq, c.not_after, c.ca_generation FROM certificates c
  WHERE c.status = 'valid'
    AND c.seq = (SELECT MAX(d.seq) FROM certificates d
                  WHERE d.node = c.node AND d.profile = c.profile AND d.status = 'valid');
@@ -23,8 +25,9 @@ SELECT c.node, c.profile, c.serial, c.seq FROM certificates c
 CREATE TRIGGER certificates_current_on_insert AFTER INSERT ON certificates
 WHEN NEW.status = 'valid'
 BEGIN
-    INSERT OR REPLACE INTO current_certificates (node, profile, serial, seq)
-    VALUES (NEW.node, NEW.profile, NEW.serial, NEW.seq);
+    INSERT OR REPLACE INTO current_certificates
+        (node, profile, serial, seq, not_after, ca_generation)
+    VALUES (NEW.node, NEW.profile, NEW.serial, NEW.seq, NEW.not_after, NEW.ca_generation);
 END;
 
 -- Revoking (or removing) the current certificate makes the newest remaining valid one current.
@@ -33,8 +36,8 @@ WHEN NEW.status = 'revoked'
  AND EXISTS (SELECT 1 FROM current_certificates WHERE serial = NEW.serial)
 BEGIN
     DELETE FROM current_certificates WHERE serial = NEW.serial;
-    INSERT INTO current_certificates (node, profile, serial, seq)
-    SELECT node, profile, serial, seq FROM certificates
+    INSERT INTO current_certificates (node, profile, serial, seq, not_after, ca_generation)
+    SELECT node, profile, serial, seq, not_after, ca_generation FROM certificates
      WHERE node = NEW.node AND profile = NEW.profile AND status = 'valid'
      ORDER BY seq DESC LIMIT 1;
 END;
@@ -43,8 +46,8 @@ CREATE TRIGGER certificates_current_on_delete AFTER DELETE ON certificates
 WHEN EXISTS (SELECT 1 FROM current_certificates WHERE serial = OLD.serial)
 BEGIN
     DELETE FROM current_certificates WHERE serial = OLD.serial;
-    INSERT INTO current_certificates (node, profile, serial, seq)
-    SELECT node, profile, serial, seq FROM certificates
+    INSERT INTO current_certificates (node, profile, serial, seq, not_after, ca_generation)
+    SELECT node, profile, serial, seq, not_after, ca_generation FROM certificates
      WHERE node = OLD.node AND profile = OLD.profile AND status = 'valid'
      ORDER BY seq DESC LIMIT 1;
 END;
@@ -54,8 +57,11 @@ DROP INDEX certificates_by_expiry;
 CREATE INDEX certificates_by_expiry ON certificates (not_after, serial);
 CREATE INDEX certificates_by_status_expiry ON certificates (status, not_after, serial);
 CREATE INDEX certificates_by_profile_expiry ON certificates (profile, not_after, serial);
--- The node's own listing (node, then expiry order); replaces the (node, profile) index.
+-- The node's own listing (node, then expiry order); replaces the (node, profile) and
+-- (node, profile, seq) indexes (each node-keyed index is a random write per issuance; the
+-- triggers above find a node's newest valid certificate among its few rows through this one).
 DROP INDEX certificates_by_node;
+DROP INDEX certificates_by_node_profile_seq;
 CREATE INDEX certificates_by_node_expiry ON certificates (node, not_after, serial);
 -- Retention clears the link from a renewal to the certificate it removes.
 CREATE INDEX certificates_by_renewed_from ON certificates (renewed_from)

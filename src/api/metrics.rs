@@ -93,26 +93,21 @@ impl Metrics {
                 );
             }
         }
-        let expiries = authority.expiry_by_node_and_profile(now).await?;
         let name = "etcd_ca_certificate_expiry_min_seconds";
         let _ = writeln!(
             out,
             "# HELP {name} Seconds until the first node of a profile is left without a valid certificate.\n# TYPE {name} gauge"
         );
-        let mut soonest: std::collections::BTreeMap<&str, OffsetDateTime> = Default::default();
-        for (_, profile, not_after) in &expiries {
-            let at = soonest.entry(profile).or_insert(*not_after);
-            *at = (*at).min(*not_after);
-        }
-        for (profile, not_after) in soonest {
+        for (profile, not_after) in authority.soonest_expiry_by_profile(now).await? {
             let _ = writeln!(
                 out,
                 "{name}{{profile=\"{}\"}} {}",
-                escape(profile),
+                escape(&profile),
                 (not_after - now).whole_seconds()
             );
         }
         if per_node {
+            let expiries = authority.expiry_by_node_and_profile(now).await?;
             let name = "etcd_ca_certificate_expiry_seconds";
             let _ = writeln!(
                 out,

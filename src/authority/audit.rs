@@ -112,6 +112,14 @@ impl Authority {
         Ok(self.store.expiry_by_node_and_profile(now).await?)
     }
 
+    /// For each profile, when the first of its current certificates expires.
+    pub async fn soonest_expiry_by_profile(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(String, OffsetDateTime)>, AuthorityError> {
+        Ok(self.store.soonest_expiry_by_profile(now).await?)
+    }
+
     pub async fn certificates(
         &self,
         filter: &CertificateFilter,

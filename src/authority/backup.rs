@@ -1,5 +1,5 @@
-//! Backup and restore of a whole CA: database, policy, CA certificates and (sealed) keys in one
-//! tar file, taken online; restored on a fresh host into a new data dir.
+//! Backup of a whole CA: database, policy, CA certificates and (sealed) keys in one tar file,
+//! taken online and streamed (`restore` brings it back).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -7,11 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::keyfile::Passphrase;
 use super::AuditAction;
-use super::{Authority, AuthorityError, DataDir, Fault};
+use super::{Authority, AuthorityError, Fault};
 use crate::fsutil::{self, FsError};
-use crate::store::Store;
 
 /// Where an archive is written: a file being staged, or an unnamed one.
 trait Archive: Send + 'static {
@@ -40,7 +38,7 @@ pub struct BackupReport {
 }
 
 /// Names a backup may contain (nothing else is ever written on restore).
-fn allowed(name: &str) -> bool {
+pub(super) fn allowed(name: &str) -> bool {
     name == "etcd-ca.db"
         || name == "policy.toml"
         || name.strip_prefix("ca/gen-").is_some_and(|rest| {
@@ -201,141 +199,5 @@ impl Authority {
                 bytes,
             },
         ))
-    }
-
-    /// Restores a backup into `dir`, which must not hold a CA. Everything is unpacked and
-    /// checked in a staging directory first (regular files only, every key where the store
-    /// says, the CA opens, and with `passphrase` every trusted key opens and matches its
-    /// certificate); nothing is left behind on failure.
-    pub async fn restore(
-        archive: &Path,
-        dir: &Path,
-        passphrase: Option<Passphrase>,
-    ) -> Result<BackupReport, AuthorityError> {
-        let layout = DataDir::new(dir);
-        if let Some(found) = layout.existing_ca_marker() {
-            return Err(AuthorityError::AlreadyInitialised {
-                dir: dir.to_path_buf(),
-                found,
-            });
-        }
-        let parent = fsutil::parent_of(dir);
-        std::fs::create_dir_all(parent).map_err(|e| FsError::new("create directory", parent, e))?;
-        let staging = tempfile::Builder::new()
-            .prefix(".etcd-ca-restore.")
-            .tempdir_in(parent)
-            .map_err(|e| FsError::new("create a staging directory in", parent, e))?;
-        let staged = DataDir::new(staging.path());
-        fsutil::create_private_dir(staging.path())?;
-        fsutil::create_private_dir(&staged.ca_dir())?;
-
-        let refuse = |reason: String| AuthorityError::Restore { reason };
-        // What the tar reader says about a file that is not a tar archive ("numeric field was
-        // not a number") names no cause a person can act on.
-        let not_a_backup = |_: std::io::Error| {
-            AuthorityError::Restore {
-            reason: format!(
-                "{} is not an etcd-ca backup, or a damaged one (not the whole archive `etcd-ca backup` writes)",
-                archive.display()
-            ),
-        }
-        };
-        let file = std::fs::File::open(archive).map_err(|e| FsError::new("open", archive, e))?;
-        let mut tar = tar::Archive::new(file);
-        let mut names = Vec::new();
-        for entry in tar.entries().map_err(not_a_backup)? {
-            let mut entry = entry.map_err(not_a_backup)?;
-            let name = entry
-                .path()
-                .map_err(not_a_backup)?
-                .to_string_lossy()
-                .into_owned();
-            if !allowed(&name) {
-                return Err(refuse(format!(
-                    "the backup holds an unexpected file {name:?}"
-                )));
-            }
-            let kind = entry.header().entry_type();
-            if !kind.is_file() {
-                return Err(refuse(format!(
-                    "the backup holds {name:?} as a {kind:?} entry, not a regular file"
-                )));
-            }
-            let mut bytes = Vec::new();
-            entry
-                .read_to_end(&mut bytes)
-                .map_err(|e| FsError::new("read", archive, e))?;
-            let mode = if name.ends_with(".key") || name == "etcd-ca.db" {
-                fsutil::PRIVATE
-            } else {
-                fsutil::PUBLIC
-            };
-            fsutil::write_new(&staged.resolve(&name), &bytes, mode)?;
-            names.push(name);
-        }
-        if !names.iter().any(|n| n == "etcd-ca.db") {
-            return Err(refuse("the backup holds no database".into()));
-        }
-        super::read_policy(&staged.policy())?;
-        let store = Store::open(&staged.database()).await?;
-        let checked = async {
-            if let crate::store::Integrity::Damaged(problems) = store.integrity_check().await? {
-                return Err(refuse(format!(
-                    "the backed-up database is damaged: {}",
-                    problems.join("; ")
-                )));
-            }
-            let generations = store.generations().await?;
-            for g in generations
-                .iter()
-                .filter(|g| g.state != crate::store::GenerationState::Retired)
-            {
-                // Keys live where `init` and `rotate start` put them, nowhere else.
-                if g.key_file != DataDir::generation_key_file(g.id) {
-                    return Err(refuse(format!(
-                        "the database names {:?} as the key of CA generation {}; it must be {}",
-                        g.key_file,
-                        g.id,
-                        DataDir::generation_key_file(g.id)
-                    )));
-                }
-                if !staged.resolve(&g.key_file).is_file() {
-                    return Err(refuse(format!(
-                        "the key of CA generation {} is missing",
-                        g.id
-                    )));
-                }
-            }
-            let (certificates, _) = store.certificate_counts().await?;
-            Ok((generations.len(), certificates))
-        }
-        .await;
-        store.close().await;
-        let (generations, certificates) = checked?;
-        // The restored CA must open (and, given the passphrase, sign) before it is put in place.
-        let restored = Authority::open(staging.path())
-            .await?
-            .with_passphrase(passphrase);
-        let keys = match restored.passphrase.is_some() {
-            true => restored.check_keys(),
-            false => Ok(()),
-        };
-        restored.close().await;
-        keys?;
-        if dir.exists() {
-            std::fs::remove_dir(dir).map_err(|e| FsError::new("replace", dir, e))?;
-        }
-        let staging = staging.keep();
-        std::fs::rename(&staging, dir).map_err(|e| {
-            let _ = std::fs::remove_dir_all(&staging);
-            FsError::new("move into place", dir, e)
-        })?;
-        fsutil::sync_dir(parent)?;
-        Ok(BackupReport {
-            file: archive.to_path_buf(),
-            generations,
-            certificates,
-            files: names,
-        })
     }
 }

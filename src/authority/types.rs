@@ -35,6 +35,20 @@ impl RevocationReason {
         RevocationReason::PrivilegeWithdrawn,
     ];
 
+    /// The reason of an RFC 5280 reason code (those an operator may give; any other is
+    /// `unspecified`).
+    pub fn from_code(code: u8) -> Self {
+        match code {
+            1 => RevocationReason::KeyCompromise,
+            2 => RevocationReason::CaCompromise,
+            3 => RevocationReason::AffiliationChanged,
+            4 => RevocationReason::Superseded,
+            5 => RevocationReason::CessationOfOperation,
+            9 => RevocationReason::PrivilegeWithdrawn,
+            _ => RevocationReason::Unspecified,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         let index = Self::ALL.iter().position(|r| *r == self).unwrap_or(0);
         Self::NAMES[index]

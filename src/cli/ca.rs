@@ -20,6 +20,10 @@ pub struct RestoreArgs {
     /// The backup file written by `etcd-ca backup`.
     #[arg(long)]
     pub from: PathBuf,
+    /// A CRL this CA published after the backup (etcd's ca.crl from any member, DER or PEM):
+    /// its revocations are re-applied, so none made since the backup is undone.
+    #[arg(long)]
+    pub crl: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,15 +97,10 @@ pub(super) async fn remote_backup(
 ) -> Result<crate::authority::BackupReport, CliError> {
     // Streamed into a file next to `out` (0600) that replaces it only once complete.
     let mut staged = fsutil::AtomicFile::create(out, fsutil::PRIVATE)?;
-    let file = staged
-        .file()
-        .try_clone()
-        .map_err(|e| FsError::new("write", out, e))?;
-    let mut file = tokio::fs::File::from_std(file);
     let headers = client
         .clone()
         .with_timeout(std::time::Duration::from_secs(3600))
-        .backup(&mut file)
+        .backup(&mut std::io::BufWriter::new(staged.file()))
         .await?;
     let count = |name: &str| {
         headers
@@ -327,7 +326,13 @@ pub(super) async fn backup(args: BackupArgs, now: OffsetDateTime) -> Result<Exit
 pub(super) async fn restore(args: RestoreArgs) -> Result<ExitCode, CliError> {
     let passphrase = args.data_dir.passphrase()?;
     let checked_keys = passphrase.is_some();
-    let report = Authority::restore(&args.from, args.data_dir.path(), passphrase).await?;
+    let report = Authority::restore(
+        &args.from,
+        args.data_dir.path(),
+        passphrase,
+        args.crl.as_deref(),
+    )
+    .await?;
     if !checked_keys {
         eprintln!(
             "warning: no passphrase given (--passphrase-file, ETCD_CA_PASSPHRASE_FILE or \
@@ -336,13 +341,48 @@ pub(super) async fn restore(args: RestoreArgs) -> Result<ExitCode, CliError> {
              would only fail when the CA next signs"
         );
     }
+    let mut out = stdout();
     writeln!(
-        stdout(),
+        out,
         "Restored {} into {} ({} CA generations, {} certificates)",
-        report.file.display(),
+        report.backup.file.display(),
         args.data_dir.path().display(),
-        report.generations,
-        report.certificates
+        report.backup.generations,
+        report.backup.certificates
     )?;
+    let since = report
+        .latest_record
+        .map_or_else(|| "the backup was taken".to_string(), date);
+    writeln!(
+        out,
+        "The backup knows nothing after {since}: certificates issued since are unknown here (their \
+         nodes renew only after `etcd-ca adopt` or a new enrollment token)."
+    )?;
+    match &report.recovered {
+        Some(r) => {
+            writeln!(
+                out,
+                "Re-applied the CRL {} (number {}, issued {}, signed by generation {}): {} \
+                 certificates revoked again, {} revoked already, {} revoked certificates issued \
+                 after the backup kept revoked (etcd's CRL lists them).",
+                args.crl.as_deref().unwrap_or(Path::new("-")).display(),
+                r.crl_number
+                    .map_or_else(|| "none".into(), |n| n.to_string()),
+                date(r.crl_this_update),
+                r.generation,
+                r.revoked_again.len(),
+                r.already_revoked,
+                r.issued_after_backup.len()
+            )?;
+        }
+        None => {
+            eprintln!(
+                "warning: revocations made after {since} are not in the backup, so they are undone: \
+                 remove {} and restore again with --crl FILE (etcd's ca.crl from any member) to \
+                 re-apply them",
+                args.data_dir.path().display()
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -238,6 +238,16 @@ impl Grant {
 }
 
 impl Policy {
+    /// The longest lifetime any profile allows: how long a certificate may still be valid
+    /// after it was issued.
+    pub fn longest_lifetime(&self) -> Duration {
+        self.profiles
+            .values()
+            .map(|p| p.max_lifetime)
+            .max()
+            .unwrap_or_default()
+    }
+
     /// Parses and validates a policy; `path` is only used to name the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, PolicyError> {
         let raw: PolicyFile = {

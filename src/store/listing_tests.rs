@@ -109,9 +109,14 @@ async fn every_listing_seeks_an_index() {
         ),
         (
             "expiry_by_node_and_profile",
-            "EXPLAIN QUERY PLAN SELECT cur.node, cur.profile, c.not_after
-               FROM current_certificates cur JOIN certificates c ON c.serial = cur.serial
-              WHERE c.not_after > 1 ORDER BY cur.node, cur.profile",
+            "EXPLAIN QUERY PLAN SELECT node, profile, not_after FROM current_certificates
+              WHERE not_after > 1 ORDER BY node, profile",
+        ),
+        (
+            "a node's newest valid certificate (the triggers)",
+            "EXPLAIN QUERY PLAN SELECT node, profile, serial, seq FROM certificates
+              WHERE node = 'n1' AND profile = 'peer' AND status = 'valid'
+              ORDER BY seq DESC LIMIT 1",
         ),
     ] {
         let plan = plan(&store, Sql::new(sql)).await;

@@ -9,6 +9,7 @@
 //! - [`records`]: the records callers hand in and get back;
 //! - `rotation`, `tokens`: the queries of CA generations and rotation, and of tokens;
 //! - `retention`: removing, in batches, what nothing needs any more;
+//! - `recovery`: what a restore re-applies from a CRL newer than its backup;
 //! - `rows`: turning records into rows and rows into records;
 //! - `sqlite`: what is SQLite's own: opening (PRAGMAs, migrations), the group committer and the
 //!   WAL checkpointer, `VACUUM INTO` backups, the integrity check, immediate write transactions.
@@ -16,6 +17,7 @@
 #[cfg(test)]
 mod listing_tests;
 mod records;
+mod recovery;
 mod retention;
 mod rotation;
 mod rows;
@@ -25,6 +27,7 @@ mod tests;
 mod tokens;
 
 pub use records::*;
+pub use recovery::Reapplied;
 pub use retention::{Cutoffs, Removed};
 use rows::*;
 use sqlite::PendingIssue;
@@ -385,16 +388,33 @@ impl Store {
         generation: Option<i64>,
         now: OffsetDateTime,
     ) -> Result<Vec<RevokedEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT serial, revoked_at, revocation_reason FROM certificates
-             WHERE status = 'revoked' AND not_after > $1
-               AND ($2 IS NULL OR ca_generation = $2)
-             ORDER BY revoked_at, serial",
-        )
-        .bind(ts(now))
-        .bind(generation)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = match generation {
+            Some(generation) => {
+                sqlx::query(
+                    "SELECT serial, revoked_at, revocation_reason FROM certificates
+                 WHERE status = 'revoked' AND not_after > $1 AND ca_generation = $2
+                 ORDER BY revoked_at, serial",
+                )
+                .bind(ts(now))
+                .bind(generation)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            // etcd's CRL also lists what a restore re-applied without a certificate record.
+            None => {
+                sqlx::query(
+                    "SELECT serial, revoked_at, revocation_reason FROM certificates
+                 WHERE status = 'revoked' AND not_after > $1
+                 UNION ALL
+                 SELECT serial, revoked_at, reason FROM external_revocations
+                 WHERE keep_until > $1
+                 ORDER BY revoked_at, serial",
+                )
+                .bind(ts(now))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
         rows.iter()
             .map(|row| {
                 Ok(RevokedEntry {
@@ -427,15 +447,37 @@ impl Store {
         )
     }
 
+    /// For each profile, when the first of its current certificates expires (of those that
+    /// have not yet): one row per profile.
+    pub async fn soonest_expiry_by_profile(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(String, OffsetDateTime)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT profile, MIN(not_after) AS not_after FROM current_certificates
+             WHERE not_after > $1 GROUP BY profile ORDER BY profile",
+        )
+        .bind(ts(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("profile")?,
+                    from_ts("current_certificates", r.try_get("not_after")?)?,
+                ))
+            })
+            .collect()
+    }
+
     /// For each node and profile, when its current certificate expires (if it has not yet).
     pub async fn expiry_by_node_and_profile(
         &self,
         now: OffsetDateTime,
     ) -> Result<Vec<(String, String, OffsetDateTime)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT cur.node, cur.profile, c.not_after FROM current_certificates cur
-             JOIN certificates c ON c.serial = cur.serial
-             WHERE c.not_after > $1 ORDER BY cur.node, cur.profile",
+            "SELECT node, profile, not_after FROM current_certificates
+             WHERE not_after > $1 ORDER BY node, profile",
         )
         .bind(ts(now))
         .fetch_all(&self.pool)

@@ -134,6 +134,11 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // Revocations a restore re-applied without a certificate, once none could be valid.
+        sqlx::query("DELETE FROM external_revocations WHERE keep_until < $1")
+            .bind(ts(now))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Removed {
             certificates,

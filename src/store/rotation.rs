@@ -147,10 +147,8 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<Vec<(String, String, i64)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT cur.node, cur.profile, c.ca_generation FROM current_certificates cur
-             JOIN certificates c ON c.serial = cur.serial
-             WHERE c.not_after > $1
-             ORDER BY cur.node, cur.profile",
+            "SELECT node, profile, ca_generation FROM current_certificates
+             WHERE not_after > $1 ORDER BY node, profile",
         )
         .bind(ts(now))
         .fetch_all(&self.pool)

@@ -423,3 +423,115 @@ async fn a_backup_larger_than_the_memory_bound_streams_through_server_and_cli() 
     let names = etcd_ca::authority::archive_names(std::fs::File::open(&backup).unwrap()).unwrap();
     assert_eq!(names[0], "etcd-ca.db", "{names:?}");
 }
+
+/// Whether the DER CRL lists `serial`, and its number.
+fn crl_lists(der: &[u8], serial: &str) -> (bool, u64) {
+    let (_, crl) = etcd_ca::pki::crl_contents(der).unwrap();
+    (
+        crl.revoked.iter().any(|(s, _, _)| s == serial),
+        crl.number.unwrap(),
+    )
+}
+
+/// The host is lost after revocations the backup does not hold: a restore says so, and with
+/// the CRL the members still have it re-applies them (never silently un-revoking).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_re_applies_revocations_made_after_the_backup_from_the_crl() {
+    let mut server = CaServer::start(&[], &[]);
+    let root = server.ca.tmp.path().to_path_buf();
+    let issue = |node: &str| server.remote_issue_client(&root.join(node), node);
+    let revoke = |serial: &str| {
+        server
+            .remote(&["revoke", serial, "--reason", "keyCompromise"])
+            .ok();
+    };
+    let kept = issue("kept");
+    let early = issue("early");
+    let late = issue("late");
+    revoke(&early);
+    let backup = root.join("ca.backup");
+    server
+        .remote(&["backup", "--out", backup.to_str().unwrap()])
+        .ok();
+    // After the backup: one more revocation, and a certificate issued and revoked.
+    revoke(&late);
+    let after = issue("after");
+    revoke(&after);
+    let crl_file = root.join("ca.crl");
+    server
+        .remote(&["crl", "--out", crl_file.to_str().unwrap()])
+        .ok();
+    let (_, published_number) = crl_lists(&std::fs::read(&crl_file).unwrap(), &late);
+    server.stop();
+
+    let fresh = tempfile::tempdir().unwrap();
+    let restore = |dir: &str, crl: Option<&std::path::Path>| {
+        let target = fresh.path().join(dir);
+        let mut args = vec![
+            "restore".to_string(),
+            "--data-dir".into(),
+            target.display().to_string(),
+            "--from".into(),
+            backup.display().to_string(),
+        ];
+        if let Some(crl) = crl {
+            args.extend(["--crl".into(), crl.display().to_string()]);
+        }
+        (target, etcd_ca(&args))
+    };
+    let status_in = |dir: &std::path::Path, serial: &str| {
+        let shown = etcd_ca([
+            "show",
+            serial,
+            "--json",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ])
+        .ok()
+        .stdout;
+        let record: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        record["status"].as_str().unwrap().to_string()
+    };
+
+    // Without the CRL: restored, and told in so many words what is undone.
+    let (plain, run) = restore("plain", None);
+    let run = run.ok();
+    assert!(
+        run.stderr.contains("are undone") && run.stderr.contains("--crl"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("knows nothing after"), "{}", run.stdout);
+    assert_eq!(status_in(&plain, &late), "valid", "the backup predates it");
+
+    // A CRL of another CA is refused, and nothing is left behind.
+    let other = crate::helpers::TestCa::init(&[]);
+    let foreign = root.join("foreign.crl");
+    other.write_crl(&foreign);
+    let (refused_dir, run) = restore("refused", Some(&foreign));
+    let err = run.fails();
+    assert!(err.contains("not signed by this CA"), "{err}");
+    assert!(!refused_dir.exists());
+
+    // With the members' CRL: every revocation holds again.
+    let (recovered, run) = restore("recovered", Some(&crl_file));
+    let out = run.ok().stdout;
+    assert!(
+        out.contains("1 certificates revoked again, 1 revoked already, 1 revoked certificates issued after the backup"),
+        "{out}"
+    );
+    assert_eq!(status_in(&recovered, &late), "revoked");
+    assert_eq!(status_in(&recovered, &early), "revoked");
+    assert_eq!(status_in(&recovered, &kept), "valid");
+    let again = CaServer::start_on(recovered, &[]);
+    let crl = again.client().crl(None).await.unwrap();
+    for serial in [&early, &late, &after] {
+        assert!(crl_lists(&crl, serial).0, "{serial} is not in the new CRL");
+    }
+    assert!(!crl_lists(&crl, &kept).0);
+    let (_, number) = crl_lists(&crl, &kept);
+    assert!(
+        number > published_number,
+        "CRL number {number} after {published_number}"
+    );
+}

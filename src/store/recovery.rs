@@ -1,0 +1,102 @@
+//! What a restore re-applies from a CRL newer than its backup: revocations made after the backup
+//! was taken (marked on the certificates the backup holds, kept as external revocations for
+//! those it does not), and CRL numbers that must not go back.
+
+use super::*;
+
+/// What re-applying a CRL's revocations did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reapplied {
+    /// Certificates the backup held as valid, revoked again.
+    pub revoked_again: Vec<String>,
+    /// Revoked in the backup already.
+    pub already_revoked: usize,
+    /// Serials the backup holds no certificate for (issued after it): kept revoked as external
+    /// revocations, listed by etcd's CRL.
+    pub unknown: Vec<String>,
+}
+
+impl Store {
+    /// Marks each `(serial, revoked_at, reason)` revoked, in one transaction: on its certificate
+    /// when the store has one (with an audit event by `actor`), else as an external revocation
+    /// kept until `keep_until(revoked_at)`.
+    pub async fn reapply_revocations(
+        &self,
+        revoked: &[(String, OffsetDateTime, String)],
+        keep_until: impl Fn(OffsetDateTime) -> OffsetDateTime,
+        actor: &str,
+        at: OffsetDateTime,
+    ) -> Result<Reapplied, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        let mut done = Reapplied::default();
+        for (serial, revoked_at, reason) in revoked {
+            let updated = sqlx::query(
+                "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2
+                 WHERE serial = $3 AND status = 'valid'",
+            )
+            .bind(ts(*revoked_at))
+            .bind(reason)
+            .bind(serial)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 1 {
+                let event = AuditEvent {
+                    at,
+                    actor: actor.to_string(),
+                    action: "revoke".into(),
+                    node: None,
+                    serial: Some(serial.clone()),
+                    detail: format!(
+                        "reason {reason}, re-applied from a CRL at restore (revoked at {})",
+                        crate::duration::rfc3339(*revoked_at)
+                    ),
+                };
+                insert_audit(&mut tx, &event).await?;
+                done.revoked_again.push(serial.clone());
+                continue;
+            }
+            let known: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM certificates WHERE serial = $1")
+                    .bind(serial)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if known.is_some() {
+                done.already_revoked += 1;
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO external_revocations (serial, revoked_at, reason, keep_until)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (serial) DO NOTHING",
+            )
+            .bind(serial)
+            .bind(ts(*revoked_at))
+            .bind(reason)
+            .bind(ts(keep_until(*revoked_at)))
+            .execute(&mut *tx)
+            .await?;
+            done.unknown.push(serial.clone());
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Raises a generation's CRL counter to at least `number`, so the next CRL it signs comes
+    /// after one already published.
+    pub async fn raise_crl_number(&self, generation: i64, number: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE ca_generations SET crl_number = MAX(crl_number, $1) WHERE id = $2")
+            .bind(number)
+            .bind(generation)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// When the newest audit event was recorded: how recent what the store knows is.
+    pub async fn latest_record(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        let at: Option<i64> = sqlx::query_scalar("SELECT MAX(at) FROM audit_events")
+            .fetch_one(&self.pool)
+            .await?;
+        at.map(|at| from_ts("audit_events", at)).transpose()
+    }
+}
