@@ -408,6 +408,7 @@ impl From<crate::authority::TidyReport> for TidyAnswer {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CertificatePage {
     pub certificates: Vec<CertificateInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }
 

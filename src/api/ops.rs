@@ -96,7 +96,11 @@ pub async fn certificates(
         .map_err(|e| ApiError::bad_request(ErrorCode::QueryInvalid, e))?;
     let expiring_before = query
         .expiring_within
-        .map(|d| parse_duration("expiring_within", &d))
+        .map(|d| {
+            d.parse::<HumanDuration>().map_err(|e| {
+                ApiError::bad_request(ErrorCode::QueryInvalid, format!("expiring_within: {e}"))
+            })
+        })
         .transpose()?
         .map(|d| now + d.as_time());
     let after = query
@@ -120,15 +124,18 @@ pub async fn certificates(
         state,
         expiring_before,
         after,
-        limit: Some(limit),
+        // One more than the page holds: whether another page follows, without an empty one.
+        limit: Some(limit + 1),
         ..Default::default()
     };
-    let records = authority.certificates(&filter, now).await?;
-    let next = match records.last() {
-        Some(last) if records.len() == limit as usize => {
-            Some(CertificateCursor::after(last).to_string())
-        }
-        _ => None,
+    let mut records = authority.certificates(&filter, now).await?;
+    let next = if records.len() > limit as usize {
+        records.truncate(limit as usize);
+        records
+            .last()
+            .map(|last| CertificateCursor::after(last).to_string())
+    } else {
+        None
     };
     Ok(CertificatePage {
         certificates: records.into_iter().map(Into::into).collect(),
@@ -200,7 +207,17 @@ pub async fn issue(
 
 /// The most recent audit events (1 to 10,000; 100 by default).
 pub async fn audit(authority: &Authority, limit: Option<i64>) -> Result<Vec<AuditEntry>, ApiError> {
-    let limit = limit.unwrap_or(100).clamp(1, 10_000);
+    // The most recent 10,000 at most; asking for none is a mistake.
+    let limit = match limit {
+        None => 100,
+        Some(n) if n >= 1 => n.min(10_000),
+        Some(n) => {
+            return Err(ApiError::bad_request(
+                ErrorCode::QueryInvalid,
+                format!("limit must be at least 1 (not {n})"),
+            ))
+        }
+    };
     let events = authority.audit_events(limit).await?;
     Ok(events.into_iter().map(Into::into).collect())
 }
@@ -212,7 +229,7 @@ pub async fn tidy(
     actor: &str,
     now: OffsetDateTime,
 ) -> Result<TidyAnswer, ApiError> {
-    Ok(authority.tidy(body.dry_run, actor, now).await?.into())
+    Ok(authority.tidy(body.dry_run, true, actor, now).await?.into())
 }
 
 /// Revokes an admin token (refused from the next request on).

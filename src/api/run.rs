@@ -109,11 +109,17 @@ pub async fn run(
             let mut tick = tokio::time::interval(TIDY_EVERY);
             loop {
                 tick.tick().await;
-                if let Err(e) = authority
-                    .tidy(false, "etcd-ca serve", crate::clock::now())
+                match authority
+                    .tidy(false, false, "etcd-ca serve", crate::clock::now())
                     .await
                 {
-                    tracing::warn!(error = %e, "cannot remove what is past its retention; will retry");
+                    Ok(report) if report.removed.total() == 0 => {
+                        tracing::info!("retention: nothing is past its retention")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot remove what is past its retention; will retry")
+                    }
                 }
             }
         })

@@ -22,6 +22,7 @@ pub enum AuditAction {
     RotateFinish,
     RotateAbort,
     Tidy,
+    Restore,
 }
 
 impl AuditAction {
@@ -44,6 +45,7 @@ impl AuditAction {
             Self::RotateFinish => "ca.rotate.finish",
             Self::RotateAbort => "ca.rotate.abort",
             Self::Tidy => "tidy",
+            Self::Restore => "restore",
         }
     }
 
@@ -91,12 +93,13 @@ impl Authority {
         error: &AuthorityError,
         now: OffsetDateTime,
     ) {
+        let (node, serial) = error.subject();
         let event = AuditEvent {
             at: now,
             actor: actor.to_string(),
             action: format!("{action}.refused"),
-            node: None,
-            serial: None,
+            node: node.map(str::to_string),
+            serial: serial.map(str::to_string),
             detail: error.to_string(),
         };
         if let Err(e) = self.store.record_audit(&event).await {

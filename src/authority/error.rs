@@ -106,6 +106,25 @@ pub enum AuthorityError {
     Pki(#[from] PkiError),
 }
 
+impl AuthorityError {
+    /// The node and the serial a refusal is about, when it names them (for the audit trail's
+    /// columns).
+    pub fn subject(&self) -> (Option<&str>, Option<&str>) {
+        use AuthorityError as E;
+        match self {
+            E::AlreadyRevoked { serial, .. }
+            | E::UnknownSerial { serial }
+            | E::ClientCertificateRevoked { serial }
+            | E::ClientCertificateUnknown { serial } => (None, Some(serial)),
+            E::NodeMismatch { asked: node, .. }
+            | E::NodeReserved { node }
+            | E::NodeNamesRequired { node, .. }
+            | E::MemberCertificateRequired { node, .. } => (Some(node), None),
+            _ => (None, None),
+        }
+    }
+}
+
 /// An internal fault: nothing the caller sent caused it, and nothing it can change fixes it.
 #[derive(Debug, thiserror::Error)]
 pub enum Fault {

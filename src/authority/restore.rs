@@ -11,7 +11,8 @@ use time::OffsetDateTime;
 
 use super::backup::allowed;
 use super::keyfile::Passphrase;
-use super::{Authority, AuthorityError, BackupReport, DataDir, RevocationReason};
+use super::{AuditAction, Authority, AuthorityError, BackupReport, DataDir, RevocationReason};
+use crate::duration::rfc3339;
 use crate::fsutil::{self, FsError};
 use crate::policy::Policy;
 use crate::store::{GenerationRecord, Store};
@@ -160,6 +161,27 @@ impl Authority {
                 Some(path) => Some(reapply_crl(&store, &generations, &policy, path).await?),
                 None => None,
             };
+            // The restored trail says where it came from and where its knowledge ends.
+            let event = AuditAction::Restore.event(
+                "etcd-ca restore",
+                crate::clock::now(),
+                None,
+                None,
+                format!(
+                    "from {}; the backup knows nothing after {}; {}",
+                    archive.display(),
+                    latest_record.map_or_else(|| "its taking".into(), rfc3339),
+                    match &recovered {
+                        Some(r) => format!(
+                            "{} revocations re-applied from a CRL ({} of certificates issued after it)",
+                            r.revoked_again.len() + r.issued_after_backup.len(),
+                            r.issued_after_backup.len()
+                        ),
+                        None => "no CRL given: later revocations are undone".into(),
+                    }
+                ),
+            );
+            store.record_audit(&event).await?;
             Ok((generations.len(), certificates, latest_record, recovered))
         }
         .await;

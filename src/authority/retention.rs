@@ -35,10 +35,12 @@ impl Authority {
         }
     }
 
-    /// Removes (or with `dry_run` counts) everything past its retention, batch by batch.
+    /// Removes (or with `dry_run` counts) everything past its retention, batch by batch. A run
+    /// is audited when it removed anything, or always when `audit_always` (an admin asked).
     pub async fn tidy(
         &self,
         dry_run: bool,
+        audit_always: bool,
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<TidyReport, AuthorityError> {
@@ -69,7 +71,7 @@ impl Authority {
             }
             tokio::time::sleep(PAUSE).await;
         }
-        if removed.total() > 0 {
+        if removed.total() > 0 || audit_always {
             let event =
                 AuditAction::Tidy.event(actor, now, None, None, summary(&removed, &cutoffs));
             self.store.record_audit(&event).await?;

@@ -8,9 +8,13 @@ pub struct BackupArgs {
     pub data_dir: DataDirArg,
     #[command(flatten)]
     pub remote: RemoteArgs,
-    /// The backup file to write (mode 0600; it holds the sealed CA keys).
+    /// The backup file to write (mode 0600; it holds the sealed CA keys). An existing file is
+    /// kept unless --force.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing --out file (only once the new backup is complete).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +64,7 @@ pub struct RotateArgs {
     /// Key type of the new generation (start).
     #[arg(long, default_value = "ecdsa-p256", value_parser = parse_key_type)]
     pub key_type: KeyType,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -307,6 +312,13 @@ pub(super) async fn init(args: InitArgs, now: OffsetDateTime) -> Result<ExitCode
 
 /// `etcd-ca backup`: on the data dir, or taken by a running server and downloaded.
 pub(super) async fn backup(args: BackupArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
+    // An earlier backup is worth keeping: replacing one takes --force.
+    if !args.force && args.out.exists() {
+        return Err(CliError::Failed(format!(
+            "{} exists; choose a new file, or pass --force to replace it once the new backup is complete",
+            args.out.display()
+        )));
+    }
     let report = Target::admin(&args.data_dir, &args.remote)
         .await?
         .run(async |t| t.backup(&args.out, now).await)

@@ -55,11 +55,14 @@ pub struct ListArgs {
     pub data_dir: DataDirArg,
     #[command(flatten)]
     pub remote: RemoteArgs,
-    /// Only certificates (still valid) that expire within this window, e.g. 30d.
+    /// Only certificates that are neither revoked nor expired (valid or superseded) and
+    /// expire within this window, e.g. 30d.
     #[arg(long)]
     pub expiring_within: Option<HumanDuration>,
+    /// Only this node's certificates.
     #[arg(long)]
     pub node: Option<String>,
+    /// Only certificates of this profile (server, peer, client, admin...).
     #[arg(long)]
     pub profile: Option<String>,
     /// valid (the one in use), superseded (a newer one exists for the node and profile),
@@ -80,6 +83,7 @@ pub struct ShowArgs {
     /// Serial number in hex (colons allowed).
     #[arg(value_parser = parse_serial)]
     pub serial: String,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -124,6 +128,7 @@ pub struct AuditArgs {
     /// How many of the most recent events to show.
     #[arg(long, default_value_t = 100)]
     pub limit: i64,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -286,7 +291,11 @@ pub(super) fn write_table(
                 r.node.clone(),
                 r.common_name.clone(),
                 date(r.not_after),
-                crate::duration::days_left(r.not_after, now).to_string(),
+                if r.not_after <= now {
+                    "expired".to_string()
+                } else {
+                    crate::duration::days_left(r.not_after, now).to_string()
+                },
                 r.status.clone(),
             ]
         })

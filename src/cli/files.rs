@@ -11,6 +11,7 @@ pub struct InspectArgs {
     /// [default: 30d; for a CRL, the last quarter of its lifetime].
     #[arg(long)]
     pub warn: Option<HumanDuration>,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -187,6 +188,14 @@ pub(super) fn policy_check(file: &Path) -> Result<ExitCode, CliError> {
     let policy = Policy::parse(&read_text(file)?, file)?;
     let mut out = stdout();
     writeln!(out, "{}: ok", file.display())?;
+    let r = policy.retention;
+    writeln!(
+        out,
+        "  retention: expired certificates {}, tokens {}, audit events {}",
+        HumanDuration::from(r.expired_certificates),
+        HumanDuration::from(r.tokens),
+        HumanDuration::from(r.audit_events)
+    )?;
     for name in policy.profile_names() {
         let p = policy.profile(&name)?;
         let ekus: Vec<String> = p

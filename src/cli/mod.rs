@@ -130,7 +130,8 @@ pub enum Command {
     List(ListArgs),
     /// Show one issued certificate.
     Show(ShowArgs),
-    /// Revoke a certificate (then write a new CRL with `etcd-ca crl`).
+    /// Revoke a certificate. Through a server (--server) agents fetch the new CRL within seconds;
+    /// on the data dir, write it for the members with `etcd-ca crl`.
     Revoke(RevokeArgs),
     /// Write the CRL (DER) to a file, atomically.
     Crl(CrlArgs),
@@ -141,7 +142,8 @@ pub enum Command {
     /// Show the audit trail: every issue, revocation and CA change.
     Audit(AuditArgs),
     /// Remove what is past its retention (policy [retention]): certificates long expired, used
-    /// tokens, old audit events. The server does this every hour; --dry-run only counts.
+    /// tokens, old audit events. The server does this a minute after start and hourly;
+    /// --dry-run only counts.
     Tidy(TidyArgs),
     /// Policy files.
     #[command(subcommand)]

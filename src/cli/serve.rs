@@ -40,6 +40,8 @@ pub struct ServeArgs {
     /// Wrong secrets for one bootstrap token before it is locked.
     #[arg(long, default_value_t = 5)]
     pub max_failed_attempts_per_token: u32,
+    /// How long wrong credentials count against an address or a token (and how long a
+    /// locked address gets 429).
     #[arg(long, default_value = "5m")]
     pub failed_attempts_window: HumanDuration,
 }

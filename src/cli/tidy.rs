@@ -1,5 +1,5 @@
-//! `etcd-ca tidy`: remove what is past its retention now (the server also does it every hour),
-//! or with `--dry-run` only say what would go.
+//! `etcd-ca tidy`: remove what is past its retention now (the server also does it a minute after
+//! it starts and hourly), or with `--dry-run` only say what would go.
 
 use super::*;
 use crate::cli::common::{DataDirArg, RemoteArgs};
@@ -15,8 +15,18 @@ pub struct TidyArgs {
     /// Only count what would be removed.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `1 certificate`, `3 certificates`.
+fn count(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 pub(super) async fn tidy(args: TidyArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
@@ -40,20 +50,20 @@ pub(super) async fn tidy(args: TidyArgs, now: OffsetDateTime) -> Result<ExitCode
     };
     writeln!(
         out,
-        "{verb} {} certificates that expired before {}",
-        answer.certificates,
+        "{verb} {} that expired before {} (a node's current certificate is kept, expired or not)",
+        count(answer.certificates, "certificate"),
         date(answer.certificates_expired_before)
     )?;
     writeln!(
         out,
-        "{verb} {} bootstrap tokens used or expired before {}",
-        answer.tokens,
+        "{verb} {} used or expired before {}",
+        count(answer.tokens, "bootstrap token"),
         date(answer.tokens_before)
     )?;
     writeln!(
         out,
-        "{verb} {} audit events older than {}",
-        answer.audit_events,
+        "{verb} {} older than {}",
+        count(answer.audit_events, "audit event"),
         date(answer.audit_events_before)
     )?;
     Ok(ExitCode::SUCCESS)

@@ -39,6 +39,7 @@ pub struct TokenCreateArgs {
     /// The CA server URL to print in the agent command (default: --server, or a placeholder).
     #[arg(long)]
     pub server_url: Option<String>,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -70,6 +71,7 @@ pub struct AdminTokenListArgs {
     pub data_dir: DataDirArg,
     #[command(flatten)]
     pub remote: RemoteArgs,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

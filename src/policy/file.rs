@@ -64,11 +64,11 @@ impl Default for DefaultsFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct RetentionFile {
     #[serde(default = "default_expired_certificates")]
-    expired_certificates: HumanDuration,
+    expired_certificates: Spanned<HumanDuration>,
     #[serde(default = "default_tokens")]
-    tokens: HumanDuration,
+    tokens: Spanned<HumanDuration>,
     #[serde(default = "default_audit_events")]
-    audit_events: HumanDuration,
+    audit_events: Spanned<HumanDuration>,
 }
 
 impl Default for RetentionFile {
@@ -81,14 +81,14 @@ impl Default for RetentionFile {
     }
 }
 
-pub(super) fn default_expired_certificates() -> HumanDuration {
-    HumanDuration::from_secs(30 * 86400)
+pub(super) fn default_expired_certificates() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration::from_secs(30 * 86400))
 }
-pub(super) fn default_tokens() -> HumanDuration {
-    HumanDuration::from_secs(30 * 86400)
+pub(super) fn default_tokens() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration::from_secs(30 * 86400))
 }
-pub(super) fn default_audit_events() -> HumanDuration {
-    HumanDuration::from_secs(400 * 86400)
+pub(super) fn default_audit_events() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration::from_secs(400 * 86400))
 }
 
 pub(super) fn default_backdate() -> HumanDuration {
@@ -222,14 +222,34 @@ impl PolicyFile {
                 },
             );
         }
+        // A window under a day is a slip, not a policy: `1m` is one minute, not a month, and
+        // the server would remove the audit trail within the hour.
+        let mut windows = Vec::new();
+        for (field, window) in [
+            ("expired_certificates", &self.retention.expired_certificates),
+            ("tokens", &self.retention.tokens),
+            ("audit_events", &self.retention.audit_events),
+        ] {
+            if window.get_ref().as_std() < Duration::from_secs(86400) {
+                return Err(invalid(
+                    window.span(),
+                    format!("retention.{field}"),
+                    format!(
+                        "{} is shorter than a day: the server removes what is older within the hour (m is minutes; write 1months for a month)",
+                        window.get_ref()
+                    ),
+                ));
+            }
+            windows.push(window.get_ref().as_std());
+        }
         Ok(Policy {
             backdate: self.defaults.backdate.as_std(),
             crl_lifetime: self.defaults.crl_lifetime.as_std(),
             server_lifetime: self.defaults.server_lifetime.as_std(),
             retention: Retention {
-                expired_certificates: self.retention.expired_certificates.as_std(),
-                tokens: self.retention.tokens.as_std(),
-                audit_events: self.retention.audit_events.as_std(),
+                expired_certificates: windows[0],
+                tokens: windows[1],
+                audit_events: windows[2],
             },
             allowed_key_types: self.defaults.allowed_key_types,
             ip_ranges: self.names.ip_ranges,

@@ -354,3 +354,21 @@ fn file_errors_name_the_line_and_the_key() {
     let (got_line, _, _) = file_error_of("[names\nip_ranges = []\n");
     assert_eq!(got_line, 1);
 }
+
+#[test]
+fn a_retention_under_a_day_is_refused_as_the_slip_it_is() {
+    let minute = DEFAULT_POLICY.replacen("audit_events = \"400d\"", "audit_events = \"12m\"", 1);
+    assert_ne!(minute, DEFAULT_POLICY);
+    let (line, key, message) = file_error_of(&minute);
+    assert_eq!(key, "retention.audit_events");
+    assert_eq!(
+        line,
+        minute.lines().position(|l| l.contains("\"12m\"")).unwrap() + 1
+    );
+    assert!(message.contains("shorter than a day"), "{message}");
+    let policy = Policy::parse(DEFAULT_POLICY, Path::new("etcd.toml")).unwrap();
+    assert_eq!(
+        policy.retention.audit_events,
+        Duration::from_secs(400 * 86400)
+    );
+}

@@ -182,9 +182,29 @@ fn certificates_query_after(
     }
     sql.push(" ORDER BY not_after, serial LIMIT ")
         .push_bind(i64::from(
-            filter.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE),
+            filter.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE + 1),
         ));
     sql
+}
+
+/// Marks a valid certificate revoked at `at` for `reason`; false when it is not a valid one.
+async fn mark_revoked(
+    tx: &mut Tx<'_>,
+    serial: &str,
+    at: OffsetDateTime,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2
+         WHERE serial = $3 AND status = 'valid'",
+    )
+    .bind(ts(at))
+    .bind(reason)
+    .bind(serial)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
 }
 
 /// The database handle. Cheap to clone.
@@ -308,7 +328,8 @@ impl Store {
     }
 
     /// One page of the certificates matching the filter, soonest expiry first (then by
-    /// serial), starting after `filter.after`: at most `filter.limit` (at most [`MAX_PAGE`]).
+    /// serial), starting after `filter.after`: at most `filter.limit` (at most one more than
+    /// [`MAX_PAGE`], so a caller can tell whether another page follows).
     /// Every filter seeks an index (`tests::every_listing_seeks_an_index`).
     pub async fn certificates(
         &self,
@@ -332,17 +353,8 @@ impl Store {
         event: &AuditEvent,
     ) -> Result<RevokeOutcome, StoreError> {
         let mut tx = self.write_transaction().await?;
-        let updated = sqlx::query(
-            "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2
-             WHERE serial = $3 AND status = 'valid'",
-        )
-        .bind(ts(event.at))
-        .bind(reason)
-        .bind(serial)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 1 {
+        let updated = mark_revoked(&mut tx, serial, event.at, reason).await?;
+        if updated {
             insert_audit(&mut tx, event).await?;
         }
         let row = sqlx::query(select_certificates!("WHERE serial = $1"))
@@ -354,7 +366,7 @@ impl Store {
             None => RevokeOutcome::NotFound,
             Some(row) => {
                 let record = Box::new(certificate_from_row(&row, event.at)?);
-                if updated == 1 {
+                if updated {
                     RevokeOutcome::Revoked(record)
                 } else {
                     RevokeOutcome::AlreadyRevoked(record)

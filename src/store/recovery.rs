@@ -30,17 +30,7 @@ impl Store {
         let mut tx = self.write_transaction().await?;
         let mut done = Reapplied::default();
         for (serial, revoked_at, reason) in revoked {
-            let updated = sqlx::query(
-                "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2
-                 WHERE serial = $3 AND status = 'valid'",
-            )
-            .bind(ts(*revoked_at))
-            .bind(reason)
-            .bind(serial)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated == 1 {
+            if mark_revoked(&mut tx, serial, *revoked_at, reason).await? {
                 let event = AuditEvent {
                     at,
                     actor: actor.to_string(),

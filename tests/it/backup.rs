@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::helpers::{etcd_ca, CaServer};
+use crate::helpers::{etcd_ca, run_agent_once, CaServer};
 
 #[test]
 fn a_restored_ca_renews_a_certificate_issued_before_the_backup() {
@@ -14,22 +14,7 @@ fn a_restored_ca_renews_a_certificate_issued_before_the_backup() {
         .ca
         .token(&["--node", "n1", "--ip", "10.0.0.11", "--profiles", "server"]);
     let agent = |url: &str, fingerprint: &str, extra: &[&str]| {
-        let mut args = vec![
-            "agent",
-            "--once",
-            "--server",
-            url,
-            "--ca-fingerprint",
-            fingerprint,
-            "--node",
-            "n1",
-            "--dir",
-            pki.to_str().unwrap(),
-            "--profiles",
-            "server",
-        ];
-        args.extend_from_slice(extra);
-        etcd_ca(&args)
+        run_agent_once(url, fingerprint, "n1", &pki, "server", extra)
     };
     agent(&server.url, &server.fingerprint, &["--token", &token]).ok();
     let before = std::fs::read_to_string(pki.join("server.crt")).unwrap();
@@ -185,6 +170,16 @@ fn an_admin_takes_a_backup_through_the_server_and_it_restores_on_a_fresh_host() 
         std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    // An earlier backup is kept unless replacing it is asked for.
+    let before = std::fs::read(&backup).unwrap();
+    let err = server
+        .remote(&["backup", "--out", backup.to_str().unwrap()])
+        .fails();
+    assert!(err.contains("exists") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(&backup).unwrap(), before);
+    server
+        .remote(&["backup", "--out", backup.to_str().unwrap(), "--force"])
+        .ok();
     let audit = server.remote(&["audit"]).ok().stdout;
     assert!(
         audit
@@ -523,7 +518,29 @@ async fn a_restore_re_applies_revocations_made_after_the_backup_from_the_crl() {
     assert_eq!(status_in(&recovered, &late), "revoked");
     assert_eq!(status_in(&recovered, &early), "revoked");
     assert_eq!(status_in(&recovered, &kept), "valid");
+    let trail = etcd_ca(["audit", "--data-dir", recovered.to_str().unwrap()])
+        .ok()
+        .stdout;
+    assert!(
+        trail
+            .lines()
+            .any(|l| l.contains("restore") && l.contains("re-applied from a CRL")),
+        "{trail}"
+    );
     let again = CaServer::start_on(recovered, &[]);
+    // A refused revocation names its serial in the audit trail's column.
+    let refused = again
+        .remote(&["revoke", &early, "--reason", "keyCompromise"])
+        .fails();
+    assert!(refused.contains("already revoked"), "{refused}");
+    let trail: Vec<serde_json::Value> =
+        serde_json::from_str(&again.remote(&["audit", "--json"]).ok().stdout).unwrap();
+    assert!(
+        trail
+            .iter()
+            .any(|e| e["action"] == "revoke.refused" && e["serial"] == early.as_str()),
+        "{trail:?}"
+    );
     let crl = again.client().crl(None).await.unwrap();
     for serial in [&early, &late, &after] {
         assert!(crl_lists(&crl, serial).0, "{serial} is not in the new CRL");

@@ -6,7 +6,7 @@
 //! fingerprint, its own database), on a small disk the test can fill.
 
 use crate::disk_full::{fill, SmallDisk};
-use crate::helpers::{admin_cli, etcd_ca, CaServer};
+use crate::helpers::{admin_cli, etcd_ca, run_agent_once, CaServer};
 
 #[test]
 fn the_cli_and_the_agent_move_on_from_a_dead_or_failing_server_but_not_from_a_refusal() {
@@ -16,22 +16,7 @@ fn the_cli_and_the_agent_move_on_from_a_dead_or_failing_server_but_not_from_a_re
     let token =
         a.ca.token(&["--node", "n1", "--ip", "10.0.0.11", "--profiles", "server"]);
     let agent = |servers: &str, extra: &[&str]| {
-        let mut args = vec![
-            "agent",
-            "--once",
-            "--server",
-            servers,
-            "--ca-fingerprint",
-            &a.fingerprint,
-            "--node",
-            "n1",
-            "--dir",
-            pki.to_str().unwrap(),
-            "--profiles",
-            "server",
-        ];
-        args.extend_from_slice(extra);
-        etcd_ca(&args)
+        run_agent_once(servers, &a.fingerprint, "n1", &pki, "server", extra)
     };
     agent(&a.url, &["--token", &token]).ok();
     let enrolled = std::fs::read_to_string(pki.join("server.crt")).unwrap();

@@ -864,3 +864,31 @@ pub fn agent_once(url: &str, pin: &str, node: &str, profiles: &str, dir: &Path) 
 pub fn run_command(command: &mut Command) -> Run {
     run(command)
 }
+
+/// `etcd-ca agent --once` for `node` into `pki`, against `servers` pinned to `fingerprint`,
+/// run to completion.
+pub fn run_agent_once(
+    servers: &str,
+    fingerprint: &str,
+    node: &str,
+    pki: &Path,
+    profiles: &str,
+    extra: &[&str],
+) -> Run {
+    let mut args = vec![
+        "agent",
+        "--once",
+        "--server",
+        servers,
+        "--ca-fingerprint",
+        fingerprint,
+        "--node",
+        node,
+        "--dir",
+        pki.to_str().unwrap(),
+        "--profiles",
+        profiles,
+    ];
+    args.extend_from_slice(extra);
+    etcd_ca(&args)
+}

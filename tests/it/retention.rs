@@ -137,3 +137,27 @@ async fn tidy_removes_exactly_what_is_past_retention_while_issuance_continues() 
         (json!(0), json!(0))
     );
 }
+
+/// Paging through `GET /v1/certs` as a script does with curl: `next` until it is absent, no
+/// empty page at the end when the count is a multiple of the page size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_end_without_a_next_and_without_an_empty_page() {
+    let server = CaServer::start(&[], &[]);
+    let admin = server.admin();
+    for i in 0..5 {
+        issue(&admin, &format!("p{i}"), "30d").await;
+    }
+    // The server's own certificate is listed too: 6 in all, two pages of 3.
+    let mut path = "/v1/certs?limit=3".to_string();
+    let mut pages = Vec::new();
+    loop {
+        let text = admin.get(&path).await.unwrap().body;
+        let page: Value = serde_json::from_slice(&text).unwrap();
+        pages.push(page["certificates"].as_array().unwrap().len());
+        match page.get("next") {
+            Some(next) => path = format!("/v1/certs?limit=3&after={}", next.as_str().unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, [3, 3]);
+}
