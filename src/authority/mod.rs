@@ -52,7 +52,7 @@ pub use backup::{archive_names, BackupReport, BackupSummary};
 pub use crl::CrlIssuer;
 pub use datadir::{DataDir, ServeLockError};
 pub use error::{AuthorityError, Fault};
-pub use restore::{Recovered, RestoreReport};
+pub use restore::{LaterRevocations, Recovered, RestoreReport};
 pub use retention::TidyReport;
 pub use serving::ServingIdentity;
 use signer::{public_key_of, Origin, Signed, Signer};

@@ -26,6 +26,17 @@ pub struct RestoreReport {
     #[serde(with = "time::serde::rfc3339::option")]
     pub latest_record: Option<OffsetDateTime>,
     pub recovered: Option<Recovered>,
+    /// Admin tokens revoked and unused bootstrap tokens withdrawn (unless kept).
+    pub tokens_withdrawn: Option<(u64, u64)>,
+}
+
+/// What a restore does about revocations made after the backup, which it cannot know.
+#[derive(Clone, Copy, Debug)]
+pub enum LaterRevocations<'a> {
+    /// Re-apply them from this CRL (etcd's `ca.crl`).
+    FromCrl(&'a Path),
+    /// The operator accepts that they are undone.
+    Undone,
 }
 
 /// Revocations re-applied from a CRL.
@@ -42,6 +53,8 @@ pub struct Recovered {
     /// Revoked serials of certificates issued after the backup (it holds no record of them):
     /// kept revoked, so etcd's CRL keeps listing them.
     pub issued_after_backup: Vec<String>,
+    /// The CRL was issued before the backup's newest record: it cannot hold what came after.
+    pub older_than_backup: bool,
 }
 
 impl Authority {
@@ -53,7 +66,8 @@ impl Authority {
         archive: &Path,
         dir: &Path,
         passphrase: Option<Passphrase>,
-        crl: Option<&Path>,
+        later: LaterRevocations<'_>,
+        keep_tokens: bool,
     ) -> Result<RestoreReport, AuthorityError> {
         let layout = DataDir::new(dir);
         if let Some(found) = layout.existing_ca_marker() {
@@ -157,9 +171,19 @@ impl Authority {
             }
             let (certificates, _) = store.certificate_counts().await?;
             let latest_record = store.latest_record().await?;
-            let recovered = match crl {
-                Some(path) => Some(reapply_crl(&store, &generations, &policy, path).await?),
-                None => None,
+            let now = crate::clock::now();
+            let recovered = match later {
+                LaterRevocations::FromCrl(path) => Some(
+                    reapply_crl(&store, &generations, &policy, path, latest_record).await?,
+                ),
+                LaterRevocations::Undone => None,
+            };
+            // CRLs published after the backup carry numbers it does not know: the next ones
+            // start past any of them (numbers are seconds since 1970 from here on).
+            store.raise_crl_numbers(now.unix_timestamp()).await?;
+            let tokens_withdrawn = match keep_tokens {
+                true => None,
+                false => Some(store.withdraw_tokens(now).await?),
             };
             // The restored trail says where it came from and where its knowledge ends.
             let event = AuditAction::Restore.event(
@@ -173,20 +197,27 @@ impl Authority {
                     latest_record.map_or_else(|| "its taking".into(), rfc3339),
                     match &recovered {
                         Some(r) => format!(
-                            "{} revocations re-applied from a CRL ({} of certificates issued after it)",
+                            "{} revocations re-applied from a CRL, {} of certificates issued after it: {}",
                             r.revoked_again.len() + r.issued_after_backup.len(),
-                            r.issued_after_backup.len()
+                            r.issued_after_backup.len(),
+                            r.issued_after_backup.join(" ")
                         ),
-                        None => "no CRL given: later revocations are undone".into(),
+                        None => "restored with --no-crl: later revocations are undone".into(),
                     }
                 ),
             );
             store.record_audit(&event).await?;
-            Ok((generations.len(), certificates, latest_record, recovered))
+            Ok((
+                generations.len(),
+                certificates,
+                latest_record,
+                recovered,
+                tokens_withdrawn,
+            ))
         }
         .await;
         store.close().await;
-        let (generations, certificates, latest_record, recovered) = checked?;
+        let (generations, certificates, latest_record, recovered, tokens_withdrawn) = checked?;
         // The restored CA must open (and, given the passphrase, sign) before it is put in place.
         let restored = Authority::open(staging.path())
             .await?
@@ -215,6 +246,7 @@ impl Authority {
             },
             latest_record,
             recovered,
+            tokens_withdrawn,
         })
     }
 }
@@ -226,6 +258,7 @@ async fn reapply_crl(
     generations: &[GenerationRecord],
     policy: &Policy,
     path: &Path,
+    latest_record: Option<OffsetDateTime>,
 ) -> Result<Recovered, AuthorityError> {
     let bytes = std::fs::read(path).map_err(|e| FsError::new("read", path, e))?;
     let refuse = |reason: String| AuthorityError::Restore { reason };
@@ -272,5 +305,6 @@ async fn reapply_crl(
         revoked_again: reapplied.revoked_again,
         already_revoked: reapplied.already_revoked,
         issued_after_backup: reapplied.unknown,
+        older_than_backup: latest_record.is_some_and(|at| crl.this_update < at),
     })
 }

@@ -24,10 +24,19 @@ pub struct RestoreArgs {
     /// The backup file written by `etcd-ca backup`.
     #[arg(long)]
     pub from: PathBuf,
-    /// A CRL this CA published after the backup (etcd's ca.crl from any member, DER or PEM):
-    /// its revocations are re-applied, so none made since the backup is undone.
-    #[arg(long)]
+    /// A CRL this CA published after the backup (etcd's ca.crl from the member that fetched
+    /// last, DER or PEM): its revocations are re-applied, so none made since the backup is
+    /// undone. One of --crl or --no-crl is required.
+    #[arg(long, required_unless_present = "no_crl", conflicts_with = "no_crl")]
     pub crl: Option<PathBuf>,
+    /// Restore without a CRL, accepting that revocations made after the backup are undone.
+    #[arg(long)]
+    pub no_crl: bool,
+    /// Keep the backup's tokens usable. By default every admin token is revoked (one revoked
+    /// after the backup would work again) and unused bootstrap tokens are withdrawn (one used
+    /// after the backup could enroll twice); create new ones with `admin-token create`.
+    #[arg(long)]
+    pub keep_tokens: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -325,10 +334,10 @@ pub(super) async fn backup(args: BackupArgs, now: OffsetDateTime) -> Result<Exit
         .await?;
     writeln!(
         stdout(),
-        "Wrote backup {} ({} CA generations, {} certificates; files: {})",
+        "Wrote backup {} ({}, {}; files: {})",
         report.file.display(),
-        report.generations,
-        report.certificates,
+        plural(report.generations as u64, "CA generation"),
+        plural(report.certificates.max(0) as u64, "certificate"),
         report.files.join(", ")
     )?;
     Ok(ExitCode::SUCCESS)
@@ -338,11 +347,16 @@ pub(super) async fn backup(args: BackupArgs, now: OffsetDateTime) -> Result<Exit
 pub(super) async fn restore(args: RestoreArgs) -> Result<ExitCode, CliError> {
     let passphrase = args.data_dir.passphrase()?;
     let checked_keys = passphrase.is_some();
+    let later = match &args.crl {
+        Some(path) => crate::authority::LaterRevocations::FromCrl(path),
+        None => crate::authority::LaterRevocations::Undone,
+    };
     let report = Authority::restore(
         &args.from,
         args.data_dir.path(),
         passphrase,
-        args.crl.as_deref(),
+        later,
+        args.keep_tokens,
     )
     .await?;
     if !checked_keys {
@@ -356,11 +370,11 @@ pub(super) async fn restore(args: RestoreArgs) -> Result<ExitCode, CliError> {
     let mut out = stdout();
     writeln!(
         out,
-        "Restored {} into {} ({} CA generations, {} certificates)",
+        "Restored {} into {} ({}, {})",
         report.backup.file.display(),
         args.data_dir.path().display(),
-        report.backup.generations,
-        report.backup.certificates
+        plural(report.backup.generations as u64, "CA generation"),
+        plural(report.backup.certificates.max(0) as u64, "certificate")
     )?;
     let since = report
         .latest_record
@@ -375,26 +389,52 @@ pub(super) async fn restore(args: RestoreArgs) -> Result<ExitCode, CliError> {
             writeln!(
                 out,
                 "Re-applied the CRL {} (number {}, issued {}, signed by generation {}): {} \
-                 certificates revoked again, {} revoked already, {} revoked certificates issued \
-                 after the backup kept revoked (etcd's CRL lists them).",
+                 revoked again, {} revoked already, {} issued after the backup kept revoked \
+                 (etcd's CRL lists them){}",
                 args.crl.as_deref().unwrap_or(Path::new("-")).display(),
                 r.crl_number
                     .map_or_else(|| "none".into(), |n| n.to_string()),
                 date(r.crl_this_update),
                 r.generation,
-                r.revoked_again.len(),
+                plural(r.revoked_again.len() as u64, "certificate"),
                 r.already_revoked,
-                r.issued_after_backup.len()
+                r.issued_after_backup.len(),
+                if r.issued_after_backup.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", r.issued_after_backup.join(" "))
+                }
             )?;
+            if r.older_than_backup {
+                eprintln!(
+                    "warning: the CRL was issued before the backup's newest record ({since}): it \
+                     cannot hold revocations made after the backup; use the newest ca.crl any \
+                     member has"
+                );
+            }
         }
         None => {
             eprintln!(
-                "warning: revocations made after {since} are not in the backup, so they are undone: \
-                 remove {} and restore again with --crl FILE (etcd's ca.crl from any member) to \
-                 re-apply them",
-                args.data_dir.path().display()
+                "warning: restored with --no-crl: revocations made after {since} are not in the \
+                 backup, so they are undone"
             );
         }
     }
+    match report.tokens_withdrawn {
+        Some((admin, bootstrap)) => writeln!(
+            out,
+            "Revoked the backup's {} and withdrew {} not yet used (it knows nothing of their use \
+             after the backup): create new ones with `etcd-ca admin-token create` and \
+             `etcd-ca token create`.",
+            plural(admin, "admin token"),
+            plural(bootstrap, "bootstrap token")
+        )?,
+        None => writeln!(out, "Kept the backup's tokens (--keep-tokens).")?,
+    }
+    writeln!(
+        out,
+        "CRL numbers continue past any published before (from {}).",
+        crate::clock::now().unix_timestamp()
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -270,6 +270,14 @@ fn read_text(path: &Path) -> Result<String, CliError> {
     std::fs::read_to_string(path).map_err(|e| FsError::new("read", path, e).into())
 }
 
+/// `1 certificate`, `3 certificates`.
+fn plural(n: u64, what: &str) -> String {
+    match n {
+        1 => format!("1 {what}"),
+        _ => format!("{n} {what}s"),
+    }
+}
+
 fn stdout() -> std::io::StdoutLock<'static> {
     std::io::stdout().lock()
 }

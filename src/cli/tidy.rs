@@ -20,15 +20,6 @@ pub struct TidyArgs {
     pub json: bool,
 }
 
-/// `1 certificate`, `3 certificates`.
-fn count(n: u64, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
-}
-
 pub(super) async fn tidy(args: TidyArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
     let body = TidyBody {
         dry_run: args.dry_run,
@@ -51,19 +42,19 @@ pub(super) async fn tidy(args: TidyArgs, now: OffsetDateTime) -> Result<ExitCode
     writeln!(
         out,
         "{verb} {} that expired before {} (a node's current certificate is kept, expired or not)",
-        count(answer.certificates, "certificate"),
+        plural(answer.certificates, "certificate"),
         date(answer.certificates_expired_before)
     )?;
     writeln!(
         out,
         "{verb} {} used or expired before {}",
-        count(answer.tokens, "bootstrap token"),
+        plural(answer.tokens, "bootstrap token"),
         date(answer.tokens_before)
     )?;
     writeln!(
         out,
         "{verb} {} older than {}",
-        count(answer.audit_events, "audit event"),
+        plural(answer.audit_events, "audit event"),
         date(answer.audit_events_before)
     )?;
     Ok(ExitCode::SUCCESS)

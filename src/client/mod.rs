@@ -65,11 +65,13 @@ pub enum ClientError {
     Http(String),
     #[error("no answer from {addr} within {timeout:?}")]
     Timeout { addr: String, timeout: Duration },
-    #[error("the server refused ({status}, {code}): {message}")]
+    #[error("the server {server} refused ({status}, {code}): {message}")]
     Api {
         status: u16,
         code: String,
         message: String,
+        /// The server (`host:port`) that refused, one of several perhaps.
+        server: String,
     },
     #[error("unexpected answer from the server: {0}")]
     Decode(String),
@@ -126,6 +128,8 @@ pub struct Response {
     pub status: StatusCode,
     pub headers: hyper::HeaderMap,
     pub body: Bytes,
+    /// The server (`host:port`) that answered.
+    pub server: String,
 }
 
 /// The CA, reached through one server or several (replicas of one CA): a request goes to the

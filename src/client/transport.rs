@@ -7,14 +7,15 @@ use super::*;
 /// An answer read whole, or with its body still to come.
 pub(super) enum Answer {
     Whole(Response),
-    Streaming(hyper::Response<hyper::body::Incoming>),
+    /// The answer and the server (`host:port`) it came from.
+    Streaming(hyper::Response<hyper::body::Incoming>, String),
 }
 
 impl Answer {
     fn status(&self) -> StatusCode {
         match self {
             Answer::Whole(r) => r.status,
-            Answer::Streaming(r) => r.status(),
+            Answer::Streaming(r, _) => r.status(),
         }
     }
 }
@@ -64,7 +65,7 @@ impl ApiClient {
     ) -> Result<Response, ClientError> {
         match self.each_server(method, path, body, headers, true).await? {
             Answer::Whole(response) => Ok(response),
-            Answer::Streaming(response) => collect(response).await,
+            Answer::Streaming(response, server) => collect(response, server).await,
         }
     }
 
@@ -89,9 +90,9 @@ impl ApiClient {
                     .open(endpoint, method.clone(), path, body.clone(), headers)
                     .await?;
                 Ok(if whole {
-                    Answer::Whole(collect(response).await?)
+                    Answer::Whole(collect(response, endpoint.addr.clone()).await?)
                 } else {
-                    Answer::Streaming(response)
+                    Answer::Streaming(response, endpoint.addr.clone())
                 })
             };
             let result = tokio::time::timeout(self.timeout, attempt)
@@ -218,15 +219,15 @@ impl ApiClient {
         to: &mut impl std::io::Write,
     ) -> Result<HeaderMap, ClientError> {
         // Any server until one answers with the archive's headers; the body is not retried.
-        let response = match self
+        let (response, server) = match self
             .each_server(Method::GET, path, None, &[], false)
             .await?
         {
-            Answer::Streaming(response) => response,
+            Answer::Streaming(response, server) => (response, server),
             Answer::Whole(whole) => return Self::check(whole).map(|r| r.headers),
         };
         if !response.status().is_success() {
-            return Self::check(collect(response).await?).map(|r| r.headers);
+            return Self::check(collect(response, server).await?).map(|r| r.headers);
         }
         let headers = response.headers().clone();
         let mut body = response.into_body();
@@ -264,11 +265,13 @@ impl ApiClient {
                 status,
                 code: e.code,
                 message: e.message,
+                server: response.server,
             }),
             Err(_) => Err(ClientError::Api {
                 status,
                 code: "unknown".into(),
                 message: String::from_utf8_lossy(&response.body).into_owned(),
+                server: response.server,
             }),
         }
     }
@@ -297,6 +300,7 @@ impl ApiClient {
 /// Reads a whole answer (API answers are small and bounded; downloads use `download`).
 pub(super) async fn collect(
     response: hyper::Response<hyper::body::Incoming>,
+    server: String,
 ) -> Result<Response, ClientError> {
     let status = response.status();
     let headers = response.headers().clone();
@@ -310,5 +314,6 @@ pub(super) async fn collect(
         status,
         headers,
         body,
+        server,
     })
 }

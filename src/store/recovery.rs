@@ -82,6 +82,39 @@ impl Store {
         Ok(())
     }
 
+    /// Withdraws what a backup's tokens could still do after a restore: every admin token is
+    /// revoked (one revoked after the backup would work again) and every unused bootstrap
+    /// token expires (one used after the backup could enroll twice). Returns how many of each.
+    pub async fn withdraw_tokens(&self, at: OffsetDateTime) -> Result<(u64, u64), StoreError> {
+        let mut tx = self.write_transaction().await?;
+        let admin = sqlx::query(
+            "UPDATE tokens SET revoked_at = $1 WHERE kind = 'admin' AND revoked_at IS NULL",
+        )
+        .bind(ts(at))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let bootstrap = sqlx::query(
+            "UPDATE tokens SET expires_at = $1
+             WHERE kind = 'bootstrap' AND used_at IS NULL AND expires_at > $1",
+        )
+        .bind(ts(at))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok((admin, bootstrap))
+    }
+
+    /// Raises every generation's CRL counter to at least `floor`.
+    pub async fn raise_crl_numbers(&self, floor: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE ca_generations SET crl_number = MAX(crl_number, $1)")
+            .bind(floor)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// When the newest audit event was recorded: how recent what the store knows is.
     pub async fn latest_record(&self) -> Result<Option<OffsetDateTime>, StoreError> {
         let at: Option<i64> = sqlx::query_scalar("SELECT MAX(at) FROM audit_events")

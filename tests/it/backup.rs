@@ -30,7 +30,7 @@ fn a_restored_ca_renews_a_certificate_issued_before_the_backup() {
     ])
     .ok();
     assert!(
-        written.stdout.contains("1 CA generations"),
+        written.stdout.contains("1 CA generation,"),
         "{}",
         written.stdout
     );
@@ -50,6 +50,7 @@ fn a_restored_ca_renews_a_certificate_issued_before_the_backup() {
     let restored = fresh.path().join("ca");
     let out = etcd_ca([
         "restore",
+        "--no-crl",
         "--data-dir",
         restored.to_str().unwrap(),
         "--from",
@@ -101,6 +102,7 @@ fn a_restored_ca_renews_a_certificate_issued_before_the_backup() {
     // Restore refuses a data dir that holds a CA, and an archive with unexpected files.
     let err = etcd_ca([
         "restore",
+        "--no-crl",
         "--data-dir",
         restored.to_str().unwrap(),
         "--from",
@@ -124,6 +126,7 @@ fn a_restored_ca_renews_a_certificate_issued_before_the_backup() {
     let target = fresh.path().join("other");
     let err = etcd_ca([
         "restore",
+        "--no-crl",
         "--data-dir",
         target.to_str().unwrap(),
         "--from",
@@ -160,7 +163,7 @@ fn an_admin_takes_a_backup_through_the_server_and_it_restores_on_a_fresh_host() 
         .remote(&["backup", "--out", backup.to_str().unwrap()])
         .ok();
     assert!(
-        written.stdout.contains("1 CA generations")
+        written.stdout.contains("1 CA generation,")
             && written.stdout.contains("etcd-ca.db")
             && written.stdout.contains("ca/gen-1.key"),
         "{}",
@@ -192,6 +195,7 @@ fn an_admin_takes_a_backup_through_the_server_and_it_restores_on_a_fresh_host() 
     let restored = fresh.path().join("ca");
     etcd_ca([
         "restore",
+        "--no-crl",
         "--data-dir",
         restored.to_str().unwrap(),
         "--from",
@@ -215,7 +219,13 @@ fn restore_refused(
 ) -> String {
     let target = root.join("restored");
     let run = std::process::Command::new(crate::helpers::ETCD_CA)
-        .args(["restore", "--data-dir", target.to_str().unwrap(), "--from"])
+        .args([
+            "restore",
+            "--no-crl",
+            "--data-dir",
+            target.to_str().unwrap(),
+            "--from",
+        ])
         .arg(archive)
         .env("ETCD_CA_PASSPHRASE", crate::helpers::PASSPHRASE)
         .envs(env.iter().copied())
@@ -469,8 +479,9 @@ async fn a_restore_re_applies_revocations_made_after_the_backup_from_the_crl() {
             "--from".into(),
             backup.display().to_string(),
         ];
-        if let Some(crl) = crl {
-            args.extend(["--crl".into(), crl.display().to_string()]);
+        match crl {
+            Some(crl) => args.extend(["--crl".into(), crl.display().to_string()]),
+            None => args.push("--no-crl".into()),
         }
         (target, etcd_ca(&args))
     };
@@ -488,14 +499,21 @@ async fn a_restore_re_applies_revocations_made_after_the_backup_from_the_crl() {
         record["status"].as_str().unwrap().to_string()
     };
 
-    // Without the CRL: restored, and told in so many words what is undone.
+    // Neither --crl nor --no-crl: a usage error, nothing restored.
+    let bare = fresh.path().join("bare");
+    let run = std::process::Command::new(crate::helpers::ETCD_CA)
+        .args(["restore", "--data-dir", bare.to_str().unwrap(), "--from"])
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--crl"));
+    assert!(!bare.exists());
+
+    // With --no-crl: restored, and told in so many words what is undone.
     let (plain, run) = restore("plain", None);
     let run = run.ok();
-    assert!(
-        run.stderr.contains("are undone") && run.stderr.contains("--crl"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("are undone"), "{}", run.stderr);
     assert!(run.stdout.contains("knows nothing after"), "{}", run.stdout);
     assert_eq!(status_in(&plain, &late), "valid", "the backup predates it");
 
@@ -512,9 +530,13 @@ async fn a_restore_re_applies_revocations_made_after_the_backup_from_the_crl() {
     let (recovered, run) = restore("recovered", Some(&crl_file));
     let out = run.ok().stdout;
     assert!(
-        out.contains("1 certificates revoked again, 1 revoked already, 1 revoked certificates issued after the backup"),
+        out.contains(&format!(
+            "1 certificate revoked again, 1 revoked already, 1 issued after the backup kept revoked (etcd's CRL lists them): {after}"
+        )),
         "{out}"
     );
+    // The backup's tokens no longer open anything: the CA does not know what they did since.
+    assert!(out.contains("Revoked the backup's 1 admin token"), "{out}");
     assert_eq!(status_in(&recovered, &late), "revoked");
     assert_eq!(status_in(&recovered, &early), "revoked");
     assert_eq!(status_in(&recovered, &kept), "valid");
@@ -528,6 +550,14 @@ async fn a_restore_re_applies_revocations_made_after_the_backup_from_the_crl() {
         "{trail}"
     );
     let again = CaServer::start_on(recovered, &[]);
+    let stale = crate::helpers::admin_cli(
+        &again.url,
+        &again.fingerprint,
+        &server.admin_token_file,
+        &["list"],
+    )
+    .fails();
+    assert!(stale.contains("admin_token_invalid"), "{stale}");
     // A refused revocation names its serial in the audit trail's column.
     let refused = again
         .remote(&["revoke", &early, "--reason", "keyCompromise"])

@@ -27,8 +27,11 @@ fn the_cli_and_the_agent_move_on_from_a_dead_or_failing_server_but_not_from_a_re
         .ok();
     let disk = SmallDisk::mount(root.join("small-disk"), "8M");
     let b_dir = disk.dir.join("ca");
+    // A planned copy, nothing happened since the backup: the tokens stay valid on both.
     etcd_ca([
         "restore",
+        "--no-crl",
+        "--keep-tokens",
         "--data-dir",
         b_dir.to_str().unwrap(),
         "--from",
@@ -48,6 +51,11 @@ fn the_cli_and_the_agent_move_on_from_a_dead_or_failing_server_but_not_from_a_re
     )
     .fails();
     assert!(refused.contains("admin_token_invalid"), "{refused}");
+    let a_addr = a.url.trim_start_matches("https://");
+    assert!(
+        refused.contains(&format!("{a_addr} refused")),
+        "the refusal names the server: {refused}"
+    );
     admin_cli(
         &format!("{},{}", b.url, a.url),
         &fp,
