@@ -12,7 +12,9 @@
 //! Each CRL takes its number from its issuer's counter in the store, so the numbers of one issuer
 //! never go back, whichever process (the server, `etcd-ca crl`) built the previous one. The
 //! server keeps the last CRL of each kind and rebuilds it only after a revocation, when half its
-//! lifetime passed, or when the generations changed. Whether a revocation happened is a number
+//! lifetime passed, or when the generations changed; what it built is published in the store
+//! (one row per kind, replaced only by a higher number), so a restarted server, or another
+//! process on the same database, serves the same bytes. Whether a revocation happened is a number
 //! kept in memory: the store's revocation epoch as last read, after this process revoked, or
 //! by the server's follower (every 2 s, for revocations made elsewhere). So a cached CRL, the
 //! answer to nearly every request, costs a lookup and no read.
@@ -25,7 +27,7 @@ use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, Ser
 use time::OffsetDateTime;
 
 use super::{to_time, Authority, AuthorityError, RevocationReason, Signer};
-use crate::store::{GenerationState, RevokedEntry};
+use crate::store::{GenerationState, PublishedCrl, RevokedEntry};
 
 /// The CA generation whose own CRL is asked for: by number, or by the `sha256:` fingerprint of
 /// its CA certificate (what an agent knows from its trust bundle).
@@ -61,6 +63,16 @@ enum Scope {
     Etcd,
     /// One generation's revocations, signed by that generation.
     Generation(i64),
+}
+
+impl Scope {
+    /// How the store names it.
+    fn key(self) -> String {
+        match self {
+            Scope::Etcd => "etcd".into(),
+            Scope::Generation(id) => format!("generation:{id}"),
+        }
+    }
 }
 
 /// The last CRL built, and the revocation epoch it reflects.
@@ -171,13 +183,39 @@ impl Authority {
                 return Ok(cached.der.clone());
             }
         }
-        let der = Arc::new(self.build_crl(scope, now).await?);
+        // The one this CA last published, if it is still the right one; else a new one, unless
+        // another process published a newer one meanwhile.
+        let half_life = to_time(self.policy.crl_lifetime / 2);
+        let signer = match scope {
+            Scope::Etcd => self.active_generation()?.id,
+            Scope::Generation(id) => id,
+        };
+        let current = |crl: &PublishedCrl| {
+            crl.epoch == epoch && crl.generation == signer && now - crl.this_update < half_life
+        };
+        let published = match self.store.published_crl(&scope.key()).await? {
+            Some(stored) if current(&stored) => stored,
+            _ => {
+                let (der, number) = self.build_numbered_crl(scope, now).await?;
+                self.store
+                    .publish_crl(&PublishedCrl {
+                        scope: scope.key(),
+                        generation: signer,
+                        number,
+                        epoch,
+                        this_update: now,
+                        der,
+                    })
+                    .await?
+            }
+        };
+        let der = Arc::new(published.der);
         cache.insert(
             scope,
             CachedCrl {
                 der: der.clone(),
                 epoch,
-                built_at: now,
+                built_at: published.this_update,
             },
         );
         Ok(der)
@@ -188,6 +226,15 @@ impl Authority {
         scope: Scope,
         now: OffsetDateTime,
     ) -> Result<Vec<u8>, AuthorityError> {
+        Ok(self.build_numbered_crl(scope, now).await?.0)
+    }
+
+    /// A new CRL of `scope` and its number.
+    async fn build_numbered_crl(
+        &self,
+        scope: Scope,
+        now: OffsetDateTime,
+    ) -> Result<(Vec<u8>, i64), AuthorityError> {
         let (signer, revoked) = match scope {
             Scope::Etcd => (self.signer()?, self.store.revoked_unexpired(now).await?),
             Scope::Generation(id) => (
@@ -196,7 +243,10 @@ impl Authority {
             ),
         };
         let crl_number = self.store.next_crl_number(signer.generation).await?;
-        self.sign_crl(&signer, revoked, crl_number, now)
+        Ok((
+            self.sign_crl(&signer, revoked, crl_number, now)?,
+            crl_number,
+        ))
     }
 
     fn sign_crl(

@@ -438,6 +438,49 @@ impl Store {
             .collect()
     }
 
+    /// The CRL `scope` last published, if any.
+    pub async fn published_crl(&self, scope: &str) -> Result<Option<PublishedCrl>, StoreError> {
+        let row = sqlx::query(
+            "SELECT scope, generation, number, epoch, this_update, der FROM published_crls
+             WHERE scope = $1",
+        )
+        .bind(scope)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| published_crl_from_row(&r)).transpose()
+    }
+
+    /// Publishes `crl` unless its scope already holds one with a higher number (another process
+    /// got there first); returns what the scope holds afterwards.
+    pub async fn publish_crl(&self, crl: &PublishedCrl) -> Result<PublishedCrl, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        sqlx::query(
+            "INSERT INTO published_crls (scope, generation, number, epoch, this_update, der)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (scope) DO UPDATE SET generation = excluded.generation,
+               number = excluded.number, epoch = excluded.epoch,
+               this_update = excluded.this_update, der = excluded.der
+             WHERE excluded.number > published_crls.number",
+        )
+        .bind(&crl.scope)
+        .bind(crl.generation)
+        .bind(crl.number)
+        .bind(crl.epoch)
+        .bind(ts(crl.this_update))
+        .bind(&crl.der)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(
+            "SELECT scope, generation, number, epoch, this_update, der FROM published_crls
+             WHERE scope = $1",
+        )
+        .bind(&crl.scope)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        published_crl_from_row(&row)
+    }
+
     /// The next CRL number of a generation (monotonic, starting at 1).
     pub async fn next_crl_number(&self, generation: i64) -> Result<i64, StoreError> {
         let number: i64 = sqlx::query_scalar(

@@ -296,6 +296,19 @@ pub enum RevokeOutcome {
     NotFound,
 }
 
+/// A CRL as published for one scope (`etcd`, or `generation:N`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedCrl {
+    pub scope: String,
+    /// The generation that signed it.
+    pub generation: i64,
+    pub number: i64,
+    /// The revocation epoch it reflects.
+    pub epoch: i64,
+    pub this_update: OffsetDateTime,
+    pub der: Vec<u8>,
+}
+
 /// A revoked certificate as a CRL lists it.
 #[derive(Clone, Debug)]
 pub struct RevokedEntry {

@@ -106,12 +106,18 @@ impl Store {
         Ok((admin, bootstrap))
     }
 
-    /// Raises every generation's CRL counter to at least `floor`.
+    /// Raises every generation's CRL counter to at least `floor` and forgets the CRLs the
+    /// backup had published, so that the next ones are built anew, numbered past `floor`.
     pub async fn raise_crl_numbers(&self, floor: i64) -> Result<(), StoreError> {
+        let mut tx = self.write_transaction().await?;
         sqlx::query("UPDATE ca_generations SET crl_number = MAX(crl_number, $1)")
             .bind(floor)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM published_crls")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 

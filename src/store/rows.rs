@@ -303,3 +303,14 @@ pub(super) fn certificate_from_row(
         pem: row.try_get("pem")?,
     })
 }
+
+pub(super) fn published_crl_from_row(row: &SqliteRow) -> Result<PublishedCrl, StoreError> {
+    Ok(PublishedCrl {
+        scope: row.try_get("scope")?,
+        generation: row.try_get("generation")?,
+        number: row.try_get("number")?,
+        epoch: row.try_get("epoch")?,
+        this_update: from_ts("published_crls", row.try_get("this_update")?)?,
+        der: row.try_get("der")?,
+    })
+}

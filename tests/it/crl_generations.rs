@@ -280,3 +280,30 @@ async fn each_trusted_generation_publishes_its_own_crl_during_a_rotation() {
     assert_eq!(changed.removed, [gen1_file.as_path()]);
     assert!(gen2_file.exists());
 }
+
+/// The server serves the CRL it published, byte for byte, across a restart (a second server on
+/// the same database would too) until a revocation calls for a new one, numbered higher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_serves_the_crl_it_published_until_a_revocation() {
+    let mut server = crate::helpers::CaServer::start(&[], &[]);
+    let number = |der: &[u8]| etcd_ca::pki::crl_contents(der).unwrap().1.number.unwrap();
+    let first = server.client().crl(None).await.unwrap();
+    server.restart();
+    assert_eq!(
+        server.client().crl(None).await.unwrap(),
+        first,
+        "the same bytes"
+    );
+
+    let out = server.ca.tmp.path().join("gone");
+    let serial = server.remote_issue_client(&out, "gone");
+    server
+        .remote(&["revoke", &serial, "--reason", "keyCompromise"])
+        .ok();
+    let second = server.client().crl(None).await.unwrap();
+    assert!(number(&second) > number(&first));
+    let (_, contents) = etcd_ca::pki::crl_contents(&second).unwrap();
+    assert!(contents.revoked.iter().any(|(s, _, _)| *s == serial));
+    server.restart();
+    assert_eq!(server.client().crl(None).await.unwrap(), second);
+}
