@@ -321,7 +321,15 @@ pub(super) async fn init(args: InitArgs, now: OffsetDateTime) -> Result<ExitCode
 
 /// `etcd-ca backup`: on the data dir, or taken by a running server and downloaded.
 pub(super) async fn backup(args: BackupArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
-    // An earlier backup is worth keeping: replacing one takes --force.
+    // Checked before any backup is taken (and audited): the file must be one that can be
+    // written, and an earlier backup is worth keeping (replacing one takes --force).
+    if args.out.is_dir() {
+        return Err(CliError::Failed(format!(
+            "{} is a directory; name the backup file, e.g. {}",
+            args.out.display(),
+            args.out.join("etcd-ca.backup").display()
+        )));
+    }
     if !args.force && args.out.exists() {
         return Err(CliError::Failed(format!(
             "{} exists; choose a new file, or pass --force to replace it once the new backup is complete",
