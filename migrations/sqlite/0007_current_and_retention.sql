@@ -12,7 +12,7 @@ CREATE TABLE current_certificates (
     not_after     INTEGER NOT NULL,
     ca_generation INTEGER NOT NULL,
     PRIMARY KEY (node, profile)
-);
+) WITHOUT ROWID;  -- stored in (node, profile) order: /metrics and rotation status read it in order
 CREATE UNIQUE INDEX current_certificates_by_serial ON current_certificates (serial);
 
 INSERT INTO current_certificates (node, profile, serial, seq, not_after, ca_generation)

@@ -107,19 +107,19 @@ impl Metrics {
             );
         }
         if per_node {
-            let expiries = authority.expiry_by_node_and_profile(now).await?;
+            let current = authority.current_certificates(now).await?;
             let name = "etcd_ca_certificate_expiry_seconds";
             let _ = writeln!(
                 out,
                 "# HELP {name} Seconds until the last valid certificate of a node and profile expires.\n# TYPE {name} gauge"
             );
-            for (node, profile, not_after) in &expiries {
+            for c in &current {
                 let _ = writeln!(
                     out,
                     "{name}{{node=\"{}\",profile=\"{}\"}} {}",
-                    escape(node),
-                    escape(profile),
-                    (*not_after - now).whole_seconds()
+                    escape(&c.node),
+                    escape(&c.profile),
+                    (c.not_after - now).whole_seconds()
                 );
             }
         }

@@ -107,12 +107,12 @@ impl Authority {
         }
     }
 
-    /// For each node and profile, when its last valid certificate expires.
-    pub async fn expiry_by_node_and_profile(
+    /// Each node and profile's current certificate that has not expired yet.
+    pub async fn current_certificates(
         &self,
         now: OffsetDateTime,
-    ) -> Result<Vec<(String, String, OffsetDateTime)>, AuthorityError> {
-        Ok(self.store.expiry_by_node_and_profile(now).await?)
+    ) -> Result<Vec<crate::store::CurrentCertificate>, AuthorityError> {
+        Ok(self.store.current_certificates(now).await?)
     }
 
     /// For each profile, when the first of its current certificates expires.

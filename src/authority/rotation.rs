@@ -198,12 +198,12 @@ impl Authority {
             .map(|r| (r.node.clone(), r))
             .collect();
         let mut certificates: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-        for (node, profile, generation) in self.store.signing_generations(now).await? {
-            if node != SERVER_NODE {
+        for c in self.store.current_certificates(now).await? {
+            if c.node != SERVER_NODE {
                 certificates
-                    .entry(node)
+                    .entry(c.node)
                     .or_default()
-                    .insert(profile, generation);
+                    .insert(c.profile, c.ca_generation);
             }
         }
         let mut nodes = Vec::new();

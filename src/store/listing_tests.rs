@@ -108,7 +108,7 @@ async fn every_listing_seeks_an_index() {
               ORDER BY revoked_at, serial",
         ),
         (
-            "expiry_by_node_and_profile",
+            "current_certificates",
             "EXPLAIN QUERY PLAN SELECT node, profile, not_after FROM current_certificates
               WHERE not_after > 1 ORDER BY node, profile",
         ),

@@ -525,13 +525,14 @@ impl Store {
             .collect()
     }
 
-    /// For each node and profile, when its current certificate expires (if it has not yet).
-    pub async fn expiry_by_node_and_profile(
+    /// Each node and profile's current certificate that has not expired yet, in node order:
+    /// what `/metrics` and rotation status read (the small table, not the history).
+    pub async fn current_certificates(
         &self,
         now: OffsetDateTime,
-    ) -> Result<Vec<(String, String, OffsetDateTime)>, StoreError> {
+    ) -> Result<Vec<CurrentCertificate>, StoreError> {
         let rows = sqlx::query(
-            "SELECT node, profile, not_after FROM current_certificates
+            "SELECT node, profile, not_after, ca_generation FROM current_certificates
              WHERE not_after > $1 ORDER BY node, profile",
         )
         .bind(ts(now))
@@ -539,11 +540,12 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    r.try_get("node")?,
-                    r.try_get("profile")?,
-                    from_ts("certificates", r.try_get("not_after")?)?,
-                ))
+                Ok(CurrentCertificate {
+                    node: r.try_get("node")?,
+                    profile: r.try_get("profile")?,
+                    not_after: from_ts("current_certificates", r.try_get("not_after")?)?,
+                    ca_generation: r.try_get("ca_generation")?,
+                })
             })
             .collect()
     }

@@ -296,6 +296,15 @@ pub enum RevokeOutcome {
     NotFound,
 }
 
+/// A node and profile's current certificate, as `current_certificates` holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CurrentCertificate {
+    pub node: String,
+    pub profile: String,
+    pub not_after: OffsetDateTime,
+    pub ca_generation: i64,
+}
+
 /// A CRL as published for one scope (`etcd`, or `generation:N`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublishedCrl {

@@ -140,30 +140,6 @@ impl Store {
             .collect()
     }
 
-    /// For each node and profile, the generation that signed its current certificate (the
-    /// newest recorded, not revoked), if that has not expired.
-    pub async fn signing_generations(
-        &self,
-        now: OffsetDateTime,
-    ) -> Result<Vec<(String, String, i64)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT node, profile, ca_generation FROM current_certificates
-             WHERE not_after > $1 ORDER BY node, profile",
-        )
-        .bind(ts(now))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("node")?,
-                    r.try_get("profile")?,
-                    r.try_get("ca_generation")?,
-                ))
-            })
-            .collect()
-    }
-
     /// Takes the restart lease for `node` until `expires_at`, if it is free, expired or already
     /// held by `node`. Returns who holds it afterwards.
     pub async fn take_restart_lease(
