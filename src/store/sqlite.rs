@@ -347,6 +347,23 @@ impl Store {
     pub async fn close(&self) {
         self.closing.send_replace(true);
         self.pool.close().await;
+        // The last connection to close removes the WAL, but only when it gets the file's
+        // exclusive lock at that moment; under load the pool's last close now and then did not
+        // (an empty `-wal` and a `-shm` stayed behind, seen in CI). A lone connection opened
+        // and closed after every other one is gone finishes the job.
+        let options = self.pool.connect_options();
+        let wal = format!("{}-wal", options.get_filename().display());
+        if Path::new(&wal).exists() {
+            use sqlx::{ConnectOptions, Connection};
+            match options.as_ref().clone().connect().await {
+                Ok(conn) => {
+                    if let Err(e) = conn.close().await {
+                        tracing::debug!(error = %e, "closing the WAL's last connection failed");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "could not reopen to remove the WAL"),
+            }
+        }
     }
 
     /// A transaction that holds the write lock from its first statement. SQLite's default
