@@ -87,6 +87,7 @@ async fn store_run(dir: &std::path::Path, concurrency: usize, total: usize) -> R
         retired_at: None,
         created_at: now,
         endorsement_pem: None,
+        key_pem: None,
     };
     store.insert_generation(&generation).await.unwrap();
     let next = Arc::new(AtomicUsize::new(0));

@@ -64,6 +64,8 @@ error_codes! {
     CsrMissing => "csr_missing",
     CsrSignatureInvalid => "csr_signature_invalid",
     CsrSignatureWeak => "csr_signature_weak",
+    DatabaseReadOnly => "database_read_only",
+    DatabaseUnavailable => "database_unavailable",
     GenerationUnknown => "generation_unknown",
     Internal => "internal",
     IssuerExpired => "issuer_expired",

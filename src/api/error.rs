@@ -9,9 +9,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::authority::AuthorityError;
+use crate::authority::{AuthorityError, Fault};
 use crate::pki::PkiError;
 use crate::policy::PolicyError;
+use crate::store::StoreError;
 use crate::wire::ErrorBody;
 
 /// An error an API handler returns.
@@ -120,12 +121,24 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, ErrorCode) {
             | PkiError::KeyRejected { .. },
         ) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         E::Pki(source) => (StatusCode::BAD_REQUEST, csr_code(source)),
-        // Every internal fault is a 500, whatever the request was.
+        // The database cannot take writes (a standby) or cannot be reached: try again, or
+        // another server.
+        E::Fault(Fault::Store(StoreError::ReadOnly)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::DatabaseReadOnly)
+        }
+        E::Fault(Fault::Store(StoreError::Unavailable(_) | StoreError::Closed)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::DatabaseUnavailable,
+        ),
+        // Every other internal fault is a 500, whatever the request was.
         E::Fault(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         // The operator's own refusals on the data dir; no API operation returns them.
         E::AlreadyInitialised { .. }
         | E::DirNotEmpty { .. }
         | E::NotInitialised { .. }
+        | E::DatabaseNotInitialised { .. }
+        | E::DatabaseInitialised { .. }
+        | E::PolicyMismatch { .. }
         | E::Import { .. }
         | E::Restore { .. } => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
     }

@@ -12,6 +12,16 @@ pub enum AuthorityError {
     DirNotEmpty { dir: PathBuf },
     #[error("{} holds no CA (no etcd-ca.db); create one with `etcd-ca init --data-dir {}`", dir.display(), dir.display())]
     NotInitialised { dir: PathBuf },
+    #[error("the database {database} holds no CA; create one with `etcd-ca init --database URL --data-dir DIR`, or move a SQLite CA there with `etcd-ca migrate --database URL --from-sqlite DIR`")]
+    DatabaseNotInitialised { database: String },
+    #[error("the database {database} already holds a CA (generation {generation}); start more servers on it with `etcd-ca serve --database URL`")]
+    DatabaseInitialised { database: String, generation: i64 },
+    #[error("the policy in {} (sha256 {file_sha256}) is not the one the servers on this database sign under (sha256 {database_sha256}); remove the file to take the database's, or publish this one with `etcd-ca migrate --database URL --policy {}` and restart every server", path.display(), path.display())]
+    PolicyMismatch {
+        path: PathBuf,
+        file_sha256: String,
+        database_sha256: String,
+    },
     #[error("cannot adopt the CA: {reason}")]
     Import { reason: String },
     #[error("cannot restore: {reason}")]

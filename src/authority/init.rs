@@ -148,6 +148,7 @@ impl Authority {
                     retired_at: None,
                     created_at: now,
                     endorsement_pem: None,
+                    key_pem: None,
                 })
                 .await?;
             store

@@ -179,8 +179,7 @@ impl Authority {
     /// How new CA keys are kept: like the active one.
     fn key_protection(&self) -> Result<KeyProtection, AuthorityError> {
         let active = self.active_generation()?;
-        let path = self.dir.resolve(&active.key_file);
-        let text = std::fs::read_to_string(&path).map_err(|e| FsError::new("read", &path, e))?;
+        let (text, _) = self.generation_key_text(&active)?;
         if !keyfile::is_sealed(&text) {
             return Ok(KeyProtection::Unencrypted);
         }

@@ -401,9 +401,14 @@ impl Authority {
         )?;
         let key_file = DataDir::generation_key_file(id);
         let key_text = self.key_protection()?.key_file_text(&material.key)?;
-        // Replaces the key of a start that failed before its row was written (unrecorded).
+        // Where the store holds the keys, the key goes in the generation's row (every server
+        // sharing the database signs with it); else in its file, written first. A file replaces
+        // the key of a start that failed before its row was written (unrecorded).
         let key_path = self.dir.resolve(&key_file);
-        fsutil::write_atomic(&key_path, key_text.as_bytes(), fsutil::PRIVATE)?;
+        let in_store = self.store.holds_keys();
+        if !in_store {
+            fsutil::write_atomic(&key_path, key_text.as_bytes(), fsutil::PRIVATE)?;
+        }
         let cert_pem = pki::certificate_pem(&material.cert_der);
         let record = GenerationRecord {
             id,
@@ -419,6 +424,7 @@ impl Authority {
             retired_at: None,
             created_at: now,
             endorsement_pem: Some(pki::certificate_pem(&endorsement)),
+            key_pem: in_store.then(|| key_text.to_string()),
         };
         let event = AuditAction::RotateStart.event(
             actor,
@@ -431,7 +437,7 @@ impl Authority {
             ),
         );
         let added = self.store.add_generation(&record, &event).await;
-        if !matches!(added, Ok(true)) {
+        if !matches!(added, Ok(true)) && !in_store {
             // Unrecorded: nothing may use it. (Another start cannot have written this path: it
             // would have held the lock.)
             let _ = std::fs::remove_file(&key_path);

@@ -178,12 +178,16 @@ impl Authority {
         Ok(slot.get_or_init(|| Arc::new(signer)).clone())
     }
 
-    /// Reads a generation's key: refused when others can read the file, opened with the
-    /// passphrase, and checked against the generation's certificate.
-    pub(super) fn load_signer(
+    /// A generation's sealed key text and where it came from: the database when it holds the
+    /// key, else the key file (refused when others can read it).
+    pub(super) fn generation_key_text(
         &self,
         generation: &GenerationRecord,
-    ) -> Result<Signer, AuthorityError> {
+    ) -> Result<(String, PathBuf), AuthorityError> {
+        if let Some(text) = &generation.key_pem {
+            let from = PathBuf::from(format!("(the database: generation {})", generation.id));
+            return Ok((text.clone(), from));
+        }
         let key_path = self.dir.resolve(&generation.key_file);
         let metadata =
             std::fs::metadata(&key_path).map_err(|e| FsError::new("read", &key_path, e))?;
@@ -197,6 +201,16 @@ impl Authority {
         }
         let key_text =
             std::fs::read_to_string(&key_path).map_err(|e| FsError::new("read", &key_path, e))?;
+        Ok((key_text, key_path))
+    }
+
+    /// Reads a generation's key: opened with the passphrase, and checked against the
+    /// generation's certificate.
+    pub(super) fn load_signer(
+        &self,
+        generation: &GenerationRecord,
+    ) -> Result<Signer, AuthorityError> {
+        let (key_text, key_path) = self.generation_key_text(generation)?;
         let key_pem = keyfile::open(&key_text, self.passphrase.as_ref())?;
         let key_type: KeyType =
             generation

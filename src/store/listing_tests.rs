@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::tests::{at, certificate, event, identity, store_with_generation};
+use super::tests::{at, certificate, event, identity, on_both_backends, store_with_generation};
 use super::*;
 
 /// Records `count` certificates for nodes n0..n9 (profile peer or server), expiring at spread
@@ -64,10 +64,9 @@ fn filters() -> Vec<CertificateFilter> {
     all
 }
 
-async fn plan(store: &Store, mut sql: Sql) -> Vec<String> {
-    let rows: Vec<(i64, i64, i64, String)> =
-        sql.build_query_as().fetch_all(&store.pool).await.unwrap();
-    rows.into_iter().map(|r| r.3).collect()
+async fn plan(store: &Store, sql: Sql) -> Vec<String> {
+    let rows = store.pool.fetch_all(sql).await.unwrap();
+    rows.iter().map(|r| r.at::<String>(3).unwrap()).collect()
 }
 
 /// A plan that reads the whole certificates table, or sorts it, fails.
@@ -83,8 +82,7 @@ fn assert_no_scan(what: &str, plan: &[String]) {
 
 #[tokio::test]
 async fn every_listing_seeks_an_index() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with_generation(dir.path()).await;
+    let (store, _keep) = store_with_generation(Backend::Sqlite).await;
     fill(&store, 0, 400).await;
     for filter in filters() {
         let sql = certificates_query_after("EXPLAIN QUERY PLAN ", &filter, at(20));
@@ -127,88 +125,93 @@ async fn every_listing_seeks_an_index() {
     }
 }
 
-#[tokio::test]
-async fn pages_return_every_row_exactly_once_while_rows_are_added() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with_generation(dir.path()).await;
-    let before = fill(&store, 0, 600).await;
-    let writer = {
-        let store = store.clone();
-        tokio::spawn(async move { fill(&store, 600, 600).await })
-    };
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    let mut filter = CertificateFilter {
-        limit: Some(37),
-        ..Default::default()
-    };
-    let mut pages = 0;
-    loop {
-        let page = store.certificates(&filter, at(20)).await.unwrap();
-        pages += 1;
-        for c in &page {
-            *seen.entry(c.serial.clone()).or_default() += 1;
+on_both_backends! {
+    async fn pages_return_every_row_exactly_once_while_rows_are_added(backend) {
+        let (store, _keep) = store_with_generation(backend).await;
+        let before = fill(&store, 0, 600).await;
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move { fill(&store, 600, 600).await })
+        };
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut filter = CertificateFilter {
+            limit: Some(37),
+            ..Default::default()
+        };
+        let mut pages = 0;
+        loop {
+            let page = store.certificates(&filter, at(20)).await.unwrap();
+            pages += 1;
+            for c in &page {
+                *seen.entry(c.serial.clone()).or_default() += 1;
+            }
+            if page.len() < 37 {
+                break;
+            }
+            filter.after = page.last().map(CertificateCursor::after);
+            tokio::task::yield_now().await;
         }
-        if page.len() < 37 {
-            break;
-        }
-        filter.after = page.last().map(CertificateCursor::after);
-        tokio::task::yield_now().await;
+        writer.await.unwrap();
+        assert!(pages > 16, "{pages} pages");
+        let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "listed twice: {twice:?}");
+        let missing: Vec<_> = before.iter().filter(|s| !seen.contains_key(*s)).collect();
+        assert!(missing.is_empty(), "never listed: {missing:?}");
+
     }
-    writer.await.unwrap();
-    assert!(pages > 16, "{pages} pages");
-    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "listed twice: {twice:?}");
-    let missing: Vec<_> = before.iter().filter(|s| !seen.contains_key(*s)).collect();
-    assert!(missing.is_empty(), "never listed: {missing:?}");
 }
 
-#[tokio::test]
-async fn the_current_certificate_follows_issuance_revocation_and_removal() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with_generation(dir.path()).await;
-    let node = identity("n1", "10.0.0.1");
-    for serial in ["aa01", "aa02", "aa03"] {
-        let cert = certificate(serial, "n1", None);
+on_both_backends! {
+    async fn the_current_certificate_follows_issuance_revocation_and_removal(backend) {
+        let (store, _keep) = store_with_generation(backend).await;
+        let node = identity("n1", "10.0.0.1");
+        for serial in ["aa01", "aa02", "aa03"] {
+            let cert = certificate(serial, "n1", None);
+            store
+                .record_issue(&node, &cert, &event(serial, "n1"))
+                .await
+                .unwrap();
+        }
+        let current = |store: Store| async move {
+            store
+                .pool
+                .fetch_optional(Sql::new(
+                    "SELECT serial FROM current_certificates WHERE node = 'n1' AND profile = 'peer'",
+                ))
+                .await
+                .unwrap()
+                .map(|r| r.at::<String>(0).unwrap())
+        };
+        assert_eq!(current(store.clone()).await.as_deref(), Some("aa03"));
+        let state = |serial: &'static str, store: Store| async move {
+            store
+                .certificate(serial, at(20))
+                .await
+                .unwrap()
+                .unwrap()
+                .state
+        };
+        assert_eq!(
+            state("aa02", store.clone()).await,
+            CertificateState::Superseded
+        );
         store
-            .record_issue(&node, &cert, &event(serial, "n1"))
+            .revoke("aa03", "keyCompromise", &event("aa03", "n1"))
             .await
             .unwrap();
-    }
-    let current = |store: Store| async move {
-        sqlx::query_scalar::<_, String>(
-            "SELECT serial FROM current_certificates WHERE node = 'n1' AND profile = 'peer'",
-        )
-        .fetch_optional(&store.pool)
-        .await
-        .unwrap()
-    };
-    assert_eq!(current(store.clone()).await.as_deref(), Some("aa03"));
-    let state = |serial: &'static str, store: Store| async move {
+        assert_eq!(current(store.clone()).await.as_deref(), Some("aa02"));
+        assert_eq!(state("aa02", store.clone()).await, CertificateState::Valid);
+        assert_eq!(
+            state("aa01", store.clone()).await,
+            CertificateState::Superseded
+        );
+        assert_eq!(store.revocation_epoch().await.unwrap(), 1);
         store
-            .certificate(serial, at(20))
+            .pool
+            .execute(Sql::new("DELETE FROM certificates WHERE serial = 'aa02'"))
             .await
-            .unwrap()
-            .unwrap()
-            .state
-    };
-    assert_eq!(
-        state("aa02", store.clone()).await,
-        CertificateState::Superseded
-    );
-    store
-        .revoke("aa03", "keyCompromise", &event("aa03", "n1"))
-        .await
-        .unwrap();
-    assert_eq!(current(store.clone()).await.as_deref(), Some("aa02"));
-    assert_eq!(state("aa02", store.clone()).await, CertificateState::Valid);
-    assert_eq!(
-        state("aa01", store.clone()).await,
-        CertificateState::Superseded
-    );
-    assert_eq!(store.revocation_epoch().await.unwrap(), 1);
-    sqlx::query("DELETE FROM certificates WHERE serial = 'aa02'")
-        .execute(&store.pool)
-        .await
-        .unwrap();
-    assert_eq!(current(store.clone()).await.as_deref(), Some("aa01"));
+            .unwrap();
+        assert_eq!(current(store.clone()).await.as_deref(), Some("aa01"));
+
+    }
 }

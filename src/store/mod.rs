@@ -14,30 +14,36 @@
 //! - `sqlite`: what is SQLite's own: opening (PRAGMAs, migrations), the group committer and the
 //!   WAL checkpointer, `VACUUM INTO` backups, the integrity check, immediate write transactions.
 
+mod copy;
 #[cfg(test)]
 mod listing_tests;
+mod open;
+mod postgres;
 mod records;
 mod recovery;
 mod retention;
 mod rotation;
 mod rows;
+mod sql;
 mod sqlite;
+#[cfg(test)]
+mod test_db;
 #[cfg(test)]
 mod tests;
 mod tokens;
 
+pub use copy::{copy_all, Copied};
+pub use open::{Migrations, StoreConfig};
 pub use records::*;
 pub use recovery::Reapplied;
 pub use retention::{Cutoffs, Removed};
 use rows::*;
+use sql::{Backend, DbRow, Pool, Sql, Tx};
 use sqlite::PendingIssue;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use sqlx::sqlite::SqlitePool;
-use sqlx::Row;
 use time::OffsetDateTime;
 
 use crate::names::{NodeIdentity, NodeName};
@@ -89,26 +95,41 @@ pub const MAX_PAGE: u32 = 1000;
 /// Errors from the database layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open database {}: {source}", path.display())]
+    #[error("cannot open database {database}: {source}")]
     Open {
-        path: PathBuf,
+        database: String,
         #[source]
         source: sqlx::Error,
     },
-    #[error("cannot migrate database {}: {source}", path.display())]
+    #[error("cannot migrate database {database}: {source}")]
     Migrate {
-        path: PathBuf,
+        database: String,
         #[source]
         source: sqlx::migrate::MigrateError,
     },
+    #[error("database {database} lacks migration(s) {missing:?} of this version of etcd-ca: run `etcd-ca migrate --database URL` once (or start one server with --migrate)")]
+    NotMigrated { database: String, missing: Vec<i64> },
+    #[error("{0}")]
+    Config(String),
     #[error("database error: {0}")]
-    Sql(#[from] sqlx::Error),
+    Sql(sqlx::Error),
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    #[error("the database is read-only (a standby): it serves reads, writes go to the primary")]
+    ReadOnly,
     #[error("the database is closed (the server is shutting down)")]
     Closed,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolClosed => StoreError::Closed,
+            e => postgres::classify(e),
+        }
+    }
 }
 
 /// The statement of one page of [`Store::certificates`]: only the filters given, so that
@@ -189,30 +210,25 @@ fn certificates_query_after(
 
 /// Marks a valid certificate revoked at `at` for `reason`; false when it is not a valid one.
 async fn mark_revoked(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     serial: &str,
     at: OffsetDateTime,
     reason: &str,
 ) -> Result<bool, StoreError> {
-    let updated = sqlx::query(
+    let updated = tx.execute(Sql::new(
         "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2
          WHERE serial = $3 AND status = 'valid'",
-    )
-    .bind(ts(at))
-    .bind(reason)
-    .bind(serial)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+    ).bind(ts(at)).bind(reason).bind(serial))
+    .await?;
     Ok(updated == 1)
 }
 
 /// The database handle. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
-    /// Issued certificates go through the group committer.
-    committer: tokio::sync::mpsc::Sender<PendingIssue>,
+    pool: Pool,
+    /// On SQLite, issued certificates go through the group committer.
+    committer: Option<tokio::sync::mpsc::Sender<PendingIssue>>,
     /// Set by [`Store::close`]: the committer gives its connection back to the pool.
     closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -220,26 +236,33 @@ pub struct Store {
 impl Store {
     /// How many tokens exist, and how many were used.
     pub async fn token_counts(&self) -> Result<(i64, i64), StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n, COUNT(used_at) AS used FROM tokens")
-            .fetch_one(&self.pool)
+        let row = self
+            .pool
+            .fetch_one(Sql::new(
+                "SELECT COUNT(*) AS n, COUNT(used_at) AS used FROM tokens",
+            ))
             .await?;
-        Ok((row.try_get("n")?, row.try_get("used")?))
+        Ok((row.col("n")?, row.col("used")?))
     }
 
     /// Certificates recorded, and how many distinct serials they have.
     pub async fn certificate_counts(&self) -> Result<(i64, i64), StoreError> {
-        let row =
-            sqlx::query("SELECT COUNT(*) AS n, COUNT(DISTINCT serial) AS d FROM certificates")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok((row.try_get("n")?, row.try_get("d")?))
+        let row = self
+            .pool
+            .fetch_one(Sql::new(
+                "SELECT COUNT(*) AS n, COUNT(DISTINCT serial) AS d FROM certificates",
+            ))
+            .await?;
+        Ok((row.col("n")?, row.col("d")?))
     }
 
     /// The registered identity of a node, if any.
     pub async fn node(&self, name: &NodeName) -> Result<Option<NodeIdentity>, StoreError> {
-        let row = sqlx::query("SELECT ips, dns_names FROM nodes WHERE name = $1")
-            .bind(name.as_str())
-            .fetch_optional(&self.pool)
+        let row = self
+            .pool
+            .fetch_optional(
+                Sql::new("SELECT ips, dns_names FROM nodes WHERE name = $1").bind(name.as_str()),
+            )
             .await?;
         row.map(|row| node_from_row(&row, name.clone())).transpose()
     }
@@ -258,17 +281,12 @@ impl Store {
             ", nodes.ips, nodes.dns_names",
             "LEFT JOIN nodes ON nodes.name = certificates.node WHERE serial IN "
         ));
-        sql.push("(");
-        let mut list = sql.separated(", ");
-        for serial in serials {
-            list.push_bind(serial.as_str());
-        }
-        list.push_unseparated(")");
-        let rows = sql.build().fetch_all(&self.pool).await?;
+        sql.push_list(serials.iter().map(String::as_str));
+        let rows = self.pool.fetch_all(sql).await?;
         rows.iter()
             .map(|row| {
                 let cert = certificate_from_row(row, now)?;
-                let registered: Option<String> = row.try_get("ips")?;
+                let registered: Option<String> = row.col("ips")?;
                 let identity = match registered {
                     Some(_) => {
                         let name = cert.node.parse().map_err(|e: crate::names::NameError| {
@@ -306,9 +324,15 @@ impl Store {
     /// Records several issued certificates all or none (a node renewing its certificates
     /// together), through the same group commit as [`Store::record_issue`].
     pub async fn record_issues(&self, issues: Vec<IssueRecord>) -> Result<(), StoreError> {
+        let (Some(committer), Pool::Sqlite(_)) = (&self.committer, &self.pool) else {
+            return match &self.pool {
+                Pool::Postgres(p) => postgres::record_issues(p, &issues).await,
+                Pool::Sqlite(_) => Err(StoreError::Closed),
+            };
+        };
         let (done, committed) = tokio::sync::oneshot::channel();
         let pending = PendingIssue { issues, done };
-        self.committer
+        committer
             .send(pending)
             .await
             .map_err(|_| StoreError::Closed)?;
@@ -320,9 +344,9 @@ impl Store {
         serial: &str,
         now: OffsetDateTime,
     ) -> Result<Option<CertificateRecord>, StoreError> {
-        let row = sqlx::query(select_certificates!("WHERE serial = $1"))
-            .bind(serial)
-            .fetch_optional(&self.pool)
+        let row = self
+            .pool
+            .fetch_optional(Sql::new(select_certificates!("WHERE serial = $1")).bind(serial))
             .await?;
         row.map(|r| certificate_from_row(&r, now)).transpose()
     }
@@ -336,10 +360,7 @@ impl Store {
         filter: &CertificateFilter,
         now: OffsetDateTime,
     ) -> Result<Vec<CertificateRecord>, StoreError> {
-        let rows = certificates_query(filter, now)
-            .build()
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = self.pool.fetch_all(certificates_query(filter, now)).await?;
         rows.iter()
             .map(|row| certificate_from_row(row, now))
             .collect()
@@ -357,9 +378,8 @@ impl Store {
         if updated {
             insert_audit(&mut tx, event).await?;
         }
-        let row = sqlx::query(select_certificates!("WHERE serial = $1"))
-            .bind(serial)
-            .fetch_optional(&mut *tx)
+        let row = tx
+            .fetch_optional(Sql::new(select_certificates!("WHERE serial = $1")).bind(serial))
             .await?;
         tx.commit().await?;
         Ok(match row {
@@ -402,37 +422,41 @@ impl Store {
     ) -> Result<Vec<RevokedEntry>, StoreError> {
         let rows = match generation {
             Some(generation) => {
-                sqlx::query(
-                    "SELECT serial, revoked_at, revocation_reason FROM certificates
+                self.pool
+                    .fetch_all(
+                        Sql::new(
+                            "SELECT serial, revoked_at, revocation_reason FROM certificates
                  WHERE status = 'revoked' AND not_after > $1 AND ca_generation = $2
                  ORDER BY revoked_at, serial",
-                )
-                .bind(ts(now))
-                .bind(generation)
-                .fetch_all(&self.pool)
-                .await?
+                        )
+                        .bind(ts(now))
+                        .bind(generation),
+                    )
+                    .await?
             }
             // etcd's CRL also lists what a restore re-applied without a certificate record.
             None => {
-                sqlx::query(
-                    "SELECT serial, revoked_at, revocation_reason FROM certificates
+                self.pool
+                    .fetch_all(
+                        Sql::new(
+                            "SELECT serial, revoked_at, revocation_reason FROM certificates
                  WHERE status = 'revoked' AND not_after > $1
                  UNION ALL
                  SELECT serial, revoked_at, reason FROM external_revocations
                  WHERE keep_until > $1
                  ORDER BY revoked_at, serial",
-                )
-                .bind(ts(now))
-                .fetch_all(&self.pool)
-                .await?
+                        )
+                        .bind(ts(now)),
+                    )
+                    .await?
             }
         };
         rows.iter()
             .map(|row| {
                 Ok(RevokedEntry {
-                    serial: row.try_get("serial")?,
-                    revoked_at: from_ts("certificates", row.try_get("revoked_at")?)?,
-                    reason: row.try_get("revocation_reason")?,
+                    serial: row.col("serial")?,
+                    revoked_at: from_ts("certificates", row.col("revoked_at")?)?,
+                    reason: row.col("revocation_reason")?,
                 })
             })
             .collect()
@@ -440,13 +464,16 @@ impl Store {
 
     /// The CRL `scope` last published, if any.
     pub async fn published_crl(&self, scope: &str) -> Result<Option<PublishedCrl>, StoreError> {
-        let row = sqlx::query(
-            "SELECT scope, generation, number, epoch, this_update, der FROM published_crls
+        let row = self
+            .pool
+            .fetch_optional(
+                Sql::new(
+                    "SELECT scope, generation, number, epoch, this_update, der FROM published_crls
              WHERE scope = $1",
-        )
-        .bind(scope)
-        .fetch_optional(&self.pool)
-        .await?;
+                )
+                .bind(scope),
+            )
+            .await?;
         row.map(|r| published_crl_from_row(&r)).transpose()
     }
 
@@ -454,40 +481,41 @@ impl Store {
     /// got there first); returns what the scope holds afterwards.
     pub async fn publish_crl(&self, crl: &PublishedCrl) -> Result<PublishedCrl, StoreError> {
         let mut tx = self.write_transaction().await?;
-        sqlx::query(
-            "INSERT INTO published_crls (scope, generation, number, epoch, this_update, der)
+        tx.execute(
+            Sql::new(
+                "INSERT INTO published_crls (scope, generation, number, epoch, this_update, der)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (scope) DO UPDATE SET generation = excluded.generation,
                number = excluded.number, epoch = excluded.epoch,
                this_update = excluded.this_update, der = excluded.der
              WHERE excluded.number > published_crls.number",
+            )
+            .bind(&crl.scope)
+            .bind(crl.generation)
+            .bind(crl.number)
+            .bind(crl.epoch)
+            .bind(ts(crl.this_update))
+            .bind(&crl.der),
         )
-        .bind(&crl.scope)
-        .bind(crl.generation)
-        .bind(crl.number)
-        .bind(crl.epoch)
-        .bind(ts(crl.this_update))
-        .bind(&crl.der)
-        .execute(&mut *tx)
         .await?;
-        let row = sqlx::query(
-            "SELECT scope, generation, number, epoch, this_update, der FROM published_crls
+        let row = tx
+            .fetch_one(
+                Sql::new(
+                    "SELECT scope, generation, number, epoch, this_update, der FROM published_crls
              WHERE scope = $1",
-        )
-        .bind(&crl.scope)
-        .fetch_one(&mut *tx)
-        .await?;
+                )
+                .bind(&crl.scope),
+            )
+            .await?;
         tx.commit().await?;
         published_crl_from_row(&row)
     }
 
     /// The next CRL number of a generation (monotonic, starting at 1).
     pub async fn next_crl_number(&self, generation: i64) -> Result<i64, StoreError> {
-        let number: i64 = sqlx::query_scalar(
+        let number: i64 = self.pool.scalar(Sql::new(
             "UPDATE ca_generations SET crl_number = crl_number + 1 WHERE id = $1 RETURNING crl_number",
-        )
-        .bind(generation)
-        .fetch_one(&self.pool)
+        ).bind(generation))
         .await?;
         Ok(number)
     }
@@ -495,11 +523,10 @@ impl Store {
     /// A number that grows with every revocation (kept by a trigger): the CRL is rebuilt when
     /// it changes. One row's read.
     pub async fn revocation_epoch(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT epoch FROM revocation_epoch WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        Ok(self
+            .pool
+            .scalar(Sql::new("SELECT epoch FROM revocation_epoch WHERE id = 1"))
+            .await?)
     }
 
     /// For each profile, when the first of its current certificates expires (of those that
@@ -508,18 +535,21 @@ impl Store {
         &self,
         now: OffsetDateTime,
     ) -> Result<Vec<(String, OffsetDateTime)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT profile, MIN(not_after) AS not_after FROM current_certificates
+        let rows = self
+            .pool
+            .fetch_all(
+                Sql::new(
+                    "SELECT profile, MIN(not_after) AS not_after FROM current_certificates
              WHERE not_after > $1 GROUP BY profile ORDER BY profile",
-        )
-        .bind(ts(now))
-        .fetch_all(&self.pool)
-        .await?;
+                )
+                .bind(ts(now)),
+            )
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok((
-                    r.try_get("profile")?,
-                    from_ts("current_certificates", r.try_get("not_after")?)?,
+                    r.col("profile")?,
+                    from_ts("current_certificates", r.col("not_after")?)?,
                 ))
             })
             .collect()
@@ -531,20 +561,23 @@ impl Store {
         &self,
         now: OffsetDateTime,
     ) -> Result<Vec<CurrentCertificate>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT node, profile, not_after, ca_generation FROM current_certificates
+        let rows = self
+            .pool
+            .fetch_all(
+                Sql::new(
+                    "SELECT node, profile, not_after, ca_generation FROM current_certificates
              WHERE not_after > $1 ORDER BY node, profile",
-        )
-        .bind(ts(now))
-        .fetch_all(&self.pool)
-        .await?;
+                )
+                .bind(ts(now)),
+            )
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(CurrentCertificate {
-                    node: r.try_get("node")?,
-                    profile: r.try_get("profile")?,
-                    not_after: from_ts("current_certificates", r.try_get("not_after")?)?,
-                    ca_generation: r.try_get("ca_generation")?,
+                    node: r.col("node")?,
+                    profile: r.col("profile")?,
+                    not_after: from_ts("current_certificates", r.col("not_after")?)?,
+                    ca_generation: r.col("ca_generation")?,
                 })
             })
             .collect()
@@ -559,22 +592,25 @@ impl Store {
 
     /// The most recent audit events, oldest first.
     pub async fn audit_events(&self, limit: i64) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT at, actor, action, node, serial, detail FROM
-               (SELECT * FROM audit_events ORDER BY id DESC LIMIT $1) ORDER BY id",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .pool
+            .fetch_all(
+                Sql::new(
+                    "SELECT at, actor, action, node, serial, detail FROM
+               (SELECT * FROM audit_events ORDER BY id DESC LIMIT $1) AS recent ORDER BY id",
+                )
+                .bind(limit),
+            )
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(AuditEvent {
-                    at: from_ts("audit_events", row.try_get("at")?)?,
-                    actor: row.try_get("actor")?,
-                    action: row.try_get("action")?,
-                    node: row.try_get("node")?,
-                    serial: row.try_get("serial")?,
-                    detail: row.try_get("detail")?,
+                    at: from_ts("audit_events", row.col("at")?)?,
+                    actor: row.col("actor")?,
+                    action: row.col("action")?,
+                    node: row.col("node")?,
+                    serial: row.col("serial")?,
+                    detail: row.col("detail")?,
                 })
             })
             .collect()

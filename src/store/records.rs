@@ -68,6 +68,10 @@ pub struct GenerationRecord {
     /// For a generation a rotation introduced: its CA name and key certified by the generation
     /// that signed when it was created (PEM). Clients pinned to the old CA follow it.
     pub endorsement_pem: Option<String>,
+    /// The generation's key (sealed with the passphrase) when the database holds it: on
+    /// PostgreSQL, so that every server sharing the database can sign. None: the file
+    /// `key_file` in the data dir holds it.
+    pub key_pem: Option<String>,
 }
 
 impl GenerationRecord {

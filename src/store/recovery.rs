@@ -46,24 +46,25 @@ impl Store {
                 done.revoked_again.push(serial.clone());
                 continue;
             }
-            let known: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM certificates WHERE serial = $1")
-                    .bind(serial)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let known = tx
+                .fetch_optional(
+                    Sql::new("SELECT serial FROM certificates WHERE serial = $1").bind(serial),
+                )
+                .await?;
             if known.is_some() {
                 done.already_revoked += 1;
                 continue;
             }
-            sqlx::query(
-                "INSERT INTO external_revocations (serial, revoked_at, reason, keep_until)
+            tx.execute(
+                Sql::new(
+                    "INSERT INTO external_revocations (serial, revoked_at, reason, keep_until)
                  VALUES ($1, $2, $3, $4) ON CONFLICT (serial) DO NOTHING",
+                )
+                .bind(serial)
+                .bind(ts(*revoked_at))
+                .bind(reason)
+                .bind(ts(keep_until(*revoked_at))),
             )
-            .bind(serial)
-            .bind(ts(*revoked_at))
-            .bind(reason)
-            .bind(ts(keep_until(*revoked_at)))
-            .execute(&mut *tx)
             .await?;
             done.unknown.push(serial.clone());
         }
@@ -74,10 +75,7 @@ impl Store {
     /// Raises a generation's CRL counter to at least `number`, so the next CRL it signs comes
     /// after one already published.
     pub async fn raise_crl_number(&self, generation: i64, number: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE ca_generations SET crl_number = MAX(crl_number, $1) WHERE id = $2")
-            .bind(number)
-            .bind(generation)
-            .execute(&self.pool)
+        self.pool.execute(Sql::new("UPDATE ca_generations SET crl_number = CASE WHEN crl_number < $1 THEN $1 ELSE crl_number END WHERE id = $2").bind(number).bind(generation))
             .await?;
         Ok(())
     }
@@ -87,21 +85,23 @@ impl Store {
     /// token expires (one used after the backup could enroll twice). Returns how many of each.
     pub async fn withdraw_tokens(&self, at: OffsetDateTime) -> Result<(u64, u64), StoreError> {
         let mut tx = self.write_transaction().await?;
-        let admin = sqlx::query(
-            "UPDATE tokens SET revoked_at = $1 WHERE kind = 'admin' AND revoked_at IS NULL",
-        )
-        .bind(ts(at))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let bootstrap = sqlx::query(
-            "UPDATE tokens SET expires_at = $1
+        let admin = tx
+            .execute(
+                Sql::new(
+                    "UPDATE tokens SET revoked_at = $1 WHERE kind = 'admin' AND revoked_at IS NULL",
+                )
+                .bind(ts(at)),
+            )
+            .await?;
+        let bootstrap = tx
+            .execute(
+                Sql::new(
+                    "UPDATE tokens SET expires_at = $1
              WHERE kind = 'bootstrap' AND used_at IS NULL AND expires_at > $1",
-        )
-        .bind(ts(at))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+                )
+                .bind(ts(at)),
+            )
+            .await?;
         tx.commit().await?;
         Ok((admin, bootstrap))
     }
@@ -110,21 +110,18 @@ impl Store {
     /// backup had published, so that the next ones are built anew, numbered past `floor`.
     pub async fn raise_crl_numbers(&self, floor: i64) -> Result<(), StoreError> {
         let mut tx = self.write_transaction().await?;
-        sqlx::query("UPDATE ca_generations SET crl_number = MAX(crl_number, $1)")
-            .bind(floor)
-            .execute(&mut *tx)
+        tx.execute(Sql::new("UPDATE ca_generations SET crl_number = CASE WHEN crl_number < $1 THEN $1 ELSE crl_number END").bind(floor))
             .await?;
-        sqlx::query("DELETE FROM published_crls")
-            .execute(&mut *tx)
-            .await?;
+        tx.execute(Sql::new("DELETE FROM published_crls")).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// When the newest audit event was recorded: how recent what the store knows is.
     pub async fn latest_record(&self) -> Result<Option<OffsetDateTime>, StoreError> {
-        let at: Option<i64> = sqlx::query_scalar("SELECT MAX(at) FROM audit_events")
-            .fetch_one(&self.pool)
+        let at: Option<i64> = self
+            .pool
+            .scalar(Sql::new("SELECT MAX(at) FROM audit_events"))
             .await?;
         at.map(|at| from_ts("audit_events", at)).transpose()
     }

@@ -30,20 +30,22 @@ impl Removed {
     }
 }
 
-/// The certificates retention may remove (`$1`: the cutoff, `$2`: now).
-macro_rules! removable_certificates {
-    ($select:literal) => {
-        concat!(
-            $select,
-            " FROM certificates
-              WHERE not_after < $1
-                AND NOT EXISTS (SELECT 1 FROM current_certificates cur
-                                 WHERE cur.serial = certificates.serial)
-                AND serial NOT IN (SELECT j.value FROM tokens t, json_each(t.issued_serials) j
-                                    WHERE t.used_at IS NOT NULL AND t.issued_serials IS NOT NULL
-                                      AND t.expires_at > $2)"
-        )
+/// The certificates retention may remove (`$1`: the cutoff, `$2`: now), after `select`.
+fn removable_certificates(select: &str, backend: Backend) -> String {
+    // The serials a used token that has not expired would replay (a JSON object's values).
+    let each_serial = match backend {
+        Backend::Sqlite => "json_each(t.issued_serials)",
+        Backend::Postgres => "jsonb_each_text(t.issued_serials::jsonb)",
     };
+    format!(
+        "{select} FROM certificates
+          WHERE not_after < $1
+            AND NOT EXISTS (SELECT 1 FROM current_certificates cur
+                             WHERE cur.serial = certificates.serial)
+            AND serial NOT IN (SELECT j.value FROM tokens t, {each_serial} j
+                                WHERE t.used_at IS NOT NULL AND t.issued_serials IS NOT NULL
+                                  AND t.expires_at > $2)"
+    )
 }
 
 /// The bootstrap tokens retention may remove (`$1`: the cutoff, `$2`: now): used or expired
@@ -63,21 +65,29 @@ impl Store {
         cutoffs: Cutoffs,
         now: OffsetDateTime,
     ) -> Result<Removed, StoreError> {
-        let certificates: i64 = sqlx::query_scalar(removable_certificates!("SELECT COUNT(*)"))
-            .bind(ts(cutoffs.certificates))
-            .bind(ts(now))
-            .fetch_one(&self.pool)
+        let certificates: i64 = self
+            .pool
+            .scalar(
+                Sql::new(removable_certificates("SELECT COUNT(*)", self.backend()))
+                    .bind(ts(cutoffs.certificates))
+                    .bind(ts(now)),
+            )
             .await?;
-        let tokens: i64 = sqlx::query_scalar(concat!("SELECT COUNT(*) ", removable_tokens!()))
-            .bind(ts(cutoffs.tokens))
-            .bind(ts(now))
-            .fetch_one(&self.pool)
+        let tokens: i64 = self
+            .pool
+            .scalar(
+                Sql::new(concat!("SELECT COUNT(*) ", removable_tokens!()))
+                    .bind(ts(cutoffs.tokens))
+                    .bind(ts(now)),
+            )
             .await?;
-        let audit_events: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE at < $1")
-                .bind(ts(cutoffs.audit_events))
-                .fetch_one(&self.pool)
-                .await?;
+        let audit_events: i64 = self
+            .pool
+            .scalar(
+                Sql::new("SELECT COUNT(*) FROM audit_events WHERE at < $1")
+                    .bind(ts(cutoffs.audit_events)),
+            )
+            .await?;
         Ok(Removed {
             certificates: certificates as u64,
             tokens: tokens as u64,
@@ -94,51 +104,55 @@ impl Store {
         batch: u32,
     ) -> Result<Removed, StoreError> {
         let mut tx = self.write_transaction().await?;
-        let serials: Vec<String> = sqlx::query_scalar(concat!(
-            removable_certificates!("SELECT serial"),
-            " ORDER BY not_after LIMIT $3"
-        ))
-        .bind(ts(cutoffs.certificates))
-        .bind(ts(now))
-        .bind(i64::from(batch))
-        .fetch_all(&mut *tx)
-        .await?;
+        let serials: Vec<String> = tx
+            .scalars(
+                Sql::new(format!(
+                    "{} ORDER BY not_after LIMIT $3",
+                    removable_certificates("SELECT serial", self.backend())
+                ))
+                .bind(ts(cutoffs.certificates))
+                .bind(ts(now))
+                .bind(i64::from(batch)),
+            )
+            .await?;
         let mut certificates = 0;
         if !serials.is_empty() {
             // A renewal names the certificate it replaced; that link goes with it.
             let mut unlink =
-                Sql::new("UPDATE certificates SET renewed_from = NULL WHERE renewed_from IN (");
-            push_list(&mut unlink, &serials);
-            unlink.build().execute(&mut *tx).await?;
-            let mut delete = Sql::new("DELETE FROM certificates WHERE serial IN (");
-            push_list(&mut delete, &serials);
-            certificates = delete.build().execute(&mut *tx).await?.rows_affected();
+                Sql::new("UPDATE certificates SET renewed_from = NULL WHERE renewed_from IN ");
+            unlink.push_list(&serials);
+            tx.execute(unlink).await?;
+            let mut delete = Sql::new("DELETE FROM certificates WHERE serial IN ");
+            delete.push_list(&serials);
+            certificates = tx.execute(delete).await?;
         }
-        let tokens = sqlx::query(concat!(
-            "DELETE FROM tokens WHERE id IN (SELECT id ",
-            removable_tokens!(),
-            " LIMIT $3)"
-        ))
-        .bind(ts(cutoffs.tokens))
-        .bind(ts(now))
-        .bind(i64::from(batch))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let audit_events = sqlx::query(
-            "DELETE FROM audit_events WHERE id IN
-               (SELECT id FROM audit_events WHERE at < $1 ORDER BY id LIMIT $2)",
-        )
-        .bind(ts(cutoffs.audit_events))
-        .bind(i64::from(batch))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        // Revocations a restore re-applied without a certificate, once none could be valid.
-        sqlx::query("DELETE FROM external_revocations WHERE keep_until < $1")
-            .bind(ts(now))
-            .execute(&mut *tx)
+        let tokens = tx
+            .execute(
+                Sql::new(concat!(
+                    "DELETE FROM tokens WHERE id IN (SELECT id ",
+                    removable_tokens!(),
+                    " LIMIT $3)"
+                ))
+                .bind(ts(cutoffs.tokens))
+                .bind(ts(now))
+                .bind(i64::from(batch)),
+            )
             .await?;
+        let audit_events = tx
+            .execute(
+                Sql::new(
+                    "DELETE FROM audit_events WHERE id IN
+               (SELECT id FROM audit_events WHERE at < $1 ORDER BY id LIMIT $2)",
+                )
+                .bind(ts(cutoffs.audit_events))
+                .bind(i64::from(batch)),
+            )
+            .await?;
+        // Revocations a restore re-applied without a certificate, once none could be valid.
+        tx.execute(
+            Sql::new("DELETE FROM external_revocations WHERE keep_until < $1").bind(ts(now)),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Removed {
             certificates,
@@ -148,26 +162,18 @@ impl Store {
     }
 }
 
-/// `$a, $b, ...)` for each serial.
-fn push_list(sql: &mut Sql, serials: &[String]) {
-    let mut list = sql.separated(", ");
-    for serial in serials {
-        list.push_bind(serial.clone());
-    }
-    list.push_unseparated(")");
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{at, certificate, event, identity, store_with_generation};
+    use super::super::tests::{
+        at, certificate, event, identity, on_both_backends, store_with_generation,
+    };
     use super::*;
 
     const DAY: i64 = 86_400;
 
-    #[tokio::test]
-    async fn batches_remove_expired_history_but_never_a_current_or_replayable_certificate() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store_with_generation(dir.path()).await;
+    on_both_backends! {
+        async fn batches_remove_expired_history_but_never_a_current_or_replayable_certificate(backend) {
+            let (store, _keep) = store_with_generation(backend).await;
         // 120 renewals of one node, each naming the one before (renewed_from).
         let mut previous: Option<String> = None;
         for i in 0..120 {
@@ -188,14 +194,11 @@ mod tests {
                 .unwrap();
         }
         let now = at(40 * DAY);
-        sqlx::query(
+        store.pool.execute(Sql::new(
             "INSERT INTO tokens (id, kind, secret_sha256, node, created_by, created_at,
                                  expires_at, used_at, issued_serials)
-             VALUES ('t1', 'bootstrap', x'00', 'n2', 'test', $1, $2, $1, '{\"peer\": \"bb\"}')",
-        )
-        .bind(ts(at(0)))
-        .bind(ts(at(41 * DAY)))
-        .execute(&store.pool)
+             VALUES ('t1', 'bootstrap', $3, 'n2', 'test', $1, $2, $1, '{\"peer\": \"bb\"}')",
+        ).bind(ts(at(0))).bind(ts(at(41 * DAY))).bind(&vec![0u8]))
         .await
         .unwrap();
 
@@ -222,15 +225,13 @@ mod tests {
         }
         assert_eq!(batches, [50, 50, 19]);
         let left: Vec<String> =
-            sqlx::query_scalar("SELECT serial FROM certificates ORDER BY serial")
-                .fetch_all(&store.pool)
+            store.pool.scalars(Sql::new("SELECT serial FROM certificates ORDER BY serial"))
                 .await
                 .unwrap();
         assert_eq!(left, ["a0119", "bb", "bc"]);
         // The link to a removed certificate went with it.
         let link: Option<String> =
-            sqlx::query_scalar("SELECT renewed_from FROM certificates WHERE serial = 'a0119'")
-                .fetch_one(&store.pool)
+            store.pool.scalar(Sql::new("SELECT renewed_from FROM certificates WHERE serial = 'a0119'"))
                 .await
                 .unwrap();
         assert_eq!(link, None);
@@ -238,5 +239,7 @@ mod tests {
         let later = at(42 * DAY);
         let removed = store.remove_batch(cutoffs, later, 50).await.unwrap();
         assert_eq!((removed.certificates, removed.tokens), (1, 1));
+
+        }
     }
 }

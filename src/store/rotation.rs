@@ -1,7 +1,6 @@
 //! CA generations and the rotation between them: the generations in their states
 //! (compare-and-set steps), the restart lease, and what each node's agent reports.
 
-use sqlx::Row;
 use time::OffsetDateTime;
 
 use super::*;
@@ -9,11 +8,10 @@ use super::*;
 impl Store {
     /// The highest generation id recorded (0 for none).
     pub async fn last_generation_id(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM ca_generations")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        Ok(self
+            .pool
+            .scalar(Sql::new("SELECT COALESCE(MAX(id), 0) FROM ca_generations"))
+            .await?)
     }
 
     pub async fn insert_generation(&self, g: &GenerationRecord) -> Result<(), StoreError> {
@@ -25,13 +23,14 @@ impl Store {
 
     /// Every CA generation, oldest first.
     pub async fn generations(&self) -> Result<Vec<GenerationRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, state, key_type, cert_pem, fingerprint, key_file, imported, not_before,
-                    not_after, activated_at, retired_at, created_at, endorsement_pem
+        let rows = self
+            .pool
+            .fetch_all(Sql::new(
+                "SELECT id, state, key_type, cert_pem, fingerprint, key_file, imported, not_before,
+                    not_after, activated_at, retired_at, created_at, endorsement_pem, key_pem
              FROM ca_generations ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+            ))
+            .await?;
         rows.iter().map(generation_from_row).collect()
     }
 
@@ -46,19 +45,20 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.write_transaction().await?;
         for (id, from, to) in changes {
-            let updated = sqlx::query(
-                "UPDATE ca_generations SET state = $1,
+            let updated = tx
+                .execute(
+                    Sql::new(
+                        "UPDATE ca_generations SET state = $1,
                    activated_at = CASE WHEN $1 = 'active' THEN $2 ELSE activated_at END,
                    retired_at = CASE WHEN $1 = 'retired' THEN $2 ELSE retired_at END
                  WHERE id = $3 AND state = $4",
-            )
-            .bind(to.as_str())
-            .bind(ts(event.at))
-            .bind(id)
-            .bind(from.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+                    )
+                    .bind(to.as_str())
+                    .bind(ts(event.at))
+                    .bind(id)
+                    .bind(from.as_str()),
+                )
+                .await?;
             if updated != 1 {
                 tx.rollback().await?;
                 return Ok(false);
@@ -78,11 +78,11 @@ impl Store {
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
         let mut tx = self.write_transaction().await?;
-        let (in_progress, last): (i64, i64) = sqlx::query_as(
+        let row = tx.fetch_one(Sql::new(
             "SELECT COUNT(*) FILTER (WHERE state = 'next'), COALESCE(MAX(id), 0) FROM ca_generations",
-        )
-        .fetch_one(&mut *tx)
+        ))
         .await?;
+        let (in_progress, last): (i64, i64) = (row.at(0)?, row.at(1)?);
         if in_progress != 0 || g.id != last + 1 {
             tx.rollback().await?;
             return Ok(false);
@@ -95,46 +95,41 @@ impl Store {
 
     /// What an agent last reported.
     pub async fn upsert_node_report(&self, report: &NodeReport) -> Result<(), StoreError> {
-        sqlx::query(
+        self.pool.execute(Sql::new(
             "INSERT INTO node_reports (node, installed_bundle, running_bundle, certificates, reported_at)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (node) DO UPDATE SET installed_bundle = excluded.installed_bundle,
                running_bundle = excluded.running_bundle, certificates = excluded.certificates,
                reported_at = excluded.reported_at",
-        )
-        .bind(&report.node)
-        .bind(to_json(&report.installed_bundle))
-        .bind(to_json(&report.running_bundle))
-        .bind(to_json(&report.certificates))
-        .bind(ts(report.reported_at))
-        .execute(&self.pool)
+        ).bind(&report.node).bind(to_json(&report.installed_bundle)).bind(to_json(&report.running_bundle)).bind(to_json(&report.certificates)).bind(ts(report.reported_at)))
         .await?;
         Ok(())
     }
 
     pub async fn node_reports(&self) -> Result<Vec<NodeReport>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT node, installed_bundle, running_bundle, certificates, reported_at
+        let rows = self
+            .pool
+            .fetch_all(Sql::new(
+                "SELECT node, installed_bundle, running_bundle, certificates, reported_at
              FROM node_reports ORDER BY node",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+            ))
+            .await?;
         let corrupt = |detail: String| StoreError::Corrupt {
             table: "node_reports",
             detail,
         };
         rows.iter()
             .map(|r| {
-                let json = |c: &str| -> Result<String, StoreError> { Ok(r.try_get(c)?) };
+                let json = |c: &str| -> Result<String, StoreError> { Ok(r.col(c)?) };
                 Ok(NodeReport {
-                    node: r.try_get("node")?,
+                    node: r.col("node")?,
                     installed_bundle: serde_json::from_str(&json("installed_bundle")?)
                         .map_err(|e| corrupt(e.to_string()))?,
                     running_bundle: serde_json::from_str(&json("running_bundle")?)
                         .map_err(|e| corrupt(e.to_string()))?,
                     certificates: serde_json::from_str(&json("certificates")?)
                         .map_err(|e| corrupt(e.to_string()))?,
-                    reported_at: from_ts("node_reports", r.try_get("reported_at")?)?,
+                    reported_at: from_ts("node_reports", r.col("reported_at")?)?,
                 })
             })
             .collect()
@@ -149,31 +144,33 @@ impl Store {
         expires_at: OffsetDateTime,
     ) -> Result<(String, OffsetDateTime), StoreError> {
         let mut tx = self.write_transaction().await?;
-        sqlx::query(
-            "INSERT INTO restart_lease (id, node, expires_at) VALUES (1, $1, $3)
+        tx.execute(
+            Sql::new(
+                "INSERT INTO restart_lease (id, node, expires_at) VALUES (1, $1, $3)
              ON CONFLICT (id) DO UPDATE SET node = $1, expires_at = $3
              WHERE restart_lease.node = $1 OR restart_lease.expires_at <= $2",
+            )
+            .bind(node)
+            .bind(ts(now))
+            .bind(ts(expires_at)),
         )
-        .bind(node)
-        .bind(ts(now))
-        .bind(ts(expires_at))
-        .execute(&mut *tx)
         .await?;
-        let row = sqlx::query("SELECT node, expires_at FROM restart_lease WHERE id = 1")
-            .fetch_one(&mut *tx)
+        let row = tx
+            .fetch_one(Sql::new(
+                "SELECT node, expires_at FROM restart_lease WHERE id = 1",
+            ))
             .await?;
         tx.commit().await?;
         Ok((
-            row.try_get("node")?,
-            from_ts("restart_lease", row.try_get("expires_at")?)?,
+            row.col("node")?,
+            from_ts("restart_lease", row.col("expires_at")?)?,
         ))
     }
 
     /// Gives the lease back if `node` holds it.
     pub async fn release_restart_lease(&self, node: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM restart_lease WHERE id = 1 AND node = $1")
-            .bind(node)
-            .execute(&self.pool)
+        self.pool
+            .execute(Sql::new("DELETE FROM restart_lease WHERE id = 1 AND node = $1").bind(node))
             .await?;
         Ok(())
     }
@@ -183,18 +180,78 @@ impl Store {
         &self,
         now: OffsetDateTime,
     ) -> Result<Option<(String, OffsetDateTime)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT node, expires_at FROM restart_lease WHERE id = 1 AND expires_at > $1",
-        )
-        .bind(ts(now))
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = self
+            .pool
+            .fetch_optional(
+                Sql::new(
+                    "SELECT node, expires_at FROM restart_lease WHERE id = 1 AND expires_at > $1",
+                )
+                .bind(ts(now)),
+            )
+            .await?;
         row.map(|r| {
             Ok((
-                r.try_get("node")?,
-                from_ts("restart_lease", r.try_get("expires_at")?)?,
+                r.col("node")?,
+                from_ts("restart_lease", r.col("expires_at")?)?,
             ))
         })
         .transpose()
+    }
+}
+
+impl Store {
+    /// True when the store holds the CA keys itself (PostgreSQL: every server reads them from
+    /// the database), false when they are files in the data dir (SQLite).
+    pub fn holds_keys(&self) -> bool {
+        self.backend() == Backend::Postgres
+    }
+
+    /// A shared setting, if set.
+    pub async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let row = self
+            .pool
+            .fetch_optional(Sql::new("SELECT value FROM settings WHERE name = $1").bind(name))
+            .await?;
+        row.map(|r| Ok(r.col("value")?)).transpose()
+    }
+
+    /// Sets a shared setting unless it is set already; returns the value it holds afterwards.
+    pub async fn setting_or_init(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        tx.execute(
+            Sql::new(
+                "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(value),
+        )
+        .await?;
+        let now: String = tx
+            .scalar(Sql::new("SELECT value FROM settings WHERE name = $1").bind(name))
+            .await?;
+        tx.commit().await?;
+        Ok(now)
+    }
+
+    /// Replaces a shared setting, with its audit event.
+    pub async fn set_setting(
+        &self,
+        name: &str,
+        value: &str,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write_transaction().await?;
+        tx.execute(
+            Sql::new(
+                "INSERT INTO settings (name, value) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(name)
+            .bind(value),
+        )
+        .await?;
+        insert_audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

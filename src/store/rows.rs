@@ -3,8 +3,6 @@
 //! (a row that does not decode is reported as corrupt, naming its table).
 
 use serde::Serialize;
-use sqlx::sqlite::{Sqlite, SqliteRow};
-use sqlx::Row;
 use time::OffsetDateTime;
 
 use super::*;
@@ -22,21 +20,15 @@ pub(super) fn from_ts(table: &'static str, secs: i64) -> Result<OffsetDateTime, 
 }
 
 /// The most rows one multi-row INSERT carries (a certificate row binds 16 values; SQLite
-/// allows 32,766).
+/// allows 32,766, PostgreSQL 65,535).
 pub(super) const ROWS_PER_INSERT: usize = 64;
 
-pub(super) type Tx<'c> = sqlx::Transaction<'c, sqlx::Sqlite>;
-pub(super) type Sql = sqlx::QueryBuilder<Sqlite>;
-
-pub(super) async fn insert_generation(
-    tx: &mut Tx<'_>,
-    g: &GenerationRecord,
-) -> Result<(), StoreError> {
-    sqlx::query(
+pub(super) async fn insert_generation(tx: &mut Tx, g: &GenerationRecord) -> Result<(), StoreError> {
+    let sql = Sql::new(
         "INSERT INTO ca_generations
            (id, state, key_type, cert_pem, fingerprint, key_file, imported, not_before,
-            not_after, created_at, activated_at, endorsement_pem)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            not_after, created_at, activated_at, endorsement_pem, key_pem)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(g.id)
     .bind(g.state.as_str())
@@ -50,111 +42,135 @@ pub(super) async fn insert_generation(
     .bind(ts(g.created_at))
     .bind(g.activated_at.map(ts))
     .bind(&g.endorsement_pem)
-    .execute(&mut **tx)
-    .await?;
+    .bind(&g.key_pem);
+    tx.execute(sql).await?;
     Ok(())
 }
 
-pub(super) async fn insert_audit(tx: &mut Tx<'_>, event: &AuditEvent) -> Result<(), StoreError> {
-    let mut sql = Sql::new("");
-    push_audit_inserts(&mut sql, &[event]);
-    sql.build().execute(&mut **tx).await?;
+pub(super) async fn insert_audit(tx: &mut Tx, event: &AuditEvent) -> Result<(), StoreError> {
+    insert_audits(tx, &[event]).await
+}
+
+pub(super) async fn insert_audits(tx: &mut Tx, events: &[&AuditEvent]) -> Result<(), StoreError> {
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let mut sql = Sql::default();
+        push_audit_insert(&mut sql, chunk);
+        tx.execute(sql).await?;
+    }
     Ok(())
 }
 
 pub(super) async fn upsert_node(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     node: &NodeIdentity,
     at: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    let mut sql = Sql::new("");
-    push_node_upserts(&mut sql, &[(node, at)]);
-    sql.build().execute(&mut **tx).await?;
+    upsert_nodes(tx, &[(node, at)]).await
+}
+
+pub(super) async fn upsert_nodes(
+    tx: &mut Tx,
+    nodes: &[(&NodeIdentity, OffsetDateTime)],
+) -> Result<(), StoreError> {
+    for chunk in nodes.chunks(ROWS_PER_INSERT) {
+        let mut sql = Sql::default();
+        push_node_upsert(&mut sql, chunk);
+        tx.execute(sql).await?;
+    }
     Ok(())
 }
 
 pub(super) async fn insert_certificates(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     certs: &[&NewCertificate],
 ) -> Result<(), StoreError> {
-    let mut sql = Sql::new("");
-    push_certificate_inserts(&mut sql, certs);
-    sql.build().execute(&mut **tx).await?;
+    let backend = tx.backend();
+    for chunk in certs.chunks(ROWS_PER_INSERT) {
+        let mut sql = Sql::default();
+        push_certificate_insert(&mut sql, chunk, backend);
+        tx.execute(sql).await?;
+    }
     Ok(())
 }
 
-/// Appends statements that add audit events, one per [`ROWS_PER_INSERT`] rows.
-pub(super) fn push_audit_inserts(sql: &mut Sql, events: &[&AuditEvent]) {
-    for chunk in events.chunks(ROWS_PER_INSERT) {
-        sql.push("INSERT INTO audit_events (at, actor, action, node, serial, detail) ");
-        sql.push_values(chunk, |mut row, event| {
-            row.push_bind(ts(event.at))
-                .push_bind(&event.actor)
-                .push_bind(&event.action)
-                .push_bind(&event.node)
-                .push_bind(&event.serial)
-                .push_bind(&event.detail);
-        });
-        sql.push(";\n");
-    }
+/// Appends one statement that adds these audit events (at most [`ROWS_PER_INSERT`]).
+pub(super) fn push_audit_insert(sql: &mut Sql, events: &[&AuditEvent]) {
+    sql.push("INSERT INTO audit_events (at, actor, action, node, serial, detail) ");
+    sql.push_values(events, |row, event| {
+        row.bind(ts(event.at))
+            .bind(&event.actor)
+            .bind(&event.action)
+            .bind(&event.node)
+            .bind(&event.serial)
+            .bind(&event.detail);
+    });
 }
 
-/// Appends statements that register nodes or update their names, one per [`ROWS_PER_INSERT`]
-/// rows. A node whose names did not change is left alone; rows apply in order, so the last
-/// identity wins.
-pub(super) fn push_node_upserts(sql: &mut Sql, nodes: &[(&NodeIdentity, OffsetDateTime)]) {
-    for chunk in nodes.chunks(ROWS_PER_INSERT) {
-        sql.push("INSERT INTO nodes (name, ips, dns_names, created_at, updated_at) ");
-        sql.push_values(chunk, |mut row, (node, at)| {
-            row.push_bind(node.name.as_str())
-                .push_bind(to_json(&node.ips))
-                .push_bind(to_json(&node.dns_names))
-                .push_bind(ts(*at))
-                .push_bind(ts(*at));
-        });
-        sql.push(
-            " ON CONFLICT (name) DO UPDATE SET
-               ips = excluded.ips, dns_names = excluded.dns_names, updated_at = excluded.updated_at
-             WHERE ips != excluded.ips OR dns_names != excluded.dns_names;\n",
-        );
+/// Appends one statement that registers these nodes or updates their names (at most
+/// [`ROWS_PER_INSERT`]). A node whose names did not change is left alone.
+pub(super) fn push_node_upsert(sql: &mut Sql, nodes: &[(&NodeIdentity, OffsetDateTime)]) {
+    // One statement may not name a row twice (PostgreSQL refuses it): the last identity wins.
+    let mut last: Vec<&(&NodeIdentity, OffsetDateTime)> = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        match last.iter_mut().find(|n| n.0.name == node.0.name) {
+            Some(seen) => *seen = node,
+            None => last.push(node),
+        }
     }
+    sql.push("INSERT INTO nodes (name, ips, dns_names, created_at, updated_at) ");
+    sql.push_values(&last, |row, (node, at)| {
+        row.bind(node.name.as_str())
+            .bind(to_json(&node.ips))
+            .bind(to_json(&node.dns_names))
+            .bind(ts(*at))
+            .bind(ts(*at));
+    });
+    sql.push(
+        " ON CONFLICT (name) DO UPDATE SET
+           ips = excluded.ips, dns_names = excluded.dns_names, updated_at = excluded.updated_at
+         WHERE nodes.ips != excluded.ips OR nodes.dns_names != excluded.dns_names",
+    );
 }
 
-/// Appends statements that record certificates, one per [`ROWS_PER_INSERT`] rows.
+/// Appends one statement that records these certificates (at most [`ROWS_PER_INSERT`]).
 ///
-/// Each row takes the next `seq` (the recording order): one more than the highest so far plus its
-/// place in the batch, inside the write transaction, so numbers only grow and never repeat.
-pub(super) fn push_certificate_inserts(sql: &mut Sql, certs: &[&NewCertificate]) {
-    for chunk in certs.chunks(ROWS_PER_INSERT) {
-        sql.push(
-            "INSERT INTO certificates
-               (serial, ca_generation, profile, node, subject, common_name, sans, key_type,
-                public_key_sha256, not_before, not_after, pem, status, issued_at, renewed_from,
-                seq) ",
-        );
-        let mut place: i64 = 0;
-        sql.push_values(chunk, |mut row, cert| {
-            place += 1;
-            row.push_bind(&cert.serial)
-                .push_bind(cert.ca_generation)
-                .push_bind(&cert.profile)
-                .push_bind(cert.node.as_str())
-                .push_bind(&cert.subject)
-                .push_bind(&cert.common_name)
-                .push_bind(to_json(&cert.sans))
-                .push_bind(&cert.key_type)
-                .push_bind(&cert.public_key_sha256)
-                .push_bind(ts(cert.not_before))
-                .push_bind(ts(cert.not_after))
-                .push_bind(&cert.pem)
-                .push_bind("valid")
-                .push_bind(ts(cert.issued_at))
-                .push_bind(&cert.renewed_from)
-                .push("(SELECT COALESCE(MAX(seq), 0) FROM certificates) + ")
-                .push_bind_unseparated(place);
-        });
-        sql.push(";\n");
-    }
+/// Each row takes the next `seq` (the recording order). On SQLite: one more than the highest so
+/// far plus its place in the statement, inside the write transaction, so numbers only grow and
+/// never repeat. On PostgreSQL, where several servers insert at once: the column's sequence.
+pub(super) fn push_certificate_insert(sql: &mut Sql, certs: &[&NewCertificate], backend: Backend) {
+    sql.push(
+        "INSERT INTO certificates
+           (serial, ca_generation, profile, node, subject, common_name, sans, key_type,
+            public_key_sha256, not_before, not_after, pem, status, issued_at, renewed_from",
+    );
+    sql.push(match backend {
+        Backend::Sqlite => ", seq) ",
+        Backend::Postgres => ") ",
+    });
+    let mut place: i64 = 0;
+    sql.push_values(certs, |row, cert| {
+        place += 1;
+        row.bind(&cert.serial)
+            .bind(cert.ca_generation)
+            .bind(&cert.profile)
+            .bind(cert.node.as_str())
+            .bind(&cert.subject)
+            .bind(&cert.common_name)
+            .bind(to_json(&cert.sans))
+            .bind(&cert.key_type)
+            .bind(&cert.public_key_sha256)
+            .bind(ts(cert.not_before))
+            .bind(ts(cert.not_after))
+            .bind(&cert.pem)
+            .bind("valid")
+            .bind(ts(cert.issued_at))
+            .bind(&cert.renewed_from);
+        if backend == Backend::Sqlite {
+            row.expr(&format!(
+                "(SELECT COALESCE(MAX(seq), 0) FROM certificates) + {place}"
+            ));
+        }
+    });
 }
 
 /// JSON for a column. Serialising vectors of strings and addresses cannot fail.
@@ -162,18 +178,18 @@ pub(super) fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "[]".into())
 }
 
-pub(super) fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
+pub(super) fn token_from_row(row: &DbRow) -> Result<TokenRecord, StoreError> {
     let corrupt = |detail: String| StoreError::Corrupt {
         table: "tokens",
         detail,
     };
-    let kind = match row.try_get::<String, _>("kind")?.as_str() {
+    let kind = match row.col::<String>("kind")?.as_str() {
         "admin" => TokenKind::Admin,
         "bootstrap" => TokenKind::Bootstrap,
         other => return Err(corrupt(format!("unknown kind {other:?}"))),
     };
-    let json = |column: &str| -> Result<String, StoreError> { Ok(row.try_get(column)?) };
-    let node: Option<String> = row.try_get("node")?;
+    let json = |column: &str| -> Result<String, StoreError> { Ok(row.col(column)?) };
+    let node: Option<String> = row.col("node")?;
     let identity = match node {
         Some(name) => Some(NodeIdentity::new(
             name.parse()
@@ -187,25 +203,25 @@ pub(super) fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError>
         )),
         None => None,
     };
-    let issued: Option<String> = row.try_get("issued_serials")?;
+    let issued: Option<String> = row.col("issued_serials")?;
     let optional_time = |column: &str| -> Result<Option<OffsetDateTime>, StoreError> {
-        row.try_get::<Option<i64>, _>(column)?
+        row.col::<Option<i64>>(column)?
             .map(|t| from_ts("tokens", t))
             .transpose()
     };
     Ok(TokenRecord {
-        id: row.try_get("id")?,
+        id: row.col("id")?,
         kind,
-        secret_sha256: row.try_get("secret_sha256")?,
+        secret_sha256: row.col("secret_sha256")?,
         identity,
         profiles: serde_json::from_str(&json("profiles")?).map_err(|e| corrupt(e.to_string()))?,
-        common_name: row.try_get("common_name")?,
-        allow_privileged_common_name: row.try_get("allow_privileged_common_name")?,
-        created_by: row.try_get("created_by")?,
-        created_at: from_ts("tokens", row.try_get("created_at")?)?,
+        common_name: row.col("common_name")?,
+        allow_privileged_common_name: row.col("allow_privileged_common_name")?,
+        created_by: row.col("created_by")?,
+        created_at: from_ts("tokens", row.col("created_at")?)?,
         expires_at: optional_time("expires_at")?,
         used_at: optional_time("used_at")?,
-        request_sha256: row.try_get("request_sha256")?,
+        request_sha256: row.col("request_sha256")?,
         issued_serials: match issued {
             Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
             None => BTreeMap::new(),
@@ -214,42 +230,43 @@ pub(super) fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError>
     })
 }
 
-pub(super) fn generation_from_row(row: &SqliteRow) -> Result<GenerationRecord, StoreError> {
-    let state: String = row.try_get("state")?;
+pub(super) fn generation_from_row(row: &DbRow) -> Result<GenerationRecord, StoreError> {
+    let state: String = row.col("state")?;
     Ok(GenerationRecord {
-        id: row.try_get("id")?,
+        id: row.col("id")?,
         state: state.parse().map_err(|detail| StoreError::Corrupt {
             table: "ca_generations",
             detail,
         })?,
-        key_type: row.try_get("key_type")?,
-        cert_pem: row.try_get("cert_pem")?,
-        fingerprint: row.try_get("fingerprint")?,
-        key_file: row.try_get("key_file")?,
-        imported: row.try_get("imported")?,
-        not_before: from_ts("ca_generations", row.try_get("not_before")?)?,
-        not_after: from_ts("ca_generations", row.try_get("not_after")?)?,
+        key_type: row.col("key_type")?,
+        cert_pem: row.col("cert_pem")?,
+        fingerprint: row.col("fingerprint")?,
+        key_file: row.col("key_file")?,
+        imported: row.col("imported")?,
+        not_before: from_ts("ca_generations", row.col("not_before")?)?,
+        not_after: from_ts("ca_generations", row.col("not_after")?)?,
         activated_at: row
-            .try_get::<Option<i64>, _>("activated_at")?
+            .col::<Option<i64>>("activated_at")?
             .map(|t| from_ts("ca_generations", t))
             .transpose()?,
         retired_at: row
-            .try_get::<Option<i64>, _>("retired_at")?
+            .col::<Option<i64>>("retired_at")?
             .map(|t| from_ts("ca_generations", t))
             .transpose()?,
-        created_at: from_ts("ca_generations", row.try_get("created_at")?)?,
-        endorsement_pem: row.try_get("endorsement_pem")?,
+        created_at: from_ts("ca_generations", row.col("created_at")?)?,
+        endorsement_pem: row.col("endorsement_pem")?,
+        key_pem: row.col("key_pem")?,
     })
 }
 
 /// A node's registered identity from a row with its `ips` and `dns_names` columns.
-pub(super) fn node_from_row(row: &SqliteRow, name: NodeName) -> Result<NodeIdentity, StoreError> {
+pub(super) fn node_from_row(row: &DbRow, name: NodeName) -> Result<NodeIdentity, StoreError> {
     let corrupt = |detail: String| StoreError::Corrupt {
         table: "nodes",
         detail,
     };
-    let ips: String = row.try_get("ips")?;
-    let dns: String = row.try_get("dns_names")?;
+    let ips: String = row.col("ips")?;
+    let dns: String = row.col("dns_names")?;
     Ok(NodeIdentity::new(
         name,
         serde_json::from_str(&ips).map_err(|e| corrupt(e.to_string()))?,
@@ -258,59 +275,55 @@ pub(super) fn node_from_row(row: &SqliteRow, name: NodeName) -> Result<NodeIdent
 }
 
 pub(super) fn certificate_from_row(
-    row: &SqliteRow,
+    row: &DbRow,
     now: OffsetDateTime,
 ) -> Result<CertificateRecord, StoreError> {
     let corrupt = |detail: String| StoreError::Corrupt {
         table: "certificates",
         detail,
     };
-    let stored_status: String = row.try_get("status")?;
-    let not_after = from_ts("certificates", row.try_get("not_after")?)?;
+    let stored_status: String = row.col("status")?;
+    let not_after = from_ts("certificates", row.col("not_after")?)?;
     let status = match stored_status.as_str() {
         "revoked" => CertificateStatus::Revoked,
         "valid" if not_after <= now => CertificateStatus::Expired,
         "valid" => CertificateStatus::Valid,
         other => return Err(corrupt(format!("unknown status {other:?}"))),
     };
-    let state = CertificateState::of(
-        status,
-        row.try_get("ca_retired")?,
-        row.try_get("superseded")?,
-    );
-    let sans: String = row.try_get("sans")?;
+    let state = CertificateState::of(status, row.col("ca_retired")?, row.col("superseded")?);
+    let sans: String = row.col("sans")?;
     Ok(CertificateRecord {
-        serial: row.try_get("serial")?,
-        ca_generation: row.try_get("ca_generation")?,
-        profile: row.try_get("profile")?,
-        node: row.try_get("node")?,
-        subject: row.try_get("subject")?,
-        common_name: row.try_get("common_name")?,
+        serial: row.col("serial")?,
+        ca_generation: row.col("ca_generation")?,
+        profile: row.col("profile")?,
+        node: row.col("node")?,
+        subject: row.col("subject")?,
+        common_name: row.col("common_name")?,
         sans: serde_json::from_str(&sans).map_err(|e| corrupt(e.to_string()))?,
-        key_type: row.try_get("key_type")?,
-        public_key_sha256: row.try_get("public_key_sha256")?,
-        not_before: from_ts("certificates", row.try_get("not_before")?)?,
+        key_type: row.col("key_type")?,
+        public_key_sha256: row.col("public_key_sha256")?,
+        not_before: from_ts("certificates", row.col("not_before")?)?,
         not_after,
         status,
         state,
         revoked_at: row
-            .try_get::<Option<i64>, _>("revoked_at")?
+            .col::<Option<i64>>("revoked_at")?
             .map(|t| from_ts("certificates", t))
             .transpose()?,
-        revocation_reason: row.try_get("revocation_reason")?,
-        issued_at: from_ts("certificates", row.try_get("issued_at")?)?,
-        renewed_from: row.try_get("renewed_from")?,
-        pem: row.try_get("pem")?,
+        revocation_reason: row.col("revocation_reason")?,
+        issued_at: from_ts("certificates", row.col("issued_at")?)?,
+        renewed_from: row.col("renewed_from")?,
+        pem: row.col("pem")?,
     })
 }
 
-pub(super) fn published_crl_from_row(row: &SqliteRow) -> Result<PublishedCrl, StoreError> {
+pub(super) fn published_crl_from_row(row: &DbRow) -> Result<PublishedCrl, StoreError> {
     Ok(PublishedCrl {
-        scope: row.try_get("scope")?,
-        generation: row.try_get("generation")?,
-        number: row.try_get("number")?,
-        epoch: row.try_get("epoch")?,
-        this_update: from_ts("published_crls", row.try_get("this_update")?)?,
-        der: row.try_get("der")?,
+        scope: row.col("scope")?,
+        generation: row.col("generation")?,
+        number: row.col("number")?,
+        epoch: row.col("epoch")?,
+        this_update: from_ts("published_crls", row.col("this_update")?)?,
+        der: row.col("der")?,
     })
 }

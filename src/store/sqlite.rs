@@ -218,11 +218,20 @@ async fn commit_group(
     let certs: Vec<_> = issues().map(|i| &i.cert).collect();
     let events: Vec<_> = issues().map(|i| &i.event).collect();
     let mut sql = Sql::new("BEGIN IMMEDIATE;\n");
-    push_node_upserts(&mut sql, &nodes);
-    push_certificate_inserts(&mut sql, &certs);
-    push_audit_inserts(&mut sql, &events);
+    for chunk in nodes.chunks(ROWS_PER_INSERT) {
+        push_node_upsert(&mut sql, chunk);
+        sql.push(";\n");
+    }
+    for chunk in certs.chunks(ROWS_PER_INSERT) {
+        push_certificate_insert(&mut sql, chunk, Backend::Sqlite);
+        sql.push(";\n");
+    }
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        push_audit_insert(&mut sql, chunk);
+        sql.push(";\n");
+    }
     sql.push("COMMIT;");
-    match sql.build().execute(&mut *conn).await {
+    match sql::execute_on_sqlite(&mut *conn, sql).await {
         Ok(_) => Ok(()),
         Err(e) => {
             // Nothing of the group may stay; "no transaction is active" here is fine too.
@@ -232,148 +241,101 @@ async fn commit_group(
     }
 }
 
-impl Store {
-    /// Creates the database file and applies every migration.
-    pub async fn create(path: &Path) -> Result<Self, StoreError> {
-        Self::connect(path, true).await
-    }
-
-    /// Opens an existing database, applying any migrations a newer etcd-ca added.
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::connect(path, false).await
-    }
-
-    async fn connect(path: &Path, create: bool) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(create)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            // Checkpoints run in `checkpoint_loop`, never inside a commit.
-            .pragma("wal_autocheckpoint", "0")
-            // A group commit's multi-row inserts keep a statement journal; a large group's
-            // spilled to a file in /var/tmp (created and deleted per commit) with the default.
-            .pragma("temp_store", "MEMORY");
-        // Pages freed by retention go back to the file system a batch at a time
-        // ([`Store::reclaim_space`]). Set only on a new file: the pragma rewrites the header of
-        // an existing one (and has no effect there without a VACUUM), so older stores reuse
-        // freed pages for new rows instead.
-        let options = if create {
-            options.auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental)
-        } else {
-            options
-        };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            // A local file, not a socket: nothing to probe before each use (the probe is one
-            // more round trip to SQLite's thread for every read).
-            .test_before_acquire(false)
-            // A connection given back inside a transaction (a COMMIT that failed, say on a full
-            // disk) would keep the write lock, and every later write would wait and fail
-            // "database is locked" until a restart: close it instead (closing rolls back).
-            .after_release(|conn, _| {
-                Box::pin(async move {
-                    use sqlx::Connection;
-                    Ok(!conn.is_in_transaction())
-                })
+pub(super) async fn open(path: &Path, create: bool) -> Result<Store, StoreError> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(create)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10))
+        // Checkpoints run in `checkpoint_loop`, never inside a commit.
+        .pragma("wal_autocheckpoint", "0")
+        // A group commit's multi-row inserts keep a statement journal; a large group's
+        // spilled to a file in /var/tmp (created and deleted per commit) with the default.
+        .pragma("temp_store", "MEMORY");
+    // Pages freed by retention go back to the file system a batch at a time
+    // ([`Store::reclaim_space`]). Set only on a new file: the pragma rewrites the header of
+    // an existing one (and has no effect there without a VACUUM), so older stores reuse
+    // freed pages for new rows instead.
+    let options = if create {
+        options.auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental)
+    } else {
+        options
+    };
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        // A local file, not a socket: nothing to probe before each use (the probe is one
+        // more round trip to SQLite's thread for every read).
+        .test_before_acquire(false)
+        // A connection given back inside a transaction (a COMMIT that failed, say on a full
+        // disk) would keep the write lock, and every later write would wait and fail
+        // "database is locked" until a restart: close it instead (closing rolls back).
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                use sqlx::Connection;
+                Ok(!conn.is_in_transaction())
             })
-            .connect_with(options)
-            .await
-            .map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|source| StoreError::Migrate {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let (committer, pending) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
-        let (nudge, nudges) = tokio::sync::mpsc::channel(1);
-        let caught_up = Arc::new(AtomicBool::new(false));
-        let (closing, closing_seen) = tokio::sync::watch::channel(false);
-        tokio::spawn(commit_loop(
-            pool.clone(),
-            pending,
-            nudge,
-            caught_up.clone(),
-            closing_seen,
-        ));
-        tokio::spawn(checkpoint_loop(pool.clone(), nudges, caught_up));
-        Ok(Self {
-            pool,
-            committer,
-            closing: Arc::new(closing),
         })
-    }
+        .connect_with(options)
+        .await
+        .map_err(|source| StoreError::Open {
+            database: path.display().to_string(),
+            source,
+        })?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|source| StoreError::Migrate {
+            database: path.display().to_string(),
+            source,
+        })?;
+    let (committer, pending) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
+    let (nudge, nudges) = tokio::sync::mpsc::channel(1);
+    let caught_up = Arc::new(AtomicBool::new(false));
+    let (closing, closing_seen) = tokio::sync::watch::channel(false);
+    tokio::spawn(commit_loop(
+        pool.clone(),
+        pending,
+        nudge,
+        caught_up.clone(),
+        closing_seen,
+    ));
+    tokio::spawn(checkpoint_loop(pool.clone(), nudges, caught_up));
+    Ok(Store {
+        pool: Pool::Sqlite(pool),
+        committer: Some(committer),
+        closing: Arc::new(closing),
+    })
+}
 
-    /// A consistent copy of the live database at `path` (SQLite `VACUUM INTO`: one read
-    /// transaction, so writers keep going and the copy is a single point in time).
-    pub async fn backup_into(&self, path: &Path) -> Result<(), StoreError> {
-        let target = path.to_string_lossy().into_owned();
-        sqlx::query("VACUUM INTO $1")
-            .bind(target)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Gives up to 1,000 free pages back to the file system (incremental vacuum; nothing in a
-    /// database created before auto-vacuum was set, where they are reused instead).
-    pub async fn reclaim_space(&self) -> Result<(), StoreError> {
-        sqlx::query("PRAGMA incremental_vacuum(1000)")
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// SQLite's own consistency check of the whole file.
-    pub async fn integrity_check(&self) -> Result<Integrity, StoreError> {
-        let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(if rows.len() == 1 && rows[0] == "ok" {
-            Integrity::Sound
-        } else {
-            Integrity::Damaged(rows)
-        })
-    }
-
-    /// Closes every connection, checkpointing the WAL so the file is whole on its own.
-    pub async fn close(&self) {
-        self.closing.send_replace(true);
-        self.pool.close().await;
-        // The last connection to close removes the WAL, but only when it gets the file's
-        // exclusive lock at that moment; under load the pool's last close now and then did not
-        // (an empty `-wal` and a `-shm` stayed behind, seen in CI). A lone connection opened
-        // and closed after every other one is gone finishes the job.
-        let options = self.pool.connect_options();
-        let wal = format!("{}-wal", options.get_filename().display());
-        if Path::new(&wal).exists() {
-            use sqlx::{ConnectOptions, Connection};
-            match options.as_ref().clone().connect().await {
-                Ok(conn) => {
-                    if let Err(e) = conn.close().await {
-                        tracing::debug!(error = %e, "closing the WAL's last connection failed");
-                    }
+/// Closes every connection, checkpointing the WAL so the file is whole on its own.
+pub(super) async fn close(pool: &SqlitePool) {
+    pool.close().await;
+    // The last connection to close removes the WAL, but only when it gets the file's
+    // exclusive lock at that moment; under load the pool's last close now and then did not
+    // (an empty `-wal` and a `-shm` stayed behind, seen in CI). A lone connection opened
+    // and closed after every other one is gone finishes the job.
+    let options = pool.connect_options();
+    let wal = format!("{}-wal", options.get_filename().display());
+    if Path::new(&wal).exists() {
+        use sqlx::{ConnectOptions, Connection};
+        match options.as_ref().clone().connect().await {
+            Ok(conn) => {
+                if let Err(e) = conn.close().await {
+                    tracing::debug!(error = %e, "closing the WAL's last connection failed");
                 }
-                Err(e) => tracing::debug!(error = %e, "could not reopen to remove the WAL"),
             }
+            Err(e) => tracing::debug!(error = %e, "could not reopen to remove the WAL"),
         }
     }
+}
 
-    /// A transaction that holds the write lock from its first statement. SQLite's default
-    /// (deferred) transaction that reads and then writes fails at once with "database is
-    /// locked" (SQLITE_BUSY_SNAPSHOT, which no busy timeout waits out) when another writer
-    /// committed in between; every read-then-write here (compare-and-set steps, leases, token
-    /// use, revocation) therefore starts immediate and waits its turn instead.
-    pub(super) async fn write_transaction(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
-    }
+/// A transaction that holds the write lock from its first statement. SQLite's default
+/// (deferred) transaction that reads and then writes fails at once with "database is
+/// locked" (SQLITE_BUSY_SNAPSHOT, which no busy timeout waits out) when another writer
+/// committed in between; every read-then-write here (compare-and-set steps, leases, token
+/// use, revocation) therefore starts immediate and waits its turn instead.
+pub(super) async fn write_transaction(pool: &SqlitePool) -> Result<Tx, StoreError> {
+    Ok(Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?))
 }

@@ -1,4 +1,4 @@
-//! Tests of the store against real SQLite files.
+//! Tests of the store against real databases: a SQLite file, and PostgreSQL (see `test_db`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,8 +12,17 @@ pub(super) fn at(secs: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_800_000_000 + secs).unwrap()
 }
 
-pub(super) async fn store_with_generation(dir: &Path) -> Store {
-    let store = Store::create(&dir.join("ca.db")).await.unwrap();
+pub(super) use super::test_db::on_both_backends;
+use super::test_db::{empty_store, Keep};
+
+/// An empty store on `backend` with generation 1 active.
+pub(super) async fn store_with_generation(backend: Backend) -> (Store, Keep) {
+    let (store, keep) = empty_store(backend).await;
+    insert_first_generation(&store).await;
+    (store, keep)
+}
+
+async fn insert_first_generation(store: &Store) {
     let generation = GenerationRecord {
         id: 1,
         state: GenerationState::Active,
@@ -28,9 +37,9 @@ pub(super) async fn store_with_generation(dir: &Path) -> Store {
         retired_at: None,
         created_at: at(0),
         endorsement_pem: None,
+        key_pem: None,
     };
     store.insert_generation(&generation).await.unwrap();
-    store
 }
 
 pub(super) fn identity(name: &str, ip: &str) -> NodeIdentity {
@@ -76,108 +85,114 @@ pub(super) fn event(serial: &str, node: &str) -> AuditEvent {
     }
 }
 
-#[tokio::test]
-async fn concurrent_issues_are_each_recorded_with_every_column_intact() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with_generation(dir.path()).await;
-    let writes: Vec<_> = (0..40)
-        .map(|i| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let node = format!("n{}", i % 5);
-                let cert = certificate(&format!("{i:032x}"), &node, None);
-                let event = event(&cert.serial, &node);
-                store
-                    .record_issue(&identity(&node, "10.0.0.1"), &cert, &event)
-                    .await
+on_both_backends! {
+    async fn concurrent_issues_are_each_recorded_with_every_column_intact(backend) {
+        let (store, _keep) = store_with_generation(backend).await;
+        let writes: Vec<_> = (0..40)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let node = format!("n{}", i % 5);
+                    let cert = certificate(&format!("{i:032x}"), &node, None);
+                    let event = event(&cert.serial, &node);
+                    store
+                        .record_issue(&identity(&node, "10.0.0.1"), &cert, &event)
+                        .await
+                })
             })
-        })
-        .collect();
-    for write in writes {
-        write.await.unwrap().unwrap();
-    }
-    assert_eq!(store.certificate_counts().await.unwrap().0, 40);
-    let stored = store
-        .certificate(&format!("{:032x}", 7), at(20))
-        .await
-        .unwrap()
-        .unwrap();
-    let expected = certificate(&format!("{:032x}", 7), "n2", None);
-    assert_eq!(stored.pem, expected.pem, "quotes and newlines survive");
-    assert_eq!(stored.sans, expected.sans);
-    assert_eq!(stored.node, "n2");
-    assert_eq!(stored.not_after, expected.not_after);
-    assert_eq!(stored.issued_at, expected.issued_at);
-    assert_eq!(stored.renewed_from, None);
-    assert_eq!(stored.status, CertificateStatus::Valid);
-    let audit = store.audit_events(100).await.unwrap();
-    assert_eq!(audit.iter().filter(|e| e.action == "issue").count(), 40);
-    // Concurrent issues (grouped into multi-row inserts) each get their own recording order,
-    // and of a node's certificates exactly one is current (the others are superseded).
-    let (rows, distinct, lowest): (i64, i64, i64) =
-        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT seq), MIN(seq) FROM certificates")
-            .fetch_one(&store.pool)
+            .collect();
+        for write in writes {
+            write.await.unwrap().unwrap();
+        }
+        assert_eq!(store.certificate_counts().await.unwrap().0, 40);
+        let stored = store
+            .certificate(&format!("{:032x}", 7), at(20))
+            .await
+            .unwrap()
+            .unwrap();
+        let expected = certificate(&format!("{:032x}", 7), "n2", None);
+        assert_eq!(stored.pem, expected.pem, "quotes and newlines survive");
+        assert_eq!(stored.sans, expected.sans);
+        assert_eq!(stored.node, "n2");
+        assert_eq!(stored.not_after, expected.not_after);
+        assert_eq!(stored.issued_at, expected.issued_at);
+        assert_eq!(stored.renewed_from, None);
+        assert_eq!(stored.status, CertificateStatus::Valid);
+        let audit = store.audit_events(100).await.unwrap();
+        assert_eq!(audit.iter().filter(|e| e.action == "issue").count(), 40);
+        // Concurrent issues (grouped into multi-row inserts) each get their own recording order,
+        // and of a node's certificates exactly one is current (the others are superseded).
+        let row = store
+            .pool
+            .fetch_one(Sql::new(
+                "SELECT COUNT(*), COUNT(DISTINCT seq), MIN(seq) FROM certificates",
+            ))
             .await
             .unwrap();
-    assert_eq!((rows, distinct), (40, 40));
-    assert!(lowest >= 1);
-    let n2 = store
-        .certificates(
-            &CertificateFilter {
-                node: Some("n2".into()),
-                ..Default::default()
-            },
-            at(20),
-        )
-        .await
-        .unwrap();
-    assert_eq!(n2.len(), 8);
-    assert_eq!(
-        n2.iter()
-            .filter(|c| c.state == CertificateState::Valid)
-            .count(),
-        1
-    );
-    store.close().await;
-}
-
-#[tokio::test]
-async fn a_node_s_certificates_and_identity_come_back_in_one_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with_generation(dir.path()).await;
-    for (serial, node, ip) in [
-        ("a1", "n1", "10.0.0.1"),
-        ("a2", "n1", "10.0.0.1"),
-        ("b1", "n2", "10.0.0.2"),
-    ] {
-        store
-            .record_issue(
-                &identity(node, ip),
-                &certificate(serial, node, None),
-                &event(serial, node),
+        let (rows, distinct, lowest): (i64, i64, i64) =
+            (row.at(0).unwrap(), row.at(1).unwrap(), row.at(2).unwrap());
+        assert_eq!((rows, distinct), (40, 40));
+        assert!(lowest >= 1);
+        let n2 = store
+            .certificates(
+                &CertificateFilter {
+                    node: Some("n2".into()),
+                    ..Default::default()
+                },
+                at(20),
             )
             .await
             .unwrap();
+        assert_eq!(n2.len(), 8);
+        assert_eq!(
+            n2.iter()
+                .filter(|c| c.state == CertificateState::Valid)
+                .count(),
+            1
+        );
+        store.close().await;
+
     }
-    let wanted = ["a1", "a2", "b1", "ffff"].map(String::from);
-    let mut found = store.certificates_by_serial(&wanted, at(20)).await.unwrap();
-    found.sort_by(|a, b| a.0.serial.cmp(&b.0.serial));
-    let serials: Vec<&str> = found.iter().map(|(c, _)| c.serial.as_str()).collect();
-    assert_eq!(serials, ["a1", "a2", "b1"], "an unknown serial is left out");
-    for (cert, registered) in &found {
-        let expected = if cert.node == "n1" {
-            identity("n1", "10.0.0.1")
-        } else {
-            identity("n2", "10.0.0.2")
-        };
-        assert_eq!(registered.as_ref(), Some(&expected));
+}
+
+on_both_backends! {
+    async fn a_node_s_certificates_and_identity_come_back_in_one_read(backend) {
+        let (store, _keep) = store_with_generation(backend).await;
+        for (serial, node, ip) in [
+            ("a1", "n1", "10.0.0.1"),
+            ("a2", "n1", "10.0.0.1"),
+            ("b1", "n2", "10.0.0.2"),
+        ] {
+            store
+                .record_issue(
+                    &identity(node, ip),
+                    &certificate(serial, node, None),
+                    &event(serial, node),
+                )
+                .await
+                .unwrap();
+        }
+        let wanted = ["a1", "a2", "b1", "ffff"].map(String::from);
+        let mut found = store.certificates_by_serial(&wanted, at(20)).await.unwrap();
+        found.sort_by(|a, b| a.0.serial.cmp(&b.0.serial));
+        let serials: Vec<&str> = found.iter().map(|(c, _)| c.serial.as_str()).collect();
+        assert_eq!(serials, ["a1", "a2", "b1"], "an unknown serial is left out");
+        for (cert, registered) in &found {
+            let expected = if cert.node == "n1" {
+                identity("n1", "10.0.0.1")
+            } else {
+                identity("n2", "10.0.0.2")
+            };
+            assert_eq!(registered.as_ref(), Some(&expected));
+        }
+        assert!(store
+            .certificates_by_serial(&[], at(20))
+            .await
+            .unwrap()
+            .is_empty());
+        store.close().await;
+
     }
-    assert!(store
-        .certificates_by_serial(&[], at(20))
-        .await
-        .unwrap()
-        .is_empty());
-    store.close().await;
 }
 
 /// The WAL header's checkpoint sequence number: SQLite adds one each time it starts the WAL
@@ -191,14 +206,17 @@ fn wal_restarts(db: &Path) -> u32 {
 async fn the_wal_starts_over_under_steady_load_and_commits_never_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ca.db");
-    let store = store_with_generation(dir.path()).await;
-    let autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
-        .fetch_one(&store.pool)
+    let store = Store::create(&db).await.unwrap();
+    insert_first_generation(&store).await;
+    let autocheckpoint: i64 = store
+        .pool
+        .scalar(Sql::new("PRAGMA wal_autocheckpoint"))
         .await
         .unwrap();
     assert_eq!(autocheckpoint, 0, "commits must not run checkpoints");
-    let temp_store: i64 = sqlx::query_scalar("PRAGMA temp_store")
-        .fetch_one(&store.pool)
+    let temp_store: i64 = store
+        .pool
+        .scalar(Sql::new("PRAGMA temp_store"))
         .await
         .unwrap();
     assert_eq!(
@@ -242,65 +260,68 @@ async fn the_wal_starts_over_under_steady_load_and_commits_never_checkpoint() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn one_bad_write_in_a_group_fails_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with_generation(dir.path()).await;
-    let first = certificate("aa", "n1", None);
-    store
-        .record_issue(&identity("n1", "10.0.0.1"), &first, &event("aa", "n1"))
-        .await
-        .unwrap();
-    // Sent together so they share groups: the duplicate serial must not sink the others.
-    let serials: Vec<String> = (0..30)
-        .map(|i| {
-            if i == 15 {
-                "aa".into()
-            } else {
-                format!("{i:02x}")
-            }
-        })
-        .collect();
-    let writes: Vec<_> = serials
-        .iter()
-        .map(|serial| {
-            let (store, serial) = (store.clone(), serial.clone());
-            tokio::spawn(async move {
-                let cert = certificate(&serial, "n1", Some("aa"));
-                let event = event(&serial, "n1");
-                store
-                    .record_issue(&identity("n1", "10.0.0.1"), &cert, &event)
-                    .await
+on_both_backends! {
+    async fn one_bad_write_in_a_group_fails_alone(backend) {
+        let (store, _keep) = store_with_generation(backend).await;
+        let first = certificate("aa", "n1", None);
+        store
+            .record_issue(&identity("n1", "10.0.0.1"), &first, &event("aa", "n1"))
+            .await
+            .unwrap();
+        // Sent together so they share groups: the duplicate serial must not sink the others.
+        let serials: Vec<String> = (0..30)
+            .map(|i| {
+                if i == 15 {
+                    "aa".into()
+                } else {
+                    format!("{i:02x}")
+                }
             })
-        })
-        .collect();
-    for (i, write) in writes.into_iter().enumerate() {
-        let result = write.await.unwrap();
-        assert_eq!(result.is_err(), i == 15, "write {i}: {result:?}");
+            .collect();
+        let writes: Vec<_> = serials
+            .iter()
+            .map(|serial| {
+                let (store, serial) = (store.clone(), serial.clone());
+                tokio::spawn(async move {
+                    let cert = certificate(&serial, "n1", Some("aa"));
+                    let event = event(&serial, "n1");
+                    store
+                        .record_issue(&identity("n1", "10.0.0.1"), &cert, &event)
+                        .await
+                })
+            })
+            .collect();
+        for (i, write) in writes.into_iter().enumerate() {
+            let result = write.await.unwrap();
+            assert_eq!(result.is_err(), i == 15, "write {i}: {result:?}");
+        }
+        assert_eq!(store.certificate_counts().await.unwrap().0, 30);
+        let renewed = store.certificate("0c", at(20)).await.unwrap().unwrap();
+        assert_eq!(renewed.renewed_from.as_deref(), Some("aa"));
+        store.close().await;
+
     }
-    assert_eq!(store.certificate_counts().await.unwrap().0, 30);
-    let renewed = store.certificate("0c", at(20)).await.unwrap().unwrap();
-    assert_eq!(renewed.renewed_from.as_deref(), Some("aa"));
-    store.close().await;
 }
 
 #[tokio::test]
 async fn the_committer_keeps_its_connection_while_idle_and_gives_it_back_on_close() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with_generation(dir.path()).await;
+    let (store, _keep) = store_with_generation(Backend::Sqlite).await;
+    let Pool::Sqlite(pool) = store.pool.clone() else {
+        unreachable!("a SQLite store")
+    };
     store.record_issues(vec![issue("01")]).await.unwrap();
     // Idle now: the committer still holds its connection (the checkpointer may hold
     // another for a moment), so the next commit finds its page cache warm.
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(60)).await;
-        let in_use = store.pool.size() as usize - store.pool.num_idle();
+        let in_use = pool.size() as usize - pool.num_idle();
         assert!(in_use >= 1, "the idle committer gave its connection back");
     }
     // Closing does not wait for it forever: the committer hands it back.
     tokio::time::timeout(Duration::from_secs(5), store.close())
         .await
         .expect("close waited on the committer's connection");
-    assert_eq!(store.pool.size(), 0);
+    assert_eq!(pool.size(), 0);
     let late = tokio::time::timeout(
         Duration::from_secs(5),
         store.record_issues(vec![issue("02")]),
@@ -310,101 +331,104 @@ async fn the_committer_keeps_its_connection_while_idle_and_gives_it_back_on_clos
     assert!(late.is_err(), "a write after close is refused");
 }
 
-#[tokio::test]
-async fn issues_recorded_together_are_recorded_all_or_none() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with_generation(dir.path()).await;
-    store.record_issues(vec![issue("01")]).await.unwrap();
-    let (before, _) = store.certificate_counts().await.unwrap();
-    let batch = vec![issue("02"), issue("01"), issue("03")];
-    assert!(store.record_issues(batch).await.is_err());
-    assert_eq!(store.certificate_counts().await.unwrap().0, before);
-    assert!(store.certificate("02", at(20)).await.unwrap().is_none());
-    store
-        .record_issues(vec![issue("02"), issue("03")])
-        .await
-        .unwrap();
-    assert_eq!(store.certificate_counts().await.unwrap().0, before + 2);
-    store.close().await;
-}
-
-#[tokio::test]
-async fn a_node_keeps_its_latest_names() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with_generation(dir.path()).await;
-    let n1 = identity("n1", "10.0.0.1");
-    store
-        .record_issue(&n1, &certificate("01", "n1", None), &event("01", "n1"))
-        .await
-        .unwrap();
-    assert_eq!(store.node(&n1.name).await.unwrap(), Some(n1.clone()));
-    let moved = identity("n1", "10.0.0.9");
-    store
-        .record_issue(&moved, &certificate("02", "n1", None), &event("02", "n1"))
-        .await
-        .unwrap();
-    assert_eq!(store.node(&n1.name).await.unwrap(), Some(moved));
-    store.close().await;
-}
-
-#[tokio::test]
-async fn each_generation_lists_only_the_revocations_it_issued_and_counts_its_own_crls() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with_generation(dir.path()).await;
-    let next = GenerationRecord {
-        id: 2,
-        state: GenerationState::Next,
-        fingerprint: "sha256:02".into(),
-        key_file: "ca/gen-2.key".into(),
-        activated_at: None,
-        ..store.generations().await.unwrap().remove(0)
-    };
-    store.insert_generation(&next).await.unwrap();
-    let mut by_second = certificate("02", "n1", None);
-    by_second.ca_generation = 2;
-    let mut expired = certificate("03", "n1", None);
-    expired.not_after = at(15);
-    for cert in [certificate("01", "n1", None), by_second, expired] {
-        let event = event(&cert.serial, "n1");
+on_both_backends! {
+    async fn issues_recorded_together_are_recorded_all_or_none(backend) {
+        let (store, _keep) = store_with_generation(backend).await;
+        store.record_issues(vec![issue("01")]).await.unwrap();
+        let (before, _) = store.certificate_counts().await.unwrap();
+        let batch = vec![issue("02"), issue("01"), issue("03")];
+        assert!(store.record_issues(batch).await.is_err());
+        assert_eq!(store.certificate_counts().await.unwrap().0, before);
+        assert!(store.certificate("02", at(20)).await.unwrap().is_none());
         store
-            .record_issue(&identity("n1", "10.0.0.1"), &cert, &event)
+            .record_issues(vec![issue("02"), issue("03")])
             .await
             .unwrap();
+        assert_eq!(store.certificate_counts().await.unwrap().0, before + 2);
+        store.close().await;
+
     }
-    for serial in ["01", "02", "03"] {
+}
+
+on_both_backends! {
+    async fn a_node_keeps_its_latest_names(backend) {
+        let (store, _keep) = store_with_generation(backend).await;
+        let n1 = identity("n1", "10.0.0.1");
         store
-            .revoke(serial, "keyCompromise", &event(serial, "n1"))
+            .record_issue(&n1, &certificate("01", "n1", None), &event("01", "n1"))
             .await
             .unwrap();
+        assert_eq!(store.node(&n1.name).await.unwrap(), Some(n1.clone()));
+        let moved = identity("n1", "10.0.0.9");
+        store
+            .record_issue(&moved, &certificate("02", "n1", None), &event("02", "n1"))
+            .await
+            .unwrap();
+        assert_eq!(store.node(&n1.name).await.unwrap(), Some(moved));
+        store.close().await;
+
     }
-    let serials = |entries: Vec<RevokedEntry>| -> Vec<String> {
-        entries.into_iter().map(|e| e.serial).collect()
-    };
-    let now = at(20);
-    assert_eq!(
-        serials(store.revoked_unexpired(now).await.unwrap()),
-        ["01", "02"]
-    );
-    assert_eq!(
-        serials(store.revoked_unexpired_of_generation(1, now).await.unwrap()),
-        ["01"],
-        "the expired one is left out, and so is generation 2's"
-    );
-    assert_eq!(
-        serials(store.revoked_unexpired_of_generation(2, now).await.unwrap()),
-        ["02"]
-    );
-    assert!(store
-        .revoked_unexpired_of_generation(3, now)
-        .await
-        .unwrap()
-        .is_empty());
-    assert_eq!(store.next_crl_number(1).await.unwrap(), 1);
-    assert_eq!(store.next_crl_number(1).await.unwrap(), 2);
-    assert_eq!(
-        store.next_crl_number(2).await.unwrap(),
-        1,
-        "one counter per issuer"
-    );
-    store.close().await;
+}
+
+on_both_backends! {
+    async fn each_generation_lists_only_the_revocations_it_issued_and_counts_its_own_crls(backend) {
+        let (store, _keep) = store_with_generation(backend).await;
+        let next = GenerationRecord {
+            id: 2,
+            state: GenerationState::Next,
+            fingerprint: "sha256:02".into(),
+            key_file: "ca/gen-2.key".into(),
+            activated_at: None,
+            ..store.generations().await.unwrap().remove(0)
+        };
+        store.insert_generation(&next).await.unwrap();
+        let mut by_second = certificate("02", "n1", None);
+        by_second.ca_generation = 2;
+        let mut expired = certificate("03", "n1", None);
+        expired.not_after = at(15);
+        for cert in [certificate("01", "n1", None), by_second, expired] {
+            let event = event(&cert.serial, "n1");
+            store
+                .record_issue(&identity("n1", "10.0.0.1"), &cert, &event)
+                .await
+                .unwrap();
+        }
+        for serial in ["01", "02", "03"] {
+            store
+                .revoke(serial, "keyCompromise", &event(serial, "n1"))
+                .await
+                .unwrap();
+        }
+        let serials = |entries: Vec<RevokedEntry>| -> Vec<String> {
+            entries.into_iter().map(|e| e.serial).collect()
+        };
+        let now = at(20);
+        assert_eq!(
+            serials(store.revoked_unexpired(now).await.unwrap()),
+            ["01", "02"]
+        );
+        assert_eq!(
+            serials(store.revoked_unexpired_of_generation(1, now).await.unwrap()),
+            ["01"],
+            "the expired one is left out, and so is generation 2's"
+        );
+        assert_eq!(
+            serials(store.revoked_unexpired_of_generation(2, now).await.unwrap()),
+            ["02"]
+        );
+        assert!(store
+            .revoked_unexpired_of_generation(3, now)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.next_crl_number(1).await.unwrap(), 1);
+        assert_eq!(store.next_crl_number(1).await.unwrap(), 2);
+        assert_eq!(
+            store.next_crl_number(2).await.unwrap(),
+            1,
+            "one counter per issuer"
+        );
+        store.close().await;
+
+    }
 }

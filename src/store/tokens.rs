@@ -1,8 +1,6 @@
 //! Bootstrap and admin tokens: creation, lookup, single use (an enrollment consumes its token
 //! in the transaction that records its certificates), admin token revocation.
 
-use sqlx::Row;
-
 use super::*;
 
 impl Store {
@@ -16,24 +14,11 @@ impl Store {
         if let Some(identity) = &token.identity {
             upsert_node(&mut tx, identity, token.created_at).await?;
         }
-        sqlx::query(
+        tx.execute(Sql::new(
             "INSERT INTO tokens (id, kind, secret_sha256, node, ips, dns_names, profiles, common_name,
                                  allow_privileged_common_name, created_by, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&token.id)
-        .bind(token.kind.as_str())
-        .bind(&token.secret_sha256)
-        .bind(token.identity.as_ref().map(|i| i.name.as_str()))
-        .bind(to_json(&token.identity.as_ref().map(|i| &i.ips)))
-        .bind(to_json(&token.identity.as_ref().map(|i| &i.dns_names)))
-        .bind(to_json(&token.profiles))
-        .bind(&token.common_name)
-        .bind(token.allow_privileged_common_name)
-        .bind(&token.created_by)
-        .bind(ts(token.created_at))
-        .bind(token.expires_at.map(ts))
-        .execute(&mut *tx)
+        ).bind(&token.id).bind(token.kind.as_str()).bind(&token.secret_sha256).bind(token.identity.as_ref().map(|i| i.name.as_str())).bind(to_json(&token.identity.as_ref().map(|i| &i.ips))).bind(to_json(&token.identity.as_ref().map(|i| &i.dns_names))).bind(to_json(&token.profiles)).bind(&token.common_name).bind(token.allow_privileged_common_name).bind(&token.created_by).bind(ts(token.created_at)).bind(token.expires_at.map(ts)))
         .await?;
         insert_audit(&mut tx, event).await?;
         tx.commit().await?;
@@ -41,28 +26,32 @@ impl Store {
     }
 
     pub async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, kind, secret_sha256, node, ips, dns_names, profiles, common_name,
+        let row = self
+            .pool
+            .fetch_optional(
+                Sql::new(
+                    "SELECT id, kind, secret_sha256, node, ips, dns_names, profiles, common_name,
                     allow_privileged_common_name, created_by, created_at, expires_at, used_at,
                     request_sha256, issued_serials, revoked_at
              FROM tokens WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+                )
+                .bind(id),
+            )
+            .await?;
         row.map(|r| token_from_row(&r)).transpose()
     }
 
     /// Every admin token, oldest first.
     pub async fn admin_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, kind, secret_sha256, node, ips, dns_names, profiles, common_name,
+        let rows = self
+            .pool
+            .fetch_all(Sql::new(
+                "SELECT id, kind, secret_sha256, node, ips, dns_names, profiles, common_name,
                     allow_privileged_common_name, created_by, created_at, expires_at, used_at,
                     request_sha256, issued_serials, revoked_at
              FROM tokens WHERE kind = 'admin' ORDER BY created_at, id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+            ))
+            .await?;
         rows.iter().map(token_from_row).collect()
     }
 
@@ -74,14 +63,10 @@ impl Store {
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
         let mut tx = self.write_transaction().await?;
-        let revoked = sqlx::query(
+        let revoked = tx.execute(Sql::new(
             "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND kind = 'admin' AND revoked_at IS NULL",
-        )
-        .bind(ts(event.at))
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        ).bind(ts(event.at)).bind(id))
+        .await?;
         if revoked != 1 {
             tx.rollback().await?;
             return Ok(false);
@@ -93,13 +78,14 @@ impl Store {
 
     /// Changes whenever an admin token is revoked (by any process).
     pub async fn admin_token_revocations(&self) -> Result<(i64, i64), StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(revoked_at) AS n, COALESCE(MAX(revoked_at), 0) AS latest
+        let row = self
+            .pool
+            .fetch_one(Sql::new(
+                "SELECT COUNT(revoked_at) AS n, COALESCE(MAX(revoked_at), 0) AS latest
              FROM tokens WHERE kind = 'admin'",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((row.try_get("n")?, row.try_get("latest")?))
+            ))
+            .await?;
+        Ok((row.col("n")?, row.col("latest")?))
     }
 
     /// Consumes a bootstrap token and records the certificates it paid for, in one transaction.
@@ -111,17 +97,18 @@ impl Store {
             .map(|c| (c.profile.as_str(), c.serial.as_str()))
             .collect();
         let mut tx = self.write_transaction().await?;
-        let consumed = sqlx::query(
-            "UPDATE tokens SET used_at = $1, request_sha256 = $2, issued_serials = $3
+        let consumed = tx
+            .execute(
+                Sql::new(
+                    "UPDATE tokens SET used_at = $1, request_sha256 = $2, issued_serials = $3
              WHERE id = $4 AND used_at IS NULL",
-        )
-        .bind(ts(e.at))
-        .bind(e.request_sha256)
-        .bind(to_json(&serials))
-        .bind(e.token_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+                )
+                .bind(ts(e.at))
+                .bind(e.request_sha256)
+                .bind(to_json(&serials))
+                .bind(e.token_id),
+            )
+            .await?;
         if consumed != 1 {
             tx.rollback().await?;
             return Ok(false);
