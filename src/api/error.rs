@@ -137,6 +137,7 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, ErrorCode) {
         | E::DirNotEmpty { .. }
         | E::NotInitialised { .. }
         | E::DatabaseNotInitialised { .. }
+        | E::UnsealedKeyInDatabase
         | E::DatabaseInitialised { .. }
         | E::PolicyMismatch { .. }
         | E::Import { .. }

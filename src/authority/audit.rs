@@ -23,6 +23,8 @@ pub enum AuditAction {
     RotateAbort,
     Tidy,
     Restore,
+    Move,
+    PolicyPublish,
 }
 
 impl AuditAction {
@@ -46,6 +48,8 @@ impl AuditAction {
             Self::RotateAbort => "ca.rotate.abort",
             Self::Tidy => "tidy",
             Self::Restore => "restore",
+            Self::Move => "move",
+            Self::PolicyPublish => "policy.publish",
         }
     }
 

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
 use time::OffsetDateTime;
 
-use super::{to_time, Authority, AuthorityError, RevocationReason, Signer};
-use crate::store::{GenerationState, PublishedCrl, RevokedEntry};
+use super::{to_time, Authority, AuthorityError, Fault, RevocationReason, Signer};
+use crate::store::{GenerationState, PublishedCrl, RevokedEntry, StoreError};
 
 /// The CA generation whose own CRL is asked for: by number, or by the `sha256:` fingerprint of
 /// its CA certificate (what an agent knows from its trust bundle).
@@ -179,36 +179,60 @@ impl Authority {
         let mut cache = self.crl_cache.built.lock().await;
         if let Some(cached) = cache.get(&scope) {
             let fresh = now - cached.built_at < to_time(self.policy.crl_lifetime / 2);
-            if cached.epoch == epoch && fresh {
+            // A CRL another server built may reflect revocations this one has not seen yet.
+            if cached.epoch >= epoch && fresh {
                 return Ok(cached.der.clone());
             }
         }
-        // The one this CA last published, if it is still the right one; else a new one, unless
-        // another process published a newer one meanwhile.
+        // The one published on the database if it is still the right one (or newer than what
+        // this process knows), else a new one: decided and built under the store's write lock,
+        // so of several servers asking at once one builds and the others serve its bytes.
         let half_life = to_time(self.policy.crl_lifetime / 2);
         let signer = match scope {
-            Scope::Etcd => self.active_generation()?.id,
-            Scope::Generation(id) => id,
+            Scope::Etcd => self.signer()?,
+            Scope::Generation(id) => self.generation_signer(id)?,
         };
-        let current = |crl: &PublishedCrl| {
-            crl.epoch == epoch && crl.generation == signer && now - crl.this_update < half_life
+        let revoked = match scope {
+            Scope::Etcd => self.store.revoked_unexpired(now).await?,
+            Scope::Generation(id) => self.store.revoked_unexpired_of_generation(id, now).await?,
         };
-        let published = match self.store.published_crl(&scope.key()).await? {
-            Some(stored) if current(&stored) => stored,
-            _ => {
-                let (der, number) = self.build_numbered_crl(scope, now).await?;
-                self.store
-                    .publish_crl(&PublishedCrl {
-                        scope: scope.key(),
-                        generation: signer,
+        let generation = signer.generation;
+        let key = scope.key();
+        let published = self
+            .store
+            .crl_once(
+                &key,
+                generation,
+                |crl| {
+                    crl.epoch >= epoch
+                        && crl.generation == generation
+                        && now - crl.this_update < half_life
+                },
+                |number| -> Result<PublishedCrl, AuthorityError> {
+                    Ok(PublishedCrl {
+                        scope: key.clone(),
+                        generation,
                         number,
                         epoch,
                         this_update: now,
-                        der,
+                        der: self.sign_crl(&signer, revoked, number, now)?,
                     })
-                    .await?
+                },
+            )
+            .await;
+        let published = match published {
+            Ok(published) => published,
+            // A server on a read-only standby cannot build one: it serves what the primary's
+            // servers published, unchanged (not cached: the next request looks again).
+            Err(AuthorityError::Fault(Fault::Store(StoreError::ReadOnly))) => {
+                return match self.store.published_crl(&key).await? {
+                    Some(stored) => Ok(Arc::new(stored.der)),
+                    None => Err(Fault::Store(StoreError::ReadOnly).into()),
+                };
             }
+            Err(e) => return Err(e),
         };
+        let epoch = epoch.max(published.epoch);
         let der = Arc::new(published.der);
         cache.insert(
             scope,

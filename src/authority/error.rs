@@ -12,6 +12,8 @@ pub enum AuthorityError {
     DirNotEmpty { dir: PathBuf },
     #[error("{} holds no CA (no etcd-ca.db); create one with `etcd-ca init --data-dir {}`", dir.display(), dir.display())]
     NotInitialised { dir: PathBuf },
+    #[error("a CA key kept in a shared database must be sealed with a passphrase: give --passphrase-file FILE (a new file gets a random passphrase) instead of --insecure-unencrypted-key")]
+    UnsealedKeyInDatabase,
     #[error("the database {database} holds no CA; create one with `etcd-ca init --database URL --data-dir DIR`, or move a SQLite CA there with `etcd-ca migrate --database URL --from-sqlite DIR`")]
     DatabaseNotInitialised { database: String },
     #[error("the database {database} already holds a CA (generation {generation}); start more servers on it with `etcd-ca serve --database URL`")]

@@ -32,14 +32,71 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<InitReport, AuthorityError> {
         Self::check_new_dir(dir)?;
-        let dir_exists = dir.exists();
-        let (policy_path, policy_text) = options.policy.unwrap_or_else(|| {
+        let (policy_path, policy_text) = options.policy.clone().unwrap_or_else(|| {
             (
                 PathBuf::from("(built-in policies/etcd.toml)"),
                 crate::policy::DEFAULT_POLICY.to_string(),
             )
         });
         let policy = Policy::parse(&policy_text, &policy_path)?;
+        let shared = match &options.database {
+            Some(config) => Some(Self::new_shared_store(config, &options.key_protection).await?),
+            None => None,
+        };
+        let result = Self::init_with(
+            dir,
+            options,
+            &policy,
+            policy_text,
+            shared.as_ref(),
+            actor,
+            now,
+        )
+        .await;
+        if let Some(store) = shared {
+            store.close().await;
+        }
+        result
+    }
+
+    /// Opens (and migrates) a shared database for a new CA: refused when it holds one, or when
+    /// the key would go there unsealed.
+    async fn new_shared_store(
+        config: &StoreConfig,
+        protection: &KeyProtection,
+    ) -> Result<Store, AuthorityError> {
+        if matches!(protection, KeyProtection::Unencrypted) {
+            return Err(AuthorityError::UnsealedKeyInDatabase);
+        }
+        let store = Store::open_config(config, false, Migrations::Apply).await?;
+        let existing = match store.generations().await {
+            Ok(g) => g,
+            Err(e) => {
+                store.close().await;
+                return Err(e.into());
+            }
+        };
+        if let Some(g) = existing.last() {
+            store.close().await;
+            return Err(AuthorityError::DatabaseInitialised {
+                database: config.describe(),
+                generation: g.id,
+            });
+        }
+        Ok(store)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn init_with(
+        dir: &Path,
+        options: InitOptions,
+        policy: &Policy,
+        policy_text: String,
+        shared: Option<&Store>,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<InitReport, AuthorityError> {
+        let dir_exists = dir.exists();
 
         let (material, notes, imported) = match &options.import {
             Some((cert_pem, key_pem)) => {
@@ -76,6 +133,7 @@ impl Authority {
             &key_text,
             imported,
             &policy_text,
+            shared,
             actor,
             now,
         )
@@ -111,6 +169,7 @@ impl Authority {
         key_text: &str,
         imported: bool,
         policy_text: &str,
+        shared: Option<&Store>,
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<(), AuthorityError> {
@@ -118,11 +177,14 @@ impl Authority {
         fsutil::create_private_dir(&layout.ca_dir())?;
         let key_file = DataDir::generation_key_file(1);
         let cert_file = DataDir::generation_cert_file(1);
-        fsutil::write_new(
-            &layout.resolve(&key_file),
-            key_text.as_bytes(),
-            fsutil::PRIVATE,
-        )?;
+        // A shared database holds the sealed key (every server signs with it); else its file.
+        if shared.is_none() {
+            fsutil::write_new(
+                &layout.resolve(&key_file),
+                key_text.as_bytes(),
+                fsutil::PRIVATE,
+            )?;
+        }
         let cert_pem = pki::certificate_pem(&material.cert_der);
         fsutil::write_new(
             &layout.resolve(&cert_file),
@@ -130,7 +192,10 @@ impl Authority {
             fsutil::PUBLIC,
         )?;
         fsutil::write_new(&layout.policy(), policy_text.as_bytes(), fsutil::PUBLIC)?;
-        let store = Store::create(&layout.database()).await?;
+        let store = match shared {
+            Some(store) => store.clone(),
+            None => Store::create(&layout.database()).await?,
+        };
         let fingerprint = pki::fingerprint(&material.cert_der);
         let result = async {
             store
@@ -148,9 +213,12 @@ impl Authority {
                     retired_at: None,
                     created_at: now,
                     endorsement_pem: None,
-                    key_pem: None,
+                    key_pem: shared.map(|_| key_text.to_string()),
                 })
                 .await?;
+            if shared.is_some() {
+                store.setting_or_init(POLICY_SETTING, policy_text).await?;
+            }
             store
                 .record_audit(
                     &if imported {
@@ -169,7 +237,9 @@ impl Authority {
                 .await
         }
         .await;
-        store.close().await;
+        if shared.is_none() {
+            store.close().await;
+        }
         result?;
         fsutil::sync_dir(layout.root())?;
         Ok(())

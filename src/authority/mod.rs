@@ -27,6 +27,7 @@ mod restore;
 mod retention;
 pub mod rotation;
 mod serving;
+mod shared;
 mod signer;
 mod tokens;
 mod types;
@@ -55,6 +56,8 @@ pub use error::{AuthorityError, Fault};
 pub use restore::{LaterRevocations, Recovered, RestoreReport};
 pub use retention::TidyReport;
 pub use serving::ServingIdentity;
+pub use shared::MoveReport;
+use shared::{shared_policy, POLICY_SETTING};
 use signer::{public_key_of, Origin, Signed, Signer};
 pub use types::*;
 
@@ -67,8 +70,8 @@ use crate::policy::{
 };
 use crate::store::{
     AuditEvent, CertificateFilter, CertificateRecord, CertificateStatus, EnrollmentRecord,
-    GenerationRecord, GenerationState, IssueRecord, NewCertificate, RevokeOutcome, Store,
-    StoreError, TokenKind, TokenRecord,
+    GenerationRecord, GenerationState, IssueRecord, Migrations, NewCertificate, RevokeOutcome,
+    Store, StoreConfig, StoreError, TokenKind, TokenRecord,
 };
 
 /// An open CA data dir.
@@ -144,11 +147,52 @@ impl Authority {
         }
         let policy = read_policy(&layout.policy())?;
         let store = Store::open(&layout.database()).await?;
-        let generations = match store.generations().await {
-            Ok(g) => g,
+        Self::assemble(layout, store, |_| async { Ok(policy) }).await
+    }
+
+    /// Opens a CA whose records (and sealed keys) are in a database several servers share;
+    /// `dir` holds this server's own files (the policy, its serving certificate, its lock).
+    /// The policy must be the one the database records (a dir without one takes it).
+    pub async fn open_shared(
+        dir: &Path,
+        config: &StoreConfig,
+        migrations: Migrations,
+    ) -> Result<Self, AuthorityError> {
+        let layout = DataDir::new(dir);
+        let store = Store::open_config(config, false, migrations).await?;
+        Self::assemble(layout, store, |(layout, store)| async move {
+            shared_policy(&layout, &store).await
+        })
+        .await
+    }
+
+    /// The authority over `store`, with the policy `policy` reads; the store is closed on
+    /// failure.
+    async fn assemble<F, Fut>(
+        layout: DataDir,
+        store: Store,
+        policy: F,
+    ) -> Result<Self, AuthorityError>
+    where
+        F: FnOnce((DataDir, Store)) -> Fut,
+        Fut: std::future::Future<Output = Result<Policy, AuthorityError>>,
+    {
+        let loaded = async {
+            let generations = store.generations().await?;
+            if generations.is_empty() && store.holds_keys() {
+                return Err(AuthorityError::DatabaseNotInitialised {
+                    database: store.describe(),
+                });
+            }
+            let policy = policy((layout.clone(), store.clone())).await?;
+            Ok((generations, policy))
+        }
+        .await;
+        let (generations, policy) = match loaded {
+            Ok(loaded) => loaded,
             Err(e) => {
                 store.close().await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         let authority = Self {

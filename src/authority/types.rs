@@ -95,6 +95,9 @@ pub struct InitOptions {
     pub import: Option<(String, String)>,
     /// How the CA key is kept on disk.
     pub key_protection: KeyProtection,
+    /// A database several servers share (PostgreSQL) instead of the data dir's SQLite file:
+    /// the CA's records and its sealed key go there.
+    pub database: Option<StoreConfig>,
 }
 
 /// How CA keys are kept on disk.

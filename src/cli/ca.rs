@@ -296,6 +296,7 @@ pub(super) async fn init(args: InitArgs, now: OffsetDateTime) -> Result<ExitCode
                 args.protection.insecure_unencrypted_key,
                 args.protection.kdf_iterations,
             )?,
+            database: args.data_dir.database()?,
         },
         &local_actor(),
         now,

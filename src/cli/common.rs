@@ -11,6 +11,15 @@ pub struct DataDirArg {
     /// File holding the passphrase of the CA keys (or set ETCD_CA_PASSPHRASE).
     #[arg(long, env = "ETCD_CA_PASSPHRASE_FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// A PostgreSQL database several CA servers share (postgres://USER[:PASSWORD]@HOST:PORT/DB)
+    /// instead of the data dir's SQLite file; the data dir then holds only this host's files.
+    #[arg(
+        long,
+        env = "ETCD_CA_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database: Option<String>,
 }
 
 /// Where the CA lives when neither --data-dir nor ETCD_CA_DATA_DIR names it.
@@ -36,8 +45,36 @@ impl DataDirArg {
         }
     }
 
-    /// Opens the data dir with its passphrase.
+    /// The shared database named by --database, if any.
+    pub(super) fn database(&self) -> Result<Option<StoreConfig>, CliError> {
+        match &self.database {
+            None => Ok(None),
+            Some(url) => Ok(Some(
+                StoreConfig::from_url_or(Some(url), self.path().join("etcd-ca.db"))
+                    .map_err(|e| CliError::Usage(e.to_string()))?,
+            )),
+        }
+    }
+
+    /// Opens the data dir with its passphrase (a shared database only if its schema is
+    /// current: no migration runs).
     pub(super) async fn open(&self) -> Result<Authority, CliError> {
+        self.open_with(Migrations::Check).await
+    }
+
+    /// Opens the data dir with its passphrase; on a shared database, `migrations` says
+    /// whether missing migrations are applied.
+    pub(super) async fn open_with(&self, migrations: Migrations) -> Result<Authority, CliError> {
+        if let Some(config) = self.database()? {
+            let authority = Authority::open_shared(self.path(), &config, migrations).await?;
+            return match self.passphrase() {
+                Ok(passphrase) => Ok(authority.with_passphrase(passphrase)),
+                Err(e) => {
+                    authority.close().await;
+                    Err(e)
+                }
+            };
+        }
         // No dir named and none at the default place: say how to name one, not how to create
         // a second CA.
         if self.data_dir.is_none() && DataDir::new(self.path()).existing_ca_marker().is_none() {

@@ -28,7 +28,7 @@ use crate::inspect::{self, Expiry};
 use crate::names::{DnsName, NodeName, San};
 use crate::pki::{KeyType, PkiError};
 use crate::policy::{Policy, PolicyError};
-use crate::store::CertificateState;
+use crate::store::{CertificateState, Migrations, StoreConfig};
 use crate::wire::{AuditEntry, CertificateInfo};
 
 /// Errors the CLI reports. Each carries enough to act on.
@@ -148,6 +148,9 @@ pub enum Command {
     /// Policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Prepare a PostgreSQL database several CA servers share: apply its schema, move a SQLite
+    /// CA onto it (--from-sqlite), publish the policy its servers sign under (--policy).
+    Migrate(MigrateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,6 +206,7 @@ mod ca;
 mod certs;
 mod common;
 mod files;
+mod migrate;
 mod serve;
 mod target;
 mod tidy;
@@ -218,6 +222,8 @@ use common::fingerprint_arg;
 pub use common::{DataDirArg, KeyProtectionArgs, NodeNamesArgs, RemoteArgs, DEFAULT_DATA_DIR};
 use files::{etcd_flags, inspect, policy_check};
 pub use files::{EtcdFlagsArgs, FlagFormatArg, InspectArgs};
+use migrate::migrate;
+pub use migrate::MigrateArgs;
 use serve::serve;
 pub use serve::ServeArgs;
 use target::Target;
@@ -263,6 +269,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Inspect(args) => inspect(args, now),
         Command::EtcdFlags(args) => etcd_flags(args),
         Command::Policy(PolicyCommand::Check { file }) => policy_check(&file),
+        Command::Migrate(args) => migrate(args, now).await,
     }
 }
 

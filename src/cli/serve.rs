@@ -44,6 +44,11 @@ pub struct ServeArgs {
     /// locked address gets 429).
     #[arg(long, default_value = "5m")]
     pub failed_attempts_window: HumanDuration,
+    /// With --database: apply the schema migrations this version needs before serving
+    /// (otherwise a database that lacks one is refused; see `etcd-ca migrate`). Never on a
+    /// read-only standby.
+    #[arg(long)]
+    pub migrate: bool,
 }
 
 pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
@@ -56,7 +61,15 @@ pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             addr: args.listen,
             source,
         })?;
-    if DataDir::new(dir).existing_ca_marker().is_none() {
+    let shared = args.data_dir.database()?;
+    if shared.is_some() {
+        // A shared database's CA is created once, with `etcd-ca init --database`; this
+        // dir only holds this server's own files (created when the CA opens).
+    } else if args.migrate {
+        return Err(CliError::Usage(
+            "--migrate applies to a shared database: give --database URL (a SQLite file is always migrated)".into(),
+        ));
+    } else if DataDir::new(dir).existing_ca_marker().is_none() {
         // A new CA only where the operator said: a forgotten --data-dir must not start a
         // second, unrelated CA in the default place.
         if args.data_dir.data_dir.is_none() {
@@ -85,6 +98,7 @@ pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
                     args.protection.insecure_unencrypted_key,
                     args.protection.kdf_iterations,
                 )?,
+                database: args.data_dir.database()?,
             },
             "etcd-ca serve",
             now,
@@ -93,9 +107,29 @@ pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         .inspect_err(|_| DataDirArg::forget_passphrase_file(generated.as_deref()))?;
         tracing::info!(data_dir = %dir.display(), ca_fingerprint = %report.fingerprint, "created a new CA");
     }
-    // One server per data dir (held until this process ends).
-    let _lock = DataDir::new(dir).lock_for_server()?;
-    let authority = Arc::new(args.data_dir.open().await?);
+    let migrations = if args.migrate {
+        Migrations::Apply
+    } else {
+        Migrations::Check
+    };
+    let (_lock, authority) = if shared.is_some() {
+        let authority = args.data_dir.open_with(migrations).await?;
+        // One server per data dir (held until this process ends).
+        match fsutil::create_private_dir(dir)
+            .map_err(CliError::from)
+            .and_then(|()| Ok(DataDir::new(dir).lock_for_server()?))
+        {
+            Ok(lock) => (lock, authority),
+            Err(e) => {
+                authority.close().await;
+                return Err(e);
+            }
+        }
+    } else {
+        let lock = DataDir::new(dir).lock_for_server()?;
+        (lock, args.data_dir.open_with(migrations).await?)
+    };
+    let authority = Arc::new(authority);
     let result = run_server(&authority, listener, &args).await;
     authority.close().await;
     result

@@ -171,9 +171,17 @@ const PAGE: i64 = 500;
 /// How many rows of each table were copied.
 pub type Copied = Vec<(&'static str, u64)>;
 
-/// Copies every record of `from` into `to`, which must hold no CA yet. One read snapshot of
-/// `from`, one write transaction on `to`: the target has all or nothing.
-pub async fn copy_all(from: &Store, to: &Store) -> Result<Copied, StoreError> {
+/// What a move adds to the copy: generation keys read from their files (by generation id),
+/// and shared settings.
+#[derive(Clone, Debug, Default)]
+pub struct CopyExtras {
+    pub key_pems: BTreeMap<i64, String>,
+    pub settings: Vec<(String, String)>,
+}
+
+/// Copies every record of `from` into `to`, which must hold no CA yet, with `extras`. One
+/// read snapshot of `from`, one write transaction on `to`: the target has all or nothing.
+pub async fn copy_all(from: &Store, to: &Store, extras: &CopyExtras) -> Result<Copied, StoreError> {
     let mut target = to.write_transaction().await?;
     let existing: i64 = target
         .scalar(Sql::new("SELECT COUNT(*) FROM ca_generations"))
@@ -187,8 +195,20 @@ pub async fn copy_all(from: &Store, to: &Store) -> Result<Copied, StoreError> {
     let mut source = from.read_snapshot().await?;
     let mut copied = Vec::new();
     for table in TABLES {
-        let n = copy_table(&mut source, &mut target, table).await?;
+        let n = copy_table(&mut source, &mut target, table, extras).await?;
         copied.push((table.name, n));
+    }
+    for (name, value) in &extras.settings {
+        target
+            .execute(
+                Sql::new(
+                    "INSERT INTO settings (name, value) VALUES ($1, $2)
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                )
+                .bind(name)
+                .bind(value),
+            )
+            .await?;
     }
     let epoch: i64 = source
         .scalar(Sql::new("SELECT epoch FROM revocation_epoch WHERE id = 1"))
@@ -212,7 +232,12 @@ pub async fn copy_all(from: &Store, to: &Store) -> Result<Copied, StoreError> {
     Ok(copied)
 }
 
-async fn copy_table(source: &mut Tx, target: &mut Tx, table: &Table) -> Result<u64, StoreError> {
+async fn copy_table(
+    source: &mut Tx,
+    target: &mut Tx,
+    table: &Table,
+    extras: &CopyExtras,
+) -> Result<u64, StoreError> {
     let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
     let list = names.join(", ");
     let key_index = names
@@ -248,6 +273,15 @@ async fn copy_table(source: &mut Tx, target: &mut Tx, table: &Table) -> Result<u
                     Blob => Arg::Blob(row.col(name)?),
                 });
             }
+            if table.name == "ca_generations" {
+                let id: i64 = row.col("id")?;
+                let key: Option<String> = row.col("key_pem")?;
+                if let (None, Some(file)) = (key, extras.key_pems.get(&id)) {
+                    if let Some(i) = names.iter().position(|n| *n == "key_pem") {
+                        v[i] = Arg::Text(Some(file.clone()));
+                    }
+                }
+            }
             values.push(v);
         }
         after = values.last().map(|v| v[key_index].clone());
@@ -271,7 +305,7 @@ async fn copy_table(source: &mut Tx, target: &mut Tx, table: &Table) -> Result<u
 /// Writes a copy of a PostgreSQL store to a new SQLite file at `path`.
 pub(super) async fn to_new_sqlite(from: &Store, path: &Path) -> Result<(), StoreError> {
     let to = Store::create(path).await?;
-    let result = copy_all(from, &to).await;
+    let result = copy_all(from, &to, &CopyExtras::default()).await;
     to.close().await;
     result.map(|_| ())
 }

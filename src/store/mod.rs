@@ -15,6 +15,7 @@
 //!   WAL checkpointer, `VACUUM INTO` backups, the integrity check, immediate write transactions.
 
 mod copy;
+mod crls;
 #[cfg(test)]
 mod listing_tests;
 mod open;
@@ -32,7 +33,7 @@ mod test_db;
 mod tests;
 mod tokens;
 
-pub use copy::{copy_all, Copied};
+pub use copy::{copy_all, Copied, CopyExtras};
 pub use open::{Migrations, StoreConfig};
 pub use records::*;
 pub use recovery::Reapplied;
@@ -231,6 +232,8 @@ pub struct Store {
     committer: Option<tokio::sync::mpsc::Sender<PendingIssue>>,
     /// Set by [`Store::close`]: the committer gives its connection back to the pool.
     closing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The database for messages (no password).
+    description: String,
 }
 
 impl Store {
@@ -460,64 +463,6 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    /// The CRL `scope` last published, if any.
-    pub async fn published_crl(&self, scope: &str) -> Result<Option<PublishedCrl>, StoreError> {
-        let row = self
-            .pool
-            .fetch_optional(
-                Sql::new(
-                    "SELECT scope, generation, number, epoch, this_update, der FROM published_crls
-             WHERE scope = $1",
-                )
-                .bind(scope),
-            )
-            .await?;
-        row.map(|r| published_crl_from_row(&r)).transpose()
-    }
-
-    /// Publishes `crl` unless its scope already holds one with a higher number (another process
-    /// got there first); returns what the scope holds afterwards.
-    pub async fn publish_crl(&self, crl: &PublishedCrl) -> Result<PublishedCrl, StoreError> {
-        let mut tx = self.write_transaction().await?;
-        tx.execute(
-            Sql::new(
-                "INSERT INTO published_crls (scope, generation, number, epoch, this_update, der)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (scope) DO UPDATE SET generation = excluded.generation,
-               number = excluded.number, epoch = excluded.epoch,
-               this_update = excluded.this_update, der = excluded.der
-             WHERE excluded.number > published_crls.number",
-            )
-            .bind(&crl.scope)
-            .bind(crl.generation)
-            .bind(crl.number)
-            .bind(crl.epoch)
-            .bind(ts(crl.this_update))
-            .bind(&crl.der),
-        )
-        .await?;
-        let row = tx
-            .fetch_one(
-                Sql::new(
-                    "SELECT scope, generation, number, epoch, this_update, der FROM published_crls
-             WHERE scope = $1",
-                )
-                .bind(&crl.scope),
-            )
-            .await?;
-        tx.commit().await?;
-        published_crl_from_row(&row)
-    }
-
-    /// The next CRL number of a generation (monotonic, starting at 1).
-    pub async fn next_crl_number(&self, generation: i64) -> Result<i64, StoreError> {
-        let number: i64 = self.pool.scalar(Sql::new(
-            "UPDATE ca_generations SET crl_number = crl_number + 1 WHERE id = $1 RETURNING crl_number",
-        ).bind(generation))
-        .await?;
-        Ok(number)
     }
 
     /// A number that grows with every revocation (kept by a trigger): the CRL is rebuilt when

@@ -81,6 +81,11 @@ impl Store {
         self.pool.backend()
     }
 
+    /// The database for messages: the SQLite file, or the PostgreSQL URL without password.
+    pub fn describe(&self) -> String {
+        self.description.clone()
+    }
+
     /// Closes every connection (on SQLite, checkpointing the WAL so the file is whole on its
     /// own).
     pub async fn close(&self) {

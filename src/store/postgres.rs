@@ -17,8 +17,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 const WRITE_LOCK: i64 = 0x0065_7463_642d_6361;
 
 /// How long a request waits for a connection before the store reports the database
-/// unavailable (a 503), rather than hanging while PostgreSQL is down.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// unavailable (a 503), rather than hanging while PostgreSQL is down (the pool retries the
+/// connection until then). A client with several servers then tries the next one at once.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The URL without its password.
 pub(super) fn redact(url: &str) -> String {
@@ -69,6 +70,7 @@ pub(super) async fn open(url: &str, migrations: Migrations) -> Result<Store, Sto
         pool: Pool::Postgres(pool),
         committer: None,
         closing: std::sync::Arc::new(closing),
+        description: database,
     })
 }
 

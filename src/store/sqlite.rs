@@ -306,6 +306,7 @@ pub(super) async fn open(path: &Path, create: bool) -> Result<Store, StoreError>
         pool: Pool::Sqlite(pool),
         committer: Some(committer),
         closing: Arc::new(closing),
+        description: path.display().to_string(),
     })
 }
 

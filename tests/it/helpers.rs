@@ -552,12 +552,34 @@ impl CaServer {
         Self::serve(TestCa { tmp, dir }, serve_args, None)
     }
 
+    /// A server on the shared PostgreSQL `database` with a data dir of its own; `create`: the
+    /// first one, which creates the CA there (`init --database`).
+    pub fn start_shared(database: &str, create: bool, serve_args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ca");
+        if create {
+            etcd_ca([
+                "init",
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--kdf-iterations",
+                "1000",
+                "--database",
+                database,
+            ])
+            .ok();
+        }
+        let mut args: Vec<&str> = serve_args.to_vec();
+        args.extend(["--database", database]);
+        Self::serve(TestCa { tmp, dir }, &args, None)
+    }
+
     fn serve(ca: TestCa, serve_args: &[&str], clock: Option<&TestClock>) -> Self {
-        let admin_token = etcd_ca(["admin-token", "create", "--data-dir", ca.data_dir()])
-            .ok()
-            .stdout
-            .trim()
-            .to_string();
+        let mut admin = vec!["admin-token", "create", "--data-dir", ca.data_dir()];
+        if let Some(i) = serve_args.iter().position(|a| *a == "--database") {
+            admin.extend(["--database", serve_args[i + 1]]);
+        }
+        let admin_token = etcd_ca(&admin).ok().stdout.trim().to_string();
         let admin_token_file = ca.tmp.path().join("admin.token");
         std::fs::write(&admin_token_file, format!("{admin_token}\n")).unwrap();
         let mut server = Self {
@@ -578,6 +600,30 @@ impl CaServer {
         };
         server.spawn();
         server
+    }
+
+    /// SIGKILLs the server (no chance to clean up) and leaves it down.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Points a stopped server at another database URL (its next start uses it).
+    pub fn set_database(&mut self, url: &str) {
+        let i = self
+            .serve_args
+            .iter()
+            .position(|a| a == "--database")
+            .expect("a server on a shared database");
+        self.serve_args[i + 1] = url.to_string();
+    }
+
+    /// Starts a stopped or killed server again on its data dir.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the server is running");
+        self.spawn();
     }
 
     /// SIGKILLs the server (no chance to clean up) and starts it again on the same data dir.

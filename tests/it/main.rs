@@ -13,6 +13,9 @@
 //! | crash               | -           | -         | (CA server on 22781)
 //! | etcd_config_file    | 22979       | 22980     | (member on 127.0.0.14)
 //! | readme (walkthrough)| 2379        | 2380      | (etcd's usual ports, as the README says)
+//!
+//! PostgreSQL servers (tests/it/replicas.rs has its table): 22901-22909; their CA servers
+//! 22911-22999. The store's unit tests use PostgreSQL on 55431.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -46,7 +49,9 @@ mod helpers;
 mod hostile;
 mod import;
 mod key_at_rest;
+mod postgres_server;
 mod readme;
+mod replicas;
 mod retention;
 mod rotation;
 mod rotation_races;

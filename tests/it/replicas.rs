@@ -1,0 +1,362 @@
+//! Several CA servers on one PostgreSQL database (started by the test: `initdb` as an
+//! unprivileged user). Clients give all of them (`--server A,B,C`); any one may die at any
+//! moment. Nothing a client received is lost, no serial repeats, a bootstrap token enrolls once
+//! however many servers it is fired at, CRL numbers only grow and every server serves the same
+//! CRL, and a stopped PostgreSQL gives clear 503s and no half-written rows.
+//!
+//! | test                                   | PostgreSQL | servers             |
+//! |----------------------------------------|------------|---------------------|
+//! | replicas_killed_at_random...           | 22901      | 22911, 22912, 22913 |
+//! | a_stopped_database...                  | 22902      | 22921, 22922        |
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::csr;
+use crate::helpers::*;
+use crate::postgres_server::PgServer;
+
+/// A PostgreSQL server, its database, and CA servers on it.
+struct Shared {
+    pg: PgServer,
+    url: String,
+    replicas: Vec<CaServer>,
+}
+
+impl Shared {
+    fn start(pg_port: u16, ports: &[u16], serve_args: &[&str]) -> Self {
+        let pg = PgServer::start(pg_port);
+        pg.create_database("ca");
+        let url = pg.url("ca");
+        let replicas = ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let listen = format!("127.0.0.1:{port}");
+                let mut args = vec!["--listen", listen.as_str()];
+                args.extend_from_slice(serve_args);
+                CaServer::start_shared(&url, i == 0, &args)
+            })
+            .collect();
+        Shared { pg, url, replicas }
+    }
+
+    /// Every server's URL, comma-separated (what agents and the CLI take).
+    fn servers(&self) -> String {
+        self.replicas
+            .iter()
+            .map(|r| r.url.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// An admin client that fails over across every server.
+    fn admin(&self) -> etcd_ca::client::ApiClient {
+        let first = &self.replicas[0];
+        etcd_ca::client::ApiClient::new(
+            &self.servers(),
+            etcd_ca::client::Trust::Fingerprint(first.fingerprint.clone()),
+            None,
+        )
+        .unwrap()
+        .with_bearer(first.admin_token.clone())
+    }
+
+    /// Every serial the database holds.
+    fn stored_serials(&self) -> BTreeSet<String> {
+        self.pg
+            .psql("ca", "SELECT serial FROM certificates")
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// A small deterministic generator: the test's "random" choices repeat from run to run.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+async fn token(admin: &etcd_ca::client::ApiClient, node: &str) -> String {
+    let body = json!({"node": node, "ips": ["10.1.0.1"], "profiles": ["peer"]});
+    let answer: Value = admin.post_json("/v1/tokens", &body).await.unwrap();
+    answer["token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_killed_at_random_lose_nothing_and_a_token_enrolls_once() {
+    // Each losing racer counts as a wrong credential from 127.0.0.1: room for all 200.
+    let mut shared = Shared::start(
+        22901,
+        &[22911, 22912, 22913],
+        &["--max-failed-attempts-per-source", "1000"],
+    );
+    let admin = shared.admin();
+
+    // The same token fired at every server at once, each with other CSRs: exactly one
+    // enrollment, the others are told the token is used. A hundred times.
+    for round in 0..100 {
+        let node = format!("race{round}");
+        let token = token(&admin, &node).await;
+        let attempts: Vec<_> = shared
+            .replicas
+            .iter()
+            .map(|r| {
+                let client = r.client();
+                let (csr, _key) = csr::rcgen(&["10.1.0.1"], etcd_ca::pki::KeyType::EcdsaP256);
+                let body = json!({"token": token, "csrs": {"peer": csr}});
+                tokio::spawn(async move { client.post_json::<_, Value>("/v1/enroll", &body).await })
+            })
+            .collect();
+        let mut enrolled = 0;
+        for attempt in attempts {
+            match attempt.await.unwrap() {
+                Ok(_) => enrolled += 1,
+                Err(e) => assert_eq!(e.code(), Some("token_used"), "round {round}: {e}"),
+            }
+        }
+        assert_eq!(
+            enrolled, 1,
+            "round {round}: the token enrolled {enrolled} times"
+        );
+    }
+
+    // Issuance from four clients over every server while one server after another is killed.
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let (admin, stop, received, failures) = (
+            shared.admin(),
+            stop.clone(),
+            received.clone(),
+            failures.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let body = json!({"profile": "client", "node": "load", "common_name": format!("c{c}n{i}")});
+                match admin.post_json::<_, Value>("/v1/issue", &body).await {
+                    Ok(answer) => received
+                        .lock()
+                        .unwrap()
+                        .push(answer["certificate"]["serial"].as_str().unwrap().to_string()),
+                    Err(e) => {
+                        failures.lock().unwrap().push(e.to_string());
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                i += 1;
+            }
+        }));
+    }
+    let mut rng = Lcg(0x5eed);
+    let kills = 21;
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(400 + rng.next(600))).await;
+        let victim = rng.next(3) as usize;
+        shared.replicas[victim].kill();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        shared.replicas[victim].start_again();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let received = received.lock().unwrap().clone();
+    let stored = shared.stored_serials();
+    let lost: Vec<&String> = received.iter().filter(|s| !stored.contains(*s)).collect();
+    assert!(lost.is_empty(), "handed out but not stored: {lost:?}");
+    let distinct: BTreeSet<&String> = received.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        received.len(),
+        "a serial was handed out twice"
+    );
+    assert!(
+        received.len() > 200,
+        "only {} certificates in {kills} kills",
+        received.len()
+    );
+    // Clients only fail when every server is down at once, which never happens here.
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "clients saw failures: {failures:?}");
+    let rows: usize = shared
+        .pg
+        .psql("ca", "SELECT COUNT(*) FROM certificates")
+        .parse()
+        .unwrap();
+    assert_eq!(stored.len(), rows, "serials are unique in the database");
+    let used: usize = shared
+        .pg
+        .psql(
+            "ca",
+            "SELECT COUNT(*) FROM tokens WHERE kind = 'bootstrap' AND used_at IS NOT NULL",
+        )
+        .parse()
+        .unwrap();
+    assert_eq!(used, 100, "each raced token was used once");
+
+    // CRLs: a revocation through one server; every server then serves the same bytes, and the
+    // numbers only grow.
+    let mut numbers = Vec::new();
+    for (i, serial) in received.iter().take(3).enumerate() {
+        let via = &shared.replicas[i % 3];
+        via.remote(&["revoke", serial]).ok();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let crl = loop {
+            let mut served = BTreeSet::new();
+            for r in &shared.replicas {
+                served.insert(r.client().crl(None).await.unwrap());
+            }
+            if served.len() == 1 {
+                let crl = served.into_iter().next().unwrap();
+                let (_, contents) = etcd_ca::pki::crl_contents(&crl).unwrap();
+                if contents.revoked.iter().any(|(s, _, _)| s == serial) {
+                    break contents;
+                }
+            }
+            assert!(Instant::now() < deadline, "servers serve different CRLs");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        numbers.push(crl.number.unwrap());
+    }
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "CRL numbers {numbers:?}"
+    );
+    for r in shared.replicas.iter_mut() {
+        r.stop();
+    }
+    eprintln!(
+        "replicas: {} certificates over {kills} kills, 100 token races, CRL numbers {numbers:?} ({})",
+        received.len(),
+        shared.url
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_database_gives_503s_and_no_half_written_rows_and_a_standby_serves_reads() {
+    let mut shared = Shared::start(22902, &[22921, 22922], &[]);
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let refusals = Arc::new(Mutex::new(Vec::<(u16, String)>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..2 {
+        let (admin, stop, received, refusals) = (
+            shared.admin(),
+            stop.clone(),
+            received.clone(),
+            refusals.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let body = json!({"profile": "client", "node": "load", "common_name": format!("c{c}n{i}")});
+                match admin.post_json::<_, Value>("/v1/issue", &body).await {
+                    Ok(answer) => received
+                        .lock()
+                        .unwrap()
+                        .push(answer["certificate"]["serial"].as_str().unwrap().to_string()),
+                    Err(etcd_ca::client::ClientError::Api { status, code, .. }) => {
+                        refusals.lock().unwrap().push((status, code));
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("the servers stay up: {e}"),
+                }
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before_stop = received.lock().unwrap().len();
+    shared.pg.stop();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let during = received.lock().unwrap().len() - before_stop;
+    shared.pg.launch();
+    // The servers reconnect on their own: issuance resumes within seconds.
+    let resumed_from = received.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while received.lock().unwrap().len() < resumed_from + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "issuance did not resume after PostgreSQL came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert!(before_stop > 0, "nothing was issued before the stop");
+    assert!(
+        during <= 8,
+        "{during} certificates issued while PostgreSQL was down"
+    );
+    let refusals = refusals.lock().unwrap().clone();
+    assert!(
+        refusals.len() >= 10,
+        "{} refusals in 20 s without a database",
+        refusals.len()
+    );
+    for (status, code) in &refusals {
+        assert_eq!(
+            (*status, code.as_str()),
+            (503, "database_unavailable"),
+            "a request while PostgreSQL was down"
+        );
+    }
+    // Nothing half-written: everything handed out is stored, and every stored certificate has
+    // its audit event (one transaction).
+    let stored = shared.stored_serials();
+    let received = received.lock().unwrap().clone();
+    let lost: Vec<&String> = received.iter().filter(|s| !stored.contains(*s)).collect();
+    assert!(lost.is_empty(), "handed out but not stored: {lost:?}");
+    let orphans = shared.pg.psql(
+        "ca",
+        "SELECT COUNT(*) FROM certificates c
+          WHERE NOT EXISTS (SELECT 1 FROM audit_events a WHERE a.serial = c.serial)",
+    );
+    assert_eq!(orphans, "0", "certificates without their audit event");
+
+    // A server on a read-only connection (what a standby gives): it serves the trust bundle and
+    // the CRL the others published, and refuses writes with a 503 that says why.
+    let published = shared.replicas[0].client().crl(None).await.unwrap();
+    let primary_bundle = shared.replicas[0].client().trust_bundle().await.unwrap();
+    let read_only = format!(
+        "{}?options=-c%20default_transaction_read_only%3Don",
+        shared.url
+    );
+    let standby = &mut shared.replicas[1];
+    standby.stop();
+    standby.set_database(&read_only);
+    standby.start_again();
+    let bundle = standby.client().trust_bundle().await.unwrap();
+    assert_eq!(bundle, primary_bundle);
+    assert_eq!(standby.client().crl(None).await.unwrap(), published);
+    let refused = standby
+        .admin()
+        .post_json::<_, Value>(
+            "/v1/issue",
+            &json!({"profile": "client", "node": "load", "common_name": "on-standby"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some("database_read_only"), "{refused}");
+    for r in shared.replicas.iter_mut() {
+        r.stop();
+    }
+}
