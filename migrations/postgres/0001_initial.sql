@@ -145,6 +145,14 @@ CREATE TABLE settings (
     value TEXT NOT NULL
 );
 
+-- Wrong credentials per key ('source:IP', 'token:ID') in the current window, counted for
+-- every server at once.
+CREATE TABLE failed_attempts (
+    key          TEXT   PRIMARY KEY,
+    window_start BIGINT NOT NULL,
+    failures     BIGINT NOT NULL
+);
+
 -- Makes the newest valid certificate of (node, profile) current. Writers on several servers
 -- may race: a row is only ever replaced by one recorded later (a higher seq).
 CREATE FUNCTION etcd_ca_make_current(p_node TEXT, p_profile TEXT) RETURNS void

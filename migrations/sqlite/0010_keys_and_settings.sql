@@ -7,3 +7,11 @@ CREATE TABLE settings (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+
+-- Wrong credentials per key ('source:IP', 'token:ID') in the current window, where several
+-- servers share the database (one server keeps them in memory).
+CREATE TABLE failed_attempts (
+    key          TEXT    PRIMARY KEY,
+    window_start INTEGER NOT NULL,
+    failures     INTEGER NOT NULL
+);

@@ -161,6 +161,7 @@ impl FromRequestParts<AppState> for Admin {
                 if let Some(locked) = state
                     .limiter
                     .failed(source, None, std::time::Instant::now())
+                    .await
                 {
                     return Err(locked);
                 }

@@ -80,7 +80,7 @@ pub async fn run(
     let state = AppState {
         authority: authority.clone(),
         metrics: Arc::new(Metrics::default()),
-        limiter: Arc::new(AttemptLimiter::new(settings.attempts)),
+        limiter: Arc::new(AttemptLimiter::for_authority(settings.attempts, &authority)),
         watched,
         anonymous: Arc::new(RefusalDigest::default()),
     };

@@ -297,3 +297,36 @@ impl Authority {
         current.records.iter().find(|g| g.id == *id).cloned()
     }
 }
+
+impl Authority {
+    /// True when failed attempts are counted in the store, for every server sharing it.
+    pub fn counts_attempts_in_store(&self) -> bool {
+        self.store.holds_keys()
+    }
+
+    /// Counts a wrong credential for `key`; the failures in its current window and its start.
+    pub async fn count_failed_attempt(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        window: std::time::Duration,
+    ) -> Result<(i64, OffsetDateTime), AuthorityError> {
+        Ok(self
+            .store
+            .count_failed_attempt(key, now, window.as_secs() as i64)
+            .await?)
+    }
+
+    /// The failures counted for `key` in its current window, and its start.
+    pub async fn failed_attempts(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        window: std::time::Duration,
+    ) -> Result<Option<(i64, OffsetDateTime)>, AuthorityError> {
+        Ok(self
+            .store
+            .failed_attempts(key, now, window.as_secs() as i64)
+            .await?)
+    }
+}

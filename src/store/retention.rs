@@ -148,6 +148,11 @@ impl Store {
                 .bind(i64::from(batch)),
             )
             .await?;
+        // Counts of wrong credentials from windows long over (a window is minutes).
+        tx.execute(
+            Sql::new("DELETE FROM failed_attempts WHERE window_start < $1").bind(ts(now) - 86_400),
+        )
+        .await?;
         // Revocations a restore re-applied without a certificate, once none could be valid.
         tx.execute(
             Sql::new("DELETE FROM external_revocations WHERE keep_until < $1").bind(ts(now)),

@@ -122,3 +122,67 @@ impl Store {
         Ok(true)
     }
 }
+
+impl Store {
+    /// Counts one wrong credential for `key` in a window of `window_secs` that starts at the
+    /// first failure; returns the failures counted in the current window, this one included,
+    /// and when the window started. One statement: servers sharing the database count
+    /// together.
+    pub async fn count_failed_attempt(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        window_secs: i64,
+    ) -> Result<(i64, OffsetDateTime), StoreError> {
+        let row = self
+            .pool
+            .fetch_one(
+                Sql::new(
+                    "INSERT INTO failed_attempts (key, window_start, failures) VALUES ($1, $2, 1)
+                     ON CONFLICT (key) DO UPDATE SET
+                       failures = CASE WHEN failed_attempts.window_start <= $2 - $3 THEN 1
+                                       ELSE failed_attempts.failures + 1 END,
+                       window_start = CASE WHEN failed_attempts.window_start <= $2 - $3 THEN $2
+                                           ELSE failed_attempts.window_start END
+                     RETURNING failures, window_start",
+                )
+                .bind(key)
+                .bind(ts(now))
+                .bind(window_secs),
+            )
+            .await?;
+        Ok((
+            row.col("failures")?,
+            from_ts("failed_attempts", row.col("window_start")?)?,
+        ))
+    }
+
+    /// The failures counted for `key` in its current window and when that window started;
+    /// None when its window has passed.
+    pub async fn failed_attempts(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        window_secs: i64,
+    ) -> Result<Option<(i64, OffsetDateTime)>, StoreError> {
+        let row = self
+            .pool
+            .fetch_optional(
+                Sql::new(
+                    "SELECT failures, window_start FROM failed_attempts
+                     WHERE key = $1 AND window_start > $2 - $3",
+                )
+                .bind(key)
+                .bind(ts(now))
+                .bind(window_secs),
+            )
+            .await?;
+        row.map(|r| {
+            Ok((
+                r.col("failures")?,
+                from_ts("failed_attempts", r.col("window_start")?)?,
+            ))
+        })
+        .transpose()
+    }
+}

@@ -251,6 +251,34 @@ async fn replicas_killed_at_random_lose_nothing_and_a_token_enrolls_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_database_gives_503s_and_no_half_written_rows_and_a_standby_serves_reads() {
     let mut shared = Shared::start(22902, &[22921, 22922], &[]);
+
+    // Failed attempts count on the database, not per server: a token's fifth wrong secret
+    // locks it everywhere, however the guesses were spread.
+    let token = token(&shared.admin(), "guessed").await;
+    let (prefix, secret) = token.rsplit_once('_').unwrap();
+    let wrong = format!("{prefix}_{}", "0".repeat(secret.len()));
+    let (csr, _key) = csr::rcgen(&["10.1.0.1"], etcd_ca::pki::KeyType::EcdsaP256);
+    let body = json!({"token": wrong, "csrs": {"peer": csr}});
+    for i in 0..5 {
+        let refused = shared.replicas[i % 2]
+            .client()
+            .post_json::<_, Value>("/v1/enroll", &body)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Some("token_invalid"),
+            "guess {i}: {refused}"
+        );
+    }
+    for replica in &shared.replicas {
+        let refused = replica
+            .client()
+            .post_json::<_, Value>("/v1/enroll", &body)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Some("token_locked"), "{refused}");
+    }
     let received = Arc::new(Mutex::new(Vec::<String>::new()));
     let refusals = Arc::new(Mutex::new(Vec::<(u16, String)>::new()));
     let stop = Arc::new(AtomicBool::new(false));

@@ -9,7 +9,7 @@ pub async fn enroll(
 ) -> Result<Json<Enrollment>, ApiError> {
     let token_id = crate::authority::token_id(&body.token);
     let started = std::time::Instant::now();
-    state.limiter.check_token(token_id, started)?;
+    state.limiter.check_token(token_id, started).await?;
     match state
         .authority
         .enroll(&body.token, body.node.as_deref(), &body.csrs, now())
@@ -30,7 +30,7 @@ pub async fn enroll(
                     | AuthorityError::TokenExpired { .. }
                     | AuthorityError::TokenUsed
             ) {
-                if let Some(locked) = state.limiter.failed(source, token_id, started) {
+                if let Some(locked) = state.limiter.failed(source, token_id, started).await {
                     state.metrics.refused("enroll", authority_status(&e).1);
                     return Err(locked);
                 }
