@@ -137,7 +137,19 @@ impl Authority {
             ("etcd-ca.db".to_string(), db_copy),
             ("policy.toml".to_string(), self.dir.policy()),
         ];
-        let ca_dir = self.dir.ca_dir();
+        // On a shared database the generations' certificates come from their rows (this
+        // server's dir may hold none) and their sealed keys are in the database copy.
+        let ca_dir = if self.store.holds_keys() {
+            let ca_dir = staging.path().join("ca");
+            fsutil::create_private_dir(&ca_dir)?;
+            for g in self.generations() {
+                let path = ca_dir.join(format!("gen-{}.crt", g.id));
+                fsutil::write_new(&path, g.cert_pem.as_bytes(), fsutil::PUBLIC)?;
+            }
+            ca_dir
+        } else {
+            self.dir.ca_dir()
+        };
         let mut entries: Vec<String> = std::fs::read_dir(&ca_dir)
             .map_err(|e| FsError::new("read", &ca_dir, e))?
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -145,11 +157,8 @@ impl Authority {
             .filter(|n| allowed(n))
             .collect();
         entries.sort();
-        files.extend(
-            entries
-                .into_iter()
-                .map(|n| (n.clone(), self.dir.resolve(&n))),
-        );
+        let in_ca_dir = |name: &str| ca_dir.join(name.trim_start_matches("ca/"));
+        files.extend(entries.into_iter().map(|n| (n.clone(), in_ca_dir(&n))));
 
         // Copying a large database is seconds of blocking I/O: off the async workers.
         let archived = tokio::task::spawn_blocking(move || {

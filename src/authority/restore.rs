@@ -153,6 +153,10 @@ impl Authority {
                 .iter()
                 .filter(|g| g.state != crate::store::GenerationState::Retired)
             {
+                // A backup of a shared database holds the sealed keys in its rows.
+                if g.key_pem.is_some() {
+                    continue;
+                }
                 // Keys live where `init` and `rotate start` put them, nowhere else.
                 if g.key_file != DataDir::generation_key_file(g.id) {
                     return Err(refuse(format!(

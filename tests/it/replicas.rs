@@ -8,6 +8,7 @@
 //! |----------------------------------------|------------|---------------------|
 //! | replicas_killed_at_random...           | 22901      | 22911, 22912, 22913 |
 //! | a_stopped_database...                  | 22902      | 22921, 22922        |
+//! | a_sqlite_ca_moves_to_postgres...       | 22903      | 22931, 22932        |
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -387,4 +388,112 @@ async fn a_stopped_database_gives_503s_and_no_half_written_rows_and_a_standby_se
     for r in shared.replicas.iter_mut() {
         r.stop();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_ca_moves_to_postgres_and_a_postgres_backup_restores_anywhere() {
+    // A CA that has been running on SQLite: certificates, a revocation, a CRL published.
+    let mut old = CaServer::start(&[], &[]);
+    let work = tempfile::tempdir().unwrap();
+    let kept = old.remote_issue_client(&work.path().join("a"), "kept");
+    let revoked = old.remote_issue_client(&work.path().join("b"), "gone");
+    old.remote(&["revoke", &revoked]).ok();
+    let old_crl = etcd_ca::pki::crl_contents(&old.client().crl(None).await.unwrap())
+        .unwrap()
+        .1;
+    old.stop();
+
+    // Moved, records, keys and policy, in one command; then served by two servers.
+    let pg = PgServer::start(22903);
+    pg.create_database("moved");
+    let url = pg.url("moved");
+    let moved = etcd_ca([
+        "migrate",
+        "--database",
+        &url,
+        "--from-sqlite",
+        old.ca.data_dir(),
+    ])
+    .ok();
+    assert!(moved.stdout.contains("Moved the CA"), "{}", moved.stdout);
+    // Nothing moves twice into one database.
+    let again = etcd_ca([
+        "migrate",
+        "--database",
+        &url,
+        "--from-sqlite",
+        old.ca.data_dir(),
+    ])
+    .fails();
+    assert!(again.contains("already holds a CA"), "{again}");
+    let mut servers: Vec<CaServer> = [22931, 22932]
+        .iter()
+        .map(|port| {
+            let listen = format!("127.0.0.1:{port}");
+            CaServer::start_shared(&url, false, &["--listen", &listen])
+        })
+        .collect();
+    assert_eq!(servers[0].fingerprint, old.fingerprint, "the same CA");
+    let listed = servers[1].remote(&["list", "--json"]).ok().stdout;
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let state = |serial: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["serial"] == serial)
+            .map(|c| c["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(state(&kept).as_deref(), Some("valid"));
+    assert_eq!(state(&revoked).as_deref(), Some("revoked"));
+    let crl = etcd_ca::pki::crl_contents(&servers[0].client().crl(None).await.unwrap())
+        .unwrap()
+        .1;
+    assert!(crl.revoked.iter().any(|(s, _, _)| s.ends_with(&revoked)));
+    assert_eq!(
+        crl.number, old_crl.number,
+        "the CRL published before the move"
+    );
+    // A revocation after the move: the next CRL's number continues past the old ones.
+    let extra = servers[0].remote_issue_client(&work.path().join("e"), "extra");
+    servers[1].remote(&["revoke", &extra]).ok();
+    let crl = etcd_ca::pki::crl_contents(&servers[1].client().crl(None).await.unwrap())
+        .unwrap()
+        .1;
+    assert!(crl.revoked.iter().any(|(s, _, _)| s.ends_with(&extra)));
+    assert!(
+        crl.number > old_crl.number,
+        "CRL numbers continue: {:?} after {:?}",
+        crl.number,
+        old_crl.number
+    );
+    // Signing works on every server (the sealed key came along).
+    let new = servers[1].remote_issue_client(&work.path().join("c"), "new");
+
+    // A backup of the shared database is the usual archive: restored into a data dir, the CA
+    // runs on SQLite again with everything, the new certificate included.
+    let archive = work.path().join("backup.tar");
+    servers[0]
+        .remote(&["backup", "--out", archive.to_str().unwrap()])
+        .ok();
+    let restored = work.path().join("restored");
+    etcd_ca([
+        "restore",
+        "--from",
+        archive.to_str().unwrap(),
+        "--data-dir",
+        restored.to_str().unwrap(),
+        "--no-crl",
+    ])
+    .ok();
+    for s in servers.iter_mut() {
+        s.stop();
+    }
+    let back = CaServer::start_on(restored, &[]);
+    assert_eq!(back.fingerprint, old.fingerprint);
+    let listed = back.remote(&["list", "--json"]).ok().stdout;
+    for serial in [&kept, &revoked, &new] {
+        assert!(listed.contains(serial.as_str()), "{serial} after restore");
+    }
+    back.remote_issue_client(&work.path().join("d"), "after-restore");
 }
