@@ -52,6 +52,7 @@ mod key_at_rest;
 mod postgres_server;
 mod readme;
 mod replicas;
+mod replicas_rotation;
 mod retention;
 mod rotation;
 mod rotation_races;

@@ -23,13 +23,13 @@ use crate::helpers::{
 
 /// Members started by per-member scripts: running a member's script again restarts it, the
 /// way `systemctl restart etcd` would.
-struct ScriptedCluster {
+pub(crate) struct ScriptedCluster {
     scripts: Vec<PathBuf>,
-    pidfiles: Vec<PathBuf>,
+    pub(crate) pidfiles: Vec<PathBuf>,
 }
 
 impl ScriptedCluster {
-    fn start(dir: &Path, pki: &[PathBuf; 3], creds: &ClientCreds, ports: Ports) -> Self {
+    pub(crate) fn start(dir: &Path, pki: &[PathBuf; 3], creds: &ClientCreds, ports: Ports) -> Self {
         let etcd = require_tool("etcd");
         let initial_cluster = (1..=3)
             .map(|m| format!("n{m}=https://127.0.0.1{m}:{}", ports.peer))
@@ -119,7 +119,7 @@ impl Drop for ScriptedCluster {
     }
 }
 
-fn endpoints(ports: Ports) -> String {
+pub(crate) fn endpoints(ports: Ports) -> String {
     (1..=3)
         .map(|m| format!("https://127.0.0.1{m}:{}", ports.client))
         .collect::<Vec<_>>()
@@ -137,7 +137,7 @@ fn b64(text: &str) -> String {
 
 /// True when the member answers at all (GET /version over TLS). /health would also say false
 /// while a surviving member waits out an election after the leader restarted.
-fn up(member: usize, creds: &ClientCreds, ports: Ports) -> bool {
+pub(crate) fn up(member: usize, creds: &ClientCreds, ports: Ports) -> bool {
     // While the client's own files are being replaced, try again rather than call it down.
     let config = loop {
         match try_tls_client_config(&creds.ca, creds) {
@@ -160,10 +160,10 @@ fn up(member: usize, creds: &ClientCreds, ports: Ports) -> bool {
 
 /// The admin CLI against the running server, trusting it by the fingerprint taken before the
 /// rotation (as an operator's scripts would keep doing), with an admin token file.
-struct Admin {
-    url: String,
-    pin: String,
-    token_file: PathBuf,
+pub(crate) struct Admin {
+    pub(crate) url: String,
+    pub(crate) pin: String,
+    pub(crate) token_file: PathBuf,
 }
 
 impl Admin {
@@ -175,20 +175,20 @@ impl Admin {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Run {
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
         admin_cli(&self.url, &self.pin, &self.token_file, args)
     }
 
-    fn rotate(&self, step: &str) -> Run {
+    pub(crate) fn rotate(&self, step: &str) -> Run {
         self.run(&["ca", "rotate", step])
     }
 
-    fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         serde_json::from_str(&self.run(&["ca", "rotate", "status", "--json"]).ok().stdout).unwrap()
     }
 
     /// The nodes the next step waits for.
-    fn blocked_by(&self) -> Vec<String> {
+    pub(crate) fn blocked_by(&self) -> Vec<String> {
         self.status()["blocked_by"]
             .as_array()
             .unwrap()
@@ -197,7 +197,7 @@ impl Admin {
             .collect()
     }
 
-    fn token(&self, args: &[&str]) -> String {
+    pub(crate) fn token(&self, args: &[&str]) -> String {
         let mut all = vec!["token", "create", "--json"];
         all.extend_from_slice(args);
         let created: Value = serde_json::from_str(&self.run(&all).ok().stdout).unwrap();
@@ -205,7 +205,7 @@ impl Admin {
     }
 
     /// Issues a client certificate into `out` (server-side key), returns its serial.
-    fn issue_client(&self, out: &Path, node: &str, cn: &str) -> String {
+    pub(crate) fn issue_client(&self, out: &Path, node: &str, cn: &str) -> String {
         let run = self
             .run(&[
                 "issue",
@@ -263,7 +263,7 @@ fn served_issuer_is(
 }
 
 /// The serial (hex) of the first certificate in a PEM file.
-fn serial_of(path: &Path) -> String {
+pub(crate) fn serial_of(path: &Path) -> String {
     let pem = std::fs::read_to_string(path).unwrap();
     let der = etcd_ca::pki::pem_certificates(&pem).unwrap().remove(0);
     etcd_ca::pki::serial_hex(&etcd_ca::pki::parse_certificate(&der).unwrap())
@@ -287,7 +287,7 @@ fn crl_lists(path: &Path, serial: &str) -> bool {
 
 /// Asserts `condition` holds within `limit`; returns how long it took.
 #[track_caller]
-fn within(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) -> Duration {
+pub(crate) fn within(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     wait_for(what, limit, &mut condition);
     started.elapsed()
