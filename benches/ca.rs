@@ -1,9 +1,11 @@
 //! The etcd-ca benchmark, in one run:
 //!
 //! 1. issuance: the same pre-generated ECDSA P-256 CSRs (etcd peer profile) sent to our server
-//!    (HTTPS, durable SQLite, every certificate recorded before it is returned) and to `cfssl
-//!    serve` with and without its SQLite certdb (also over TLS), by the same load generator
-//!    (keep-alive connections) at concurrency 1, 8 and 32: throughput, p50, p99, errors;
+//!    (HTTPS, durable SQLite, every certificate recorded before it is returned), to our servers
+//!    on a PostgreSQL the bench starts (fsync on; one server, and three sharing the database
+//!    with the load spread over them) and to `cfssl serve` with and without its SQLite certdb
+//!    (also over TLS), by the same load generator (keep-alive connections) at concurrency 1, 8
+//!    and 32: throughput, p50, p99, errors;
 //! 2. the in-process limit: CSR parse + signature check + sign on one core, no I/O;
 //! 3. a renewal storm: N nodes, each with its own client certificate, renewing their three
 //!    certificates over one new mTLS connection per node: total time, p99, peak server RSS.
@@ -26,6 +28,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use serde::Serialize;
 
 use etcd_ca::pki::{KeyType, VerifiedCsr};
+
+#[path = "../tests/it/postgres_server.rs"]
+#[allow(dead_code)]
+mod postgres_server;
 
 const ETCD_CA: &str = env!("CARGO_BIN_EXE_etcd-ca");
 
@@ -202,8 +208,10 @@ async fn post(
 /// One server under load: how to reach it and how to ask it to sign CSR number `i`.
 struct Target {
     name: String,
-    pid: u32,
-    addr: String,
+    /// Every server process of the target (their CPU time is summed).
+    pids: Vec<u32>,
+    /// Worker `w` connects to `addrs[w % addrs.len()]`.
+    addrs: Vec<String>,
     tls: Arc<rustls::ClientConfig>,
     path: &'static str,
     auth: Option<String>,
@@ -215,10 +223,11 @@ async fn drive(target: Arc<Target>, concurrency: usize, requests: usize) -> Issu
     let next = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(requests)));
     let errors = Arc::new(AtomicUsize::new(0));
-    let (server_cpu, client_cpu) = (cpu_time(&target.pid.to_string()), cpu_time("self"));
+    let servers_cpu = |t: &Target| -> Duration { t.pids.iter().map(|p| cpu_time(&p.to_string())).sum() };
+    let (server_cpu, client_cpu) = (servers_cpu(&target), cpu_time("self"));
     let started = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..concurrency {
+    for w in 0..concurrency {
         let (target, next, latencies, errors) = (
             target.clone(),
             next.clone(),
@@ -234,7 +243,8 @@ async fn drive(target: Arc<Target>, concurrency: usize, requests: usize) -> Issu
                     break;
                 }
                 if sender.is_none() {
-                    sender = connect(&target.addr, target.tls.clone()).await;
+                    let addr = &target.addrs[w % target.addrs.len()];
+                    sender = connect(addr, target.tls.clone()).await;
                 }
                 let t0 = Instant::now();
                 let answer = match sender.as_mut() {
@@ -259,7 +269,7 @@ async fn drive(target: Arc<Target>, concurrency: usize, requests: usize) -> Issu
         let _ = w.await;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let server_cpu = cpu_time(&target.pid.to_string()) - server_cpu;
+    let server_cpu = servers_cpu(&target) - server_cpu;
     let client_cpu = cpu_time("self") - client_cpu;
     let mut latencies = latencies.lock().expect("latencies").clone();
     latencies.sort();
@@ -416,6 +426,79 @@ async fn start_ours(dir: &Path) -> (Process, String, Vec<u8>, String) {
         .expect("ca pem")
         .remove(0);
     (Process(child), addr, ca_der, admin)
+}
+
+/// `n` servers of one new CA on database `db` of `pg`; their processes, addresses, the CA
+/// (DER) and an admin token.
+async fn start_ours_on_postgres(
+    dir: &Path,
+    pg: &postgres_server::PgServer,
+    db: &str,
+    n: usize,
+) -> (Vec<Process>, Vec<String>, Vec<u8>, String) {
+    pg.create_database(db);
+    let url = pg.url(db);
+    // A shared database keeps the key sealed; few KDF rounds (each server opens it once).
+    let run = |args: &[&str]| {
+        let out = Command::new(etcd_ca_bin())
+            .args(args)
+            .env("ETCD_CA_PASSPHRASE", "bench")
+            .output()
+            .expect("etcd-ca");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let first = dir.join(format!("pg-{db}-0"));
+    let first = first.to_str().expect("utf-8");
+    run(&["init", "--kdf-iterations", "1000", "--database", &url, "--data-dir", first]);
+    let admin = run(&["admin-token", "create", "--database", &url, "--data-dir", first]);
+    let mut processes = Vec::new();
+    let mut addrs = Vec::new();
+    for i in 0..n {
+        let data = dir.join(format!("pg-{db}-{i}"));
+        let mut child = Command::new(etcd_ca_bin())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--max-failed-attempts-per-source",
+                "1000000",
+                "--database",
+                &url,
+                "--data-dir",
+            ])
+            .arg(&data)
+            .env("ETCD_CA_PASSPHRASE", "bench")
+            .env(
+                "ETCD_CA_LOG",
+                std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr({
+                let _ = std::fs::create_dir_all("target/bench");
+                std::fs::File::create(format!("target/bench/server-pg-{db}-{i}.log")).expect("log")
+            })
+            .spawn()
+            .expect("serve");
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("ready line");
+        addrs.push(
+            line.split_whitespace()
+                .nth(2)
+                .expect("url")
+                .trim_start_matches("https://")
+                .to_string(),
+        );
+        processes.push(Process(child));
+    }
+    let ca_pem = std::fs::read_to_string(Path::new(first).join("ca/gen-1.crt")).expect("ca");
+    let ca_der = etcd_ca::pki::pem_certificates(&ca_pem)
+        .expect("ca pem")
+        .remove(0);
+    (processes, addrs, ca_der, admin)
 }
 
 /// `cfssl serve` with its own CA, over TLS, with or without the SQLite certdb.
@@ -671,6 +754,18 @@ async fn run(options: Options) {
     );
 
     let (ours, our_addr, our_ca, admin) = start_ours(tmp.path()).await;
+    // PostgreSQL with its durable defaults, one database per target.
+    let pg = postgres_server::PgServer::start_durable(free_port());
+    let (pg_one, pg_one_addrs, pg_one_ca, pg_one_admin) =
+        start_ours_on_postgres(tmp.path(), &pg, "one", 1).await;
+    let (pg_three, pg_three_addrs, pg_three_ca, pg_three_admin) =
+        start_ours_on_postgres(tmp.path(), &pg, "three", 3).await;
+    let our_body = {
+        let csrs = csrs.clone();
+        Arc::new(move |i: usize| {
+            serde_json::json!({"profile": "peer", "node": format!("bench-{}", i % 997), "csr": csrs[i % csrs.len()]}).to_string().into_bytes()
+        }) as Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync>
+    };
     let (cfssl_db, cfssl_db_addr, cfssl_db_ca) = start_cfssl(tmp.path(), true).await;
     let (cfssl, cfssl_addr, cfssl_ca) = start_cfssl(tmp.path(), false).await;
 
@@ -687,23 +782,38 @@ async fn run(options: Options) {
     let targets = vec![
         Arc::new(Target {
             name: "etcd-ca".into(),
-            pid: ours.0.id(),
-            addr: our_addr.clone(),
+            pids: vec![ours.0.id()],
+            addrs: vec![our_addr.clone()],
             tls: tls_config(&our_ca, None),
             path: "/v1/sign",
             auth: Some(admin.clone()),
-            body: {
-                let csrs = csrs.clone();
-                Arc::new(move |i: usize| {
-                    serde_json::json!({"profile": "peer", "node": format!("bench-{}", i % 997), "csr": csrs[i % csrs.len()]}).to_string().into_bytes()
-                })
-            },
+            body: our_body.clone(),
+            ok: |status, _| status == 200,
+        }),
+        Arc::new(Target {
+            name: "etcd-ca+pg".into(),
+            pids: pg_one.iter().map(|p| p.0.id()).collect(),
+            addrs: pg_one_addrs,
+            tls: tls_config(&pg_one_ca, None),
+            path: "/v1/sign",
+            auth: Some(pg_one_admin),
+            body: our_body.clone(),
+            ok: |status, _| status == 200,
+        }),
+        Arc::new(Target {
+            name: "etcd-ca+pg x3".into(),
+            pids: pg_three.iter().map(|p| p.0.id()).collect(),
+            addrs: pg_three_addrs,
+            tls: tls_config(&pg_three_ca, None),
+            path: "/v1/sign",
+            auth: Some(pg_three_admin),
+            body: our_body,
             ok: |status, _| status == 200,
         }),
         Arc::new(Target {
             name: "cfssl+sqlite".into(),
-            pid: cfssl_db.0.id(),
-            addr: cfssl_db_addr,
+            pids: vec![cfssl_db.0.id()],
+            addrs: vec![cfssl_db_addr],
             tls: tls_config(&cfssl_db_ca, None),
             path: "/api/v1/cfssl/sign",
             auth: None,
@@ -712,8 +822,8 @@ async fn run(options: Options) {
         }),
         Arc::new(Target {
             name: "cfssl (no db)".into(),
-            pid: cfssl.0.id(),
-            addr: cfssl_addr,
+            pids: vec![cfssl.0.id()],
+            addrs: vec![cfssl_addr],
             tls: tls_config(&cfssl_ca, None),
             path: "/api/v1/cfssl/sign",
             auth: None,
@@ -742,6 +852,9 @@ async fn run(options: Options) {
     }
     drop(cfssl);
     drop(cfssl_db);
+    drop(pg_one);
+    drop(pg_three);
+    drop(pg);
 
     let storm = if options.storm {
         eprintln!("renewal storm: {} nodes...", options.storm_nodes());
@@ -796,7 +909,7 @@ async fn run(options: Options) {
     let baseline_errors: usize = report
         .issuance
         .iter()
-        .filter(|x| x.server != "etcd-ca")
+        .filter(|x| !x.server.starts_with("etcd-ca"))
         .map(|x| x.errors)
         .sum();
     if baseline_errors > 0 {
@@ -805,7 +918,7 @@ async fn run(options: Options) {
     let failed = report
         .issuance
         .iter()
-        .filter(|x| x.server == "etcd-ca")
+        .filter(|x| x.server.starts_with("etcd-ca"))
         .map(|x| x.errors)
         .sum::<usize>()
         + report.storm.as_ref().map_or(0, |s| s.errors);
@@ -821,28 +934,34 @@ fn print_table(r: &Report) {
             .iter()
             .find(|x| x.server == name && x.concurrency == c)
     };
-    println!("\n| server | concurrency | certificates/s | p50 ms | p99 ms | errors | vs cfssl+sqlite | vs cfssl (no db) | vs in-process limit | server CPU µs/cert | load generator CPU µs/cert |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("\n| server | concurrency | certificates/s | p50 ms | p99 ms | errors | vs etcd-ca (SQLite) | vs cfssl+sqlite | vs cfssl (no db) | vs in-process limit | server CPU µs/cert | load generator CPU µs/cert |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for x in &r.issuance {
-        let ratio = |base: Option<&IssuanceResult>| match (x.server.as_str(), base) {
-            ("etcd-ca", Some(b)) if b.per_second > 0.0 => {
+        let ours = x.server.starts_with("etcd-ca");
+        let ratio = |base: Option<&IssuanceResult>| match base {
+            Some(b) if ours && b.per_second > 0.0 => {
                 format!("{:.1}x", x.per_second / b.per_second)
             }
             _ => "".into(),
         };
-        let limit = if x.server == "etcd-ca" {
+        let limit = if ours {
             format!("{:.0}%", 100.0 * x.per_second / r.in_process_per_second)
         } else {
             String::new()
         };
+        let vs_sqlite = match other("etcd-ca", x.concurrency) {
+            Some(b) if x.server != "etcd-ca" => ratio(Some(b)),
+            _ => String::new(),
+        };
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {:.0} | {:.0} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {:.0} | {:.0} |",
             x.server,
             x.concurrency,
             x.per_second,
             x.p50_ms,
             x.p99_ms,
             x.errors,
+            vs_sqlite,
             ratio(other("cfssl+sqlite", x.concurrency)),
             ratio(other("cfssl (no db)", x.concurrency)),
             limit,

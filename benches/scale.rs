@@ -12,7 +12,12 @@
 //! backup (time, the CLI's and the server's peak RSS); then, with the server stopped, `etcd-ca
 //! tidy` with the policy's 30-day retention: its time and the database file before and after.
 //!
-//! Run with `scripts/bench --scale` (`cargo bench --bench scale -- [--sizes 0,100000,1000000]`).
+//! Each size runs on SQLite, then on PostgreSQL (a server the bench starts, fsync on): the
+//! same multiplied store moved there with `etcd-ca migrate --from-sqlite`, the server started
+//! with `--database`; the database's size is PostgreSQL's own count (`pg_database_size`).
+//!
+//! Run with `scripts/bench --scale` (`cargo bench --bench scale -- [--sizes 0,100000,1000000]
+//! [--backend sqlite|postgres|both]`).
 
 // A harness: any setup failure should stop the run loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -27,6 +32,30 @@ use serde_json::{json, Value};
 use etcd_ca::client::{ApiClient, Trust};
 
 const ETCD_CA: &str = env!("CARGO_BIN_EXE_etcd-ca");
+/// The bench CAs' passphrase (a shared database keeps keys sealed; few KDF rounds).
+const PASSPHRASE: &str = "scale bench";
+
+#[path = "../tests/it/postgres_server.rs"]
+#[allow(dead_code)]
+mod postgres_server;
+
+/// Where a measured store lives.
+enum Backend<'a> {
+    Sqlite,
+    /// A database (by name) on this PostgreSQL server.
+    Postgres(&'a postgres_server::PgServer, String),
+}
+
+/// `etcd-ca ARGS` with the bench passphrase; its stdout, or a loud failure.
+fn etcd_ca(args: &[&str]) -> String {
+    let out = Command::new(ETCD_CA)
+        .args(args)
+        .env("ETCD_CA_PASSPHRASE", PASSPHRASE)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
 const NODES: i64 = 10_000;
 const DAY: i64 = 86_400;
 
@@ -45,11 +74,13 @@ impl Drop for Server {
     }
 }
 
-fn start(data: &Path) -> Server {
+fn start(data: &Path, database: Option<&str>) -> Server {
     let mut child = Command::new(ETCD_CA)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .args(["--max-failed-attempts-per-source", "1000000"])
+        .args(database.map(|url| ["--database", url]).into_iter().flatten())
+        .env("ETCD_CA_PASSPHRASE", PASSPHRASE)
         .env("ETCD_CA_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -102,12 +133,13 @@ fn status_kib(pid: u32, field: &str) -> f64 {
 /// A CA with real issued certificates, its history multiplied to `rows` certificates.
 async fn build_store(dir: &Path, rows: i64) -> (PathBuf, String) {
     let data = dir.join("ca");
-    let out = Command::new(ETCD_CA)
-        .args(["init", "--insecure-unencrypted-key", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    etcd_ca(&[
+        "init",
+        "--kdf-iterations",
+        "1000",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
     // Measured as a store that was never tidied: the server's hourly retention run (its first
     // comes a minute after start) would otherwise remove most of the history mid-run.
     let policy = data.join("policy.toml");
@@ -118,14 +150,9 @@ async fn build_store(dir: &Path, rows: i64) -> (PathBuf, String) {
     );
     assert_ne!(kept, text, "the policy's retention line changed");
     std::fs::write(&policy, kept).unwrap();
-    let out = Command::new(ETCD_CA)
-        .args(["admin-token", "create", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let token = etcd_ca(&["admin-token", "create", "--data-dir", data.to_str().unwrap()]);
     {
-        let server = start(&data);
+        let server = start(&data, None);
         let admin = client(&server, &token);
         for i in 0..30 {
             issue(&admin, &format!("seed-{i}")).await.unwrap();
@@ -306,10 +333,31 @@ struct Row {
     db_mib_after_tidy: f64,
 }
 
-async fn measure(dir: &Path, rows: i64, quick: bool) -> Row {
-    eprintln!("store of {rows} certificates");
+async fn measure(dir: &Path, rows: i64, quick: bool, backend: &Backend<'_>) -> Row {
     let (data, token) = build_store(dir, rows).await;
-    let server = start(&data);
+    // On PostgreSQL: the same store moved there, served from a data dir of its own.
+    let (data, database) = match backend {
+        Backend::Sqlite => {
+            eprintln!("store of {rows} certificates on SQLite");
+            (data, None)
+        }
+        Backend::Postgres(pg, db) => {
+            eprintln!("store of {rows} certificates on PostgreSQL (moving it there)");
+            pg.create_database(db);
+            let url = pg.url(db);
+            let started = Instant::now();
+            etcd_ca(&[
+                "migrate",
+                "--database",
+                &url,
+                "--from-sqlite",
+                data.to_str().unwrap(),
+            ]);
+            eprintln!("moved in {:.1} s", started.elapsed().as_secs_f64());
+            (dir.join("pg-server"), Some(url))
+        }
+    };
+    let server = start(&data, database.as_deref());
     let admin = client(&server, &token);
     let pid = server.child.id();
     let mut row = Row {
@@ -375,7 +423,8 @@ async fn measure(dir: &Path, rows: i64, quick: bool) -> Row {
     row.backup_cli_peak_mib = cli_peak / 1024.0;
     row.server_peak_mib = status_kib(pid, "VmHWM:") / 1024.0;
     drop(server);
-    // Then the retention this store never had: `etcd-ca tidy` with the policy's 30 days.
+    // Then the retention this store never had: `etcd-ca tidy` with the policy's 30 days (on
+    // PostgreSQL, published as the database's policy first).
     let policy = data.join("policy.toml");
     let text = std::fs::read_to_string(&policy).unwrap();
     std::fs::write(
@@ -386,19 +435,30 @@ async fn measure(dir: &Path, rows: i64, quick: bool) -> Row {
         ),
     )
     .unwrap();
-    let db = data.join("etcd-ca.db");
-    row.db_mib_before_tidy = std::fs::metadata(&db).unwrap().len() as f64 / 1048576.0;
+    let size_mib = || match backend {
+        Backend::Sqlite => {
+            std::fs::metadata(data.join("etcd-ca.db")).unwrap().len() as f64 / 1048576.0
+        }
+        Backend::Postgres(pg, db) => {
+            let bytes: f64 = pg
+                .psql(db, "SELECT pg_database_size(current_database())")
+                .parse()
+                .unwrap();
+            bytes / 1048576.0
+        }
+    };
+    let mut tidy = vec!["tidy", "--json", "--data-dir", data.to_str().unwrap()];
+    if let Some(url) = &database {
+        etcd_ca(&["migrate", "--database", url, "--policy", policy.to_str().unwrap()]);
+        tidy.extend(["--database", url.as_str()]);
+    }
+    row.db_mib_before_tidy = size_mib();
     let started = Instant::now();
-    let out = Command::new(ETCD_CA)
-        .args(["tidy", "--json", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let out = etcd_ca(&tidy);
     row.tidy_s = started.elapsed().as_secs_f64();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: Value = serde_json::from_str(&out).unwrap();
     row.tidy_removed = report["certificates"].as_u64().unwrap_or_default();
-    row.db_mib_after_tidy = std::fs::metadata(&db).unwrap().len() as f64 / 1048576.0;
+    row.db_mib_after_tidy = size_mib();
     row
 }
 
@@ -410,8 +470,9 @@ fn ratio(value: f64, base: f64) -> String {
     }
 }
 
-fn print_table(rows: &[Row]) {
+fn print_table(title: &str, rows: &[Row]) {
     let base = rows[0].clone();
+    println!("\n{title}");
     println!(
         "\n| measure | {} |",
         rows.iter()
@@ -477,24 +538,56 @@ fn main() {
         .map(|s| s.split(',').map(|n| n.parse().unwrap()).collect())
         .unwrap_or_else(|| vec![0, 100_000, 1_000_000]);
     let quick = args.iter().any(|a| a == "--quick");
+    let backend = args
+        .iter()
+        .position(|a| a == "--backend")
+        .and_then(|i| args.get(i + 1))
+        .map_or("both", |b| b.as_str());
+    let (sqlite, postgres) = match backend {
+        "sqlite" => (true, false),
+        "postgres" => (false, true),
+        "both" => (true, true),
+        other => panic!("--backend takes sqlite, postgres or both, not {other:?}"),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let rows: Vec<Row> = runtime.block_on(async {
-        let mut rows = Vec::new();
+    let (on_sqlite, on_postgres) = runtime.block_on(async {
+        let mut on_sqlite = Vec::new();
+        let mut on_postgres = Vec::new();
+        let pg = postgres.then(|| {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap();
+            postgres_server::PgServer::start_durable(port)
+        });
         for size in sizes {
-            let dir = tempfile::tempdir().unwrap();
-            rows.push(measure(dir.path(), size, quick).await);
+            if sqlite {
+                let dir = tempfile::tempdir().unwrap();
+                on_sqlite.push(measure(dir.path(), size, quick, &Backend::Sqlite).await);
+            }
+            if let Some(pg) = &pg {
+                let dir = tempfile::tempdir().unwrap();
+                let db = Backend::Postgres(pg, format!("scale{size}"));
+                on_postgres.push(measure(dir.path(), size, quick, &db).await);
+            }
         }
-        rows
+        (on_sqlite, on_postgres)
     });
-    print_table(&rows);
+    if !on_sqlite.is_empty() {
+        print_table("On SQLite:", &on_sqlite);
+    }
+    if !on_postgres.is_empty() {
+        print_table("On PostgreSQL:", &on_postgres);
+    }
     let _ = std::fs::create_dir_all("target/bench");
     std::fs::write(
         "target/bench/scale.json",
-        serde_json::to_string_pretty(&rows).unwrap(),
+        serde_json::to_string_pretty(&json!({"sqlite": on_sqlite, "postgres": on_postgres}))
+            .unwrap(),
     )
     .unwrap();
 }

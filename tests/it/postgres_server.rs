@@ -15,6 +15,8 @@ pub struct PgServer {
     dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
+    /// fsync on (the benchmark), or off (tests, which never crash the machine).
+    durable: bool,
 }
 
 /// The directory of Debian's PostgreSQL binaries (the newest installed).
@@ -71,7 +73,17 @@ fn id_of(user: &str) -> (u32, u32) {
 
 impl PgServer {
     /// initdb and start a server on 127.0.0.1:`port`; returns once it accepts connections.
+    /// Without fsync: tests never crash the machine, and they run faster.
     pub fn start(port: u16) -> PgServer {
+        Self::start_with(port, false)
+    }
+
+    /// A server with PostgreSQL's durable defaults (fsync on): what the benchmark measures.
+    pub fn start_durable(port: u16) -> PgServer {
+        Self::start_with(port, true)
+    }
+
+    fn start_with(port: u16, durable: bool) -> PgServer {
         remove_stale();
         let dir = tempfile::Builder::new()
             .prefix("etcd-ca-pg-")
@@ -107,6 +119,7 @@ impl PgServer {
             dir,
             port,
             child: None,
+            durable,
         };
         server.launch();
         server.psql("postgres", "SELECT 1");
@@ -121,6 +134,11 @@ impl PgServer {
         let bin = bin_dir();
         let port = self.port.to_string();
         let socket_dir = self.dir.path().to_path_buf();
+        let fsync = if self.durable {
+            "fsync=on"
+        } else {
+            "fsync=off"
+        };
         // Spawned from a thread that lives as long as the process: the server gets SIGKILL
         // when its parent thread ends (PR_SET_PDEATHSIG), i.e. when the test process exits.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -132,7 +150,7 @@ impl PgServer {
                 .arg(&socket_dir)
                 .args([
                     "-c",
-                    "fsync=off",
+                    fsync,
                     "-c",
                     "max_connections=200",
                     "-c",
