@@ -223,7 +223,8 @@ async fn drive(target: Arc<Target>, concurrency: usize, requests: usize) -> Issu
     let next = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(requests)));
     let errors = Arc::new(AtomicUsize::new(0));
-    let servers_cpu = |t: &Target| -> Duration { t.pids.iter().map(|p| cpu_time(&p.to_string())).sum() };
+    let servers_cpu =
+        |t: &Target| -> Duration { t.pids.iter().map(|p| cpu_time(&p.to_string())).sum() };
     let (server_cpu, client_cpu) = (servers_cpu(&target), cpu_time("self"));
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -442,7 +443,7 @@ async fn start_ours_on_postgres(
     let run = |args: &[&str]| {
         let out = Command::new(etcd_ca_bin())
             .args(args)
-            .env("ETCD_CA_PASSPHRASE", "bench")
+            .env("ETCD_CA_PASSPHRASE", "bench passphrase")
             .output()
             .expect("etcd-ca");
         assert!(out.status.success(), "{args:?}: {out:?}");
@@ -450,8 +451,23 @@ async fn start_ours_on_postgres(
     };
     let first = dir.join(format!("pg-{db}-0"));
     let first = first.to_str().expect("utf-8");
-    run(&["init", "--kdf-iterations", "1000", "--database", &url, "--data-dir", first]);
-    let admin = run(&["admin-token", "create", "--database", &url, "--data-dir", first]);
+    run(&[
+        "init",
+        "--kdf-iterations",
+        "1000",
+        "--database",
+        &url,
+        "--data-dir",
+        first,
+    ]);
+    let admin = run(&[
+        "admin-token",
+        "create",
+        "--database",
+        &url,
+        "--data-dir",
+        first,
+    ]);
     let mut processes = Vec::new();
     let mut addrs = Vec::new();
     for i in 0..n {
@@ -468,7 +484,7 @@ async fn start_ours_on_postgres(
                 "--data-dir",
             ])
             .arg(&data)
-            .env("ETCD_CA_PASSPHRASE", "bench")
+            .env("ETCD_CA_PASSPHRASE", "bench passphrase")
             .env(
                 "ETCD_CA_LOG",
                 std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),

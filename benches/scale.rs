@@ -79,7 +79,12 @@ fn start(data: &Path, database: Option<&str>) -> Server {
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .args(["--max-failed-attempts-per-source", "1000000"])
-        .args(database.map(|url| ["--database", url]).into_iter().flatten())
+        .args(
+            database
+                .map(|url| ["--database", url])
+                .into_iter()
+                .flatten(),
+        )
         .env("ETCD_CA_PASSPHRASE", PASSPHRASE)
         .env("ETCD_CA_LOG", "warn")
         .stdout(Stdio::piped())
@@ -150,7 +155,12 @@ async fn build_store(dir: &Path, rows: i64) -> (PathBuf, String) {
     );
     assert_ne!(kept, text, "the policy's retention line changed");
     std::fs::write(&policy, kept).unwrap();
-    let token = etcd_ca(&["admin-token", "create", "--data-dir", data.to_str().unwrap()]);
+    let token = etcd_ca(&[
+        "admin-token",
+        "create",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
     {
         let server = start(&data, None);
         let admin = client(&server, &token);
@@ -449,7 +459,13 @@ async fn measure(dir: &Path, rows: i64, quick: bool, backend: &Backend<'_>) -> R
     };
     let mut tidy = vec!["tidy", "--json", "--data-dir", data.to_str().unwrap()];
     if let Some(url) = &database {
-        etcd_ca(&["migrate", "--database", url, "--policy", policy.to_str().unwrap()]);
+        etcd_ca(&[
+            "migrate",
+            "--database",
+            url,
+            "--policy",
+            policy.to_str().unwrap(),
+        ]);
         tidy.extend(["--database", url.as_str()]);
     }
     row.db_mib_before_tidy = size_mib();

@@ -80,6 +80,7 @@ error_codes! {
     NodeReserved => "node_reserved",
     NotConverged => "not_converged",
     NotFound => "not_found",
+    PolicyChanged => "policy_changed",
     PolicyFileInvalid => "policy_file_invalid",
     ProfileNotAllowed => "profile_not_allowed",
     ProfilesRequired => "profiles_required",

@@ -130,6 +130,7 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, ErrorCode) {
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::DatabaseUnavailable,
         ),
+        E::PolicyChanged => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::PolicyChanged),
         // Every other internal fault is a 500, whatever the request was.
         E::Fault(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         // The operator's own refusals on the data dir; no API operation returns them.

@@ -128,6 +128,9 @@ impl Follower {
         if let Err(e) = self.authority.follow_admin_revocations().await {
             tracing::warn!(error = %e, "cannot read admin token revocations");
         }
+        if let Err(e) = self.authority.follow_policy().await {
+            tracing::warn!(error = %e, "cannot read the database's policy");
+        }
         match self.authority.watched_state().await {
             Ok(state) => {
                 let version = format!("{}-{state}", self.boot);

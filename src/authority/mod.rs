@@ -96,6 +96,11 @@ pub struct Authority {
     /// Woken when this process changed what agents watch (generations, revocations), so the
     /// server publishes it at once instead of at its next poll.
     changed: tokio::sync::Notify,
+    /// On a shared database: the SHA-256 of the policy this server signs under, and whether
+    /// the database has recorded another since (this server then signs nothing until
+    /// restarted: two servers never sign under two policies).
+    shared_policy: Option<String>,
+    policy_changed: std::sync::atomic::AtomicBool,
 }
 
 /// The CA generations as last read from the store, and their signers (a key is read on first
@@ -147,7 +152,7 @@ impl Authority {
         }
         let policy = read_policy(&layout.policy())?;
         let store = Store::open(&layout.database()).await?;
-        Self::assemble(layout, store, |_| async { Ok(policy) }).await
+        Self::assemble(layout, store, |_| async { Ok((policy, None)) }).await
     }
 
     /// Opens a CA whose records (and sealed keys) are in a database several servers share;
@@ -161,7 +166,8 @@ impl Authority {
         let layout = DataDir::new(dir);
         let store = Store::open_config(config, false, migrations).await?;
         Self::assemble(layout, store, |(layout, store)| async move {
-            shared_policy(&layout, &store).await
+            let (policy, sha) = shared_policy(&layout, &store).await?;
+            Ok((policy, Some(sha)))
         })
         .await
     }
@@ -175,7 +181,7 @@ impl Authority {
     ) -> Result<Self, AuthorityError>
     where
         F: FnOnce((DataDir, Store)) -> Fut,
-        Fut: std::future::Future<Output = Result<Policy, AuthorityError>>,
+        Fut: std::future::Future<Output = Result<(Policy, Option<String>), AuthorityError>>,
     {
         let loaded = async {
             let generations = store.generations().await?;
@@ -188,7 +194,7 @@ impl Authority {
             Ok((generations, policy))
         }
         .await;
-        let (generations, policy) = match loaded {
+        let (generations, (policy, shared_policy)) = match loaded {
             Ok(loaded) => loaded,
             Err(e) => {
                 store.close().await;
@@ -206,6 +212,8 @@ impl Authority {
             crl_cache: crl::CrlCache::default(),
             admin_revocations: std::sync::Mutex::new(None),
             changed: tokio::sync::Notify::new(),
+            shared_policy,
+            policy_changed: std::sync::atomic::AtomicBool::new(false),
         };
         if authority.active_generation().is_err() {
             authority.close().await;

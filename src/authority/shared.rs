@@ -11,11 +11,12 @@ pub(super) const POLICY_SETTING: &str = "policy_toml";
 
 /// The policy of a CA on a shared database: the one it records. A data dir without a policy
 /// file gets a copy; one whose file differs is refused (two servers must never sign under two
-/// policies). A database moved before it recorded one takes this server's.
+/// policies). A database moved before it recorded one takes this server's. Returns the policy
+/// and its text's SHA-256.
 pub(super) async fn shared_policy(
     layout: &DataDir,
     store: &Store,
-) -> Result<Policy, AuthorityError> {
+) -> Result<(Policy, String), AuthorityError> {
     let path = layout.policy();
     let file = match std::fs::read_to_string(&path) {
         Ok(text) => Some(text),
@@ -45,7 +46,10 @@ pub(super) async fn shared_policy(
         }
         Some(_) => {}
     }
-    Ok(Policy::parse(&recorded, &path)?)
+    Ok((
+        Policy::parse(&recorded, &path)?,
+        pki::sha256_hex(recorded.as_bytes()),
+    ))
 }
 
 /// What a move copied.
@@ -58,6 +62,41 @@ pub struct MoveReport {
 }
 
 impl Authority {
+    /// On a shared database: notices a policy published since this server started (called
+    /// with the follower's poll); from then on this server signs no certificate (503
+    /// `policy_changed`) until it is restarted with the new policy. CRLs keep being served.
+    pub async fn follow_policy(&self) -> Result<(), AuthorityError> {
+        let Some(mine) = &self.shared_policy else {
+            return Ok(());
+        };
+        if self
+            .policy_changed
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Ok(());
+        }
+        if let Some(text) = self.store.setting(POLICY_SETTING).await? {
+            let recorded = pki::sha256_hex(text.as_bytes());
+            if recorded != *mine {
+                tracing::error!(signing = %mine, published = %recorded, "a new policy was published on the database: this server signs nothing until it is restarted with it");
+                self.policy_changed
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses to sign under a policy the database no longer records.
+    pub(super) fn check_policy_current(&self) -> Result<(), AuthorityError> {
+        if self
+            .policy_changed
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(AuthorityError::PolicyChanged);
+        }
+        Ok(())
+    }
+
     /// Applies the schema migrations this version needs to a shared database.
     pub async fn migrate(config: &StoreConfig) -> Result<(), AuthorityError> {
         let store = Store::open_config(config, false, Migrations::Apply).await?;

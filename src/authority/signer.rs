@@ -19,6 +19,7 @@ pub(super) struct Signed {
 }
 
 /// Why a certificate is being signed, for the record and the audit trail.
+#[derive(Clone)]
 pub(super) struct Origin<'a> {
     pub(super) action: AuditAction,
     pub(super) actor: &'a str,
@@ -245,6 +246,7 @@ impl Authority {
         now: OffsetDateTime,
         renewed_from: Option<String>,
     ) -> Result<(NewCertificate, IssuedCertificate), AuthorityError> {
+        self.check_policy_current()?;
         let signer = self.signer()?;
         let serial = ca::random_serial()?;
         let params = certificate_params(grant, &serial, signer.key_id.is_some())?;
@@ -290,8 +292,21 @@ impl Authority {
         origin: Origin<'_>,
         now: OffsetDateTime,
     ) -> Result<IssuedCertificate, AuthorityError> {
-        let signed = self.sign_for_record(grant, identity, public_key, origin, now)?;
-        self.record_one(signed).await
+        // Serials are 126 random bits and the primary key: a collision is refused by the
+        // database, and signed again with a new serial.
+        let mut attempts = 0;
+        loop {
+            let signed = self.sign_for_record(grant, identity, public_key, origin.clone(), now)?;
+            match self.record_one(signed).await {
+                Err(AuthorityError::Fault(Fault::Store(StoreError::SerialTaken(e))))
+                    if attempts < 2 =>
+                {
+                    attempts += 1;
+                    tracing::warn!(error = %e, "serial collision; signing again with a new serial");
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Signs and prepares the record and audit event; nothing is handed out before

@@ -122,15 +122,28 @@ pub enum StoreError {
     ReadOnly,
     #[error("the database is closed (the server is shutting down)")]
     Closed,
+    #[error("serial {0} is already recorded")]
+    SerialTaken(String),
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::PoolClosed => StoreError::Closed,
+            sqlx::Error::Database(db) if is_serial_taken(db.as_ref()) => {
+                StoreError::SerialTaken(db.message().to_string())
+            }
             e => postgres::classify(e),
         }
     }
+}
+
+/// A certificate's serial (its primary key) that another certificate holds: SQLite names the
+/// column, PostgreSQL the constraint.
+fn is_serial_taken(e: &dyn sqlx::error::DatabaseError) -> bool {
+    e.kind() == sqlx::error::ErrorKind::UniqueViolation
+        && (e.constraint() == Some("certificates_pkey")
+            || e.message().contains("certificates.serial"))
 }
 
 /// The statement of one page of [`Store::certificates`]: only the filters given, so that

@@ -80,6 +80,33 @@ impl From<&Vec<u8>> for Arg {
     }
 }
 
+/// Where [`Sql::push_bind`] put a placeholder (never in etcd-ca's own SQL text otherwise).
+const PLACEHOLDER: char = '\u{0}';
+
+/// The statement text for a backend: placeholders from [`Sql::push_bind`] become `$N`
+/// (numbered) or `?`. A statement either writes its `$N` itself (and binds in that order) or
+/// pushes every one; never both.
+fn render(text: Cow<'static, str>, numbered: bool) -> Cow<'static, str> {
+    if !text.contains(PLACEHOLDER) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut n = 0;
+    for c in text.chars() {
+        if c == PLACEHOLDER {
+            n += 1;
+            if numbered {
+                out.push_str(&format!("${n}"));
+            } else {
+                out.push('?');
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// A statement and its arguments.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Sql {
@@ -107,11 +134,13 @@ impl Sql {
         self
     }
 
-    /// Appends the next placeholder and binds it.
+    /// Appends the next placeholder and binds it. The placeholder is written when the
+    /// statement runs: `$N` on PostgreSQL, an anonymous `?` on SQLite, so that the statements
+    /// of a group commit's script read the same whatever came before them and SQLite's
+    /// statement cache holds one of each shape (as with sqlx's own query builder).
     pub(super) fn push_bind(&mut self, value: impl Into<Arg>) -> &mut Self {
         self.args.push(value.into());
-        let n = self.args.len();
-        self.text.to_mut().push_str(&format!("${n}"));
+        self.text.to_mut().push(PLACEHOLDER);
         self
     }
 
@@ -180,9 +209,9 @@ impl ValuesRow<'_> {
 /// Turns a [`Sql`] into the driver's query with every argument bound, then calls `$method`
 /// on `$executor` (the driver is inferred from the executor).
 macro_rules! run {
-    ($sql:expr, $executor:expr, $method:ident) => {{
+    ($sql:expr, $executor:expr, $method:ident, $numbered:expr) => {{
         let Sql { text, args } = $sql;
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(text));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(render(text, $numbered)));
         for arg in args {
             query = match arg {
                 Arg::Text(v) => query.bind(v),
@@ -200,7 +229,7 @@ pub(super) async fn execute_on_sqlite(
     conn: &mut sqlx::SqliteConnection,
     sql: Sql,
 ) -> Result<u64, sqlx::Error> {
-    Ok(run!(sql, conn, execute)?.rows_affected())
+    Ok(run!(sql, conn, execute, false)?.rows_affected())
 }
 
 /// A value both drivers decode.
@@ -275,11 +304,11 @@ impl Pool {
 
     pub(super) async fn fetch_all(&self, sql: Sql) -> Result<Vec<DbRow>, sqlx::Error> {
         Ok(match self {
-            Pool::Sqlite(p) => run!(sql, p, fetch_all)?
+            Pool::Sqlite(p) => run!(sql, p, fetch_all, false)?
                 .into_iter()
                 .map(DbRow::Sqlite)
                 .collect(),
-            Pool::Postgres(p) => run!(sql, p, fetch_all)?
+            Pool::Postgres(p) => run!(sql, p, fetch_all, true)?
                 .into_iter()
                 .map(DbRow::Postgres)
                 .collect(),
@@ -288,15 +317,15 @@ impl Pool {
 
     pub(super) async fn fetch_optional(&self, sql: Sql) -> Result<Option<DbRow>, sqlx::Error> {
         Ok(match self {
-            Pool::Sqlite(p) => run!(sql, p, fetch_optional)?.map(DbRow::Sqlite),
-            Pool::Postgres(p) => run!(sql, p, fetch_optional)?.map(DbRow::Postgres),
+            Pool::Sqlite(p) => run!(sql, p, fetch_optional, false)?.map(DbRow::Sqlite),
+            Pool::Postgres(p) => run!(sql, p, fetch_optional, true)?.map(DbRow::Postgres),
         })
     }
 
     pub(super) async fn fetch_one(&self, sql: Sql) -> Result<DbRow, sqlx::Error> {
         Ok(match self {
-            Pool::Sqlite(p) => DbRow::Sqlite(run!(sql, p, fetch_one)?),
-            Pool::Postgres(p) => DbRow::Postgres(run!(sql, p, fetch_one)?),
+            Pool::Sqlite(p) => DbRow::Sqlite(run!(sql, p, fetch_one, false)?),
+            Pool::Postgres(p) => DbRow::Postgres(run!(sql, p, fetch_one, true)?),
         })
     }
 
@@ -313,8 +342,8 @@ impl Pool {
     /// Runs a statement; how many rows it changed.
     pub(super) async fn execute(&self, sql: Sql) -> Result<u64, sqlx::Error> {
         Ok(match self {
-            Pool::Sqlite(p) => run!(sql, p, execute)?.rows_affected(),
-            Pool::Postgres(p) => run!(sql, p, execute)?.rows_affected(),
+            Pool::Sqlite(p) => run!(sql, p, execute, false)?.rows_affected(),
+            Pool::Postgres(p) => run!(sql, p, execute, true)?.rows_affected(),
         })
     }
 }
@@ -329,11 +358,11 @@ impl Tx {
 
     pub(super) async fn fetch_all(&mut self, sql: Sql) -> Result<Vec<DbRow>, sqlx::Error> {
         Ok(match self {
-            Tx::Sqlite(t) => run!(sql, &mut **t, fetch_all)?
+            Tx::Sqlite(t) => run!(sql, &mut **t, fetch_all, false)?
                 .into_iter()
                 .map(DbRow::Sqlite)
                 .collect(),
-            Tx::Postgres(t) => run!(sql, &mut **t, fetch_all)?
+            Tx::Postgres(t) => run!(sql, &mut **t, fetch_all, true)?
                 .into_iter()
                 .map(DbRow::Postgres)
                 .collect(),
@@ -342,15 +371,15 @@ impl Tx {
 
     pub(super) async fn fetch_optional(&mut self, sql: Sql) -> Result<Option<DbRow>, sqlx::Error> {
         Ok(match self {
-            Tx::Sqlite(t) => run!(sql, &mut **t, fetch_optional)?.map(DbRow::Sqlite),
-            Tx::Postgres(t) => run!(sql, &mut **t, fetch_optional)?.map(DbRow::Postgres),
+            Tx::Sqlite(t) => run!(sql, &mut **t, fetch_optional, false)?.map(DbRow::Sqlite),
+            Tx::Postgres(t) => run!(sql, &mut **t, fetch_optional, true)?.map(DbRow::Postgres),
         })
     }
 
     pub(super) async fn fetch_one(&mut self, sql: Sql) -> Result<DbRow, sqlx::Error> {
         Ok(match self {
-            Tx::Sqlite(t) => DbRow::Sqlite(run!(sql, &mut **t, fetch_one)?),
-            Tx::Postgres(t) => DbRow::Postgres(run!(sql, &mut **t, fetch_one)?),
+            Tx::Sqlite(t) => DbRow::Sqlite(run!(sql, &mut **t, fetch_one, false)?),
+            Tx::Postgres(t) => DbRow::Postgres(run!(sql, &mut **t, fetch_one, true)?),
         })
     }
 
@@ -367,8 +396,8 @@ impl Tx {
     /// Runs a statement; how many rows it changed.
     pub(super) async fn execute(&mut self, sql: Sql) -> Result<u64, sqlx::Error> {
         Ok(match self {
-            Tx::Sqlite(t) => run!(sql, &mut **t, execute)?.rows_affected(),
-            Tx::Postgres(t) => run!(sql, &mut **t, execute)?.rows_affected(),
+            Tx::Sqlite(t) => run!(sql, &mut **t, execute, false)?.rows_affected(),
+            Tx::Postgres(t) => run!(sql, &mut **t, execute, true)?.rows_affected(),
         })
     }
 

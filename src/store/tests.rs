@@ -294,6 +294,13 @@ on_both_backends! {
         for (i, write) in writes.into_iter().enumerate() {
             let result = write.await.unwrap();
             assert_eq!(result.is_err(), i == 15, "write {i}: {result:?}");
+            if i == 15 {
+                // Told apart from other faults: the signer signs again with a new serial.
+                assert!(
+                    matches!(result, Err(StoreError::SerialTaken(_))),
+                    "{result:?}"
+                );
+            }
         }
         assert_eq!(store.certificate_counts().await.unwrap().0, 30);
         let renewed = store.certificate("0c", at(20)).await.unwrap().unwrap();

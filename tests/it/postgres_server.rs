@@ -79,6 +79,7 @@ impl PgServer {
     }
 
     /// A server with PostgreSQL's durable defaults (fsync on): what the benchmark measures.
+    #[allow(dead_code)] // the benchmarks include this file
     pub fn start_durable(port: u16) -> PgServer {
         Self::start_with(port, true)
     }

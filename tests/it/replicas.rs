@@ -6,7 +6,7 @@
 //!
 //! | test                                   | PostgreSQL | servers             |
 //! |----------------------------------------|------------|---------------------|
-//! | replicas_killed_at_random...           | 22901      | 22911, 22912, 22913 |
+//! | replicas_killed_at_random...           | 22901      | 22911, 22912, 22913 | (etcd 22969/22970)
 //! | a_stopped_database...                  | 22902      | 22921, 22922        |
 //! | a_sqlite_ca_moves_to_postgres...       | 22903      | 22931, 22932        |
 
@@ -134,6 +134,62 @@ async fn replicas_killed_at_random_lose_nothing_and_a_token_enrolls_once() {
         );
     }
 
+    // Three members whose agents know every server, and a cluster on their certificates.
+    let work = tempfile::tempdir().unwrap();
+    let pki: [std::path::PathBuf; 3] = [1, 2, 3].map(|m| work.path().join(format!("pki-n{m}")));
+    let servers = shared.servers();
+    let pin = shared.replicas[0].fingerprint.clone();
+    for (i, dir) in pki.iter().enumerate() {
+        let m = i + 1;
+        let node = format!("n{m}");
+        let body = json!({"node": node, "ips": [format!("127.0.0.1{m}"), "127.0.0.1"], "profiles": ["server", "peer"]});
+        let answer: Value = admin.post_json("/v1/tokens", &body).await.unwrap();
+        let token = answer["token"].as_str().unwrap();
+        run_agent_once(
+            &servers,
+            &pin,
+            &node,
+            dir,
+            "server,peer",
+            &["--token", token],
+        )
+        .ok();
+    }
+    let ops_dir = work.path().join("ops");
+    shared.replicas[0].remote_issue_client(&ops_dir, "ops");
+    let ops = ClientCreds::in_dir(&ops_dir);
+    let cluster = EtcdCluster::start(
+        &pki,
+        Ports {
+            client: 22969,
+            peer: 22970,
+        },
+        &ops,
+    );
+    // The agents renew again and again while servers die (each run finds a live one).
+    let renewals = {
+        let (stop, pki, servers, pin) = (
+            Arc::new(AtomicBool::new(false)),
+            pki.clone(),
+            servers.clone(),
+            pin.clone(),
+        );
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut outcomes = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                for (i, dir) in pki.iter().enumerate() {
+                    let node = format!("n{}", i + 1);
+                    let run =
+                        run_agent_once(&servers, &pin, &node, dir, "server,peer", &["--renew-now"]);
+                    outcomes.push((run.code, run.stderr));
+                }
+            }
+            outcomes
+        });
+        (stop, thread)
+    };
+
     // Issuance from four clients over every server while one server after another is killed.
     let received = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -177,8 +233,35 @@ async fn replicas_killed_at_random_lose_nothing_and_a_token_enrolls_once() {
     for client in clients {
         client.await.unwrap();
     }
+    renewals.0.store(true, Ordering::Relaxed);
+    let renewals = renewals.1.join().unwrap();
+    let failed: Vec<_> = renewals
+        .iter()
+        .filter(|(code, _)| *code != Some(0))
+        .collect();
+    assert!(failed.is_empty(), "agent renewals failed: {failed:?}");
+    assert!(
+        renewals.len() >= 6,
+        "only {} agent renewals",
+        renewals.len()
+    );
+    // The cluster serves on the renewed certificates, which are all recorded.
+    cluster.wait_healthy(&ops, Duration::from_secs(30));
+    etcdctl(&cluster.endpoints(), &ops, &["put", "after", "kills"]).ok();
     let received = received.lock().unwrap().clone();
     let stored = shared.stored_serials();
+    for dir in &pki {
+        for profile in ["server", "peer"] {
+            let serial = crate::rotation::serial_of(&dir.join(format!("{profile}.crt")));
+            assert!(
+                stored
+                    .iter()
+                    .any(|s| s.trim_start_matches('0') == serial.trim_start_matches('0')),
+                "{profile} certificate {serial} in {} is not recorded",
+                dir.display()
+            );
+        }
+    }
     let lost: Vec<&String> = received.iter().filter(|s| !stored.contains(*s)).collect();
     assert!(lost.is_empty(), "handed out but not stored: {lost:?}");
     let distinct: BTreeSet<&String> = received.iter().collect();
@@ -205,7 +288,8 @@ async fn replicas_killed_at_random_lose_nothing_and_a_token_enrolls_once() {
         .pg
         .psql(
             "ca",
-            "SELECT COUNT(*) FROM tokens WHERE kind = 'bootstrap' AND used_at IS NOT NULL",
+            "SELECT COUNT(*) FROM tokens
+              WHERE kind = 'bootstrap' AND node LIKE 'race%' AND used_at IS NOT NULL",
         )
         .parse()
         .unwrap();
@@ -486,6 +570,63 @@ async fn a_sqlite_ca_moves_to_postgres_and_a_postgres_backup_restores_anywhere()
         "--no-crl",
     ])
     .ok();
+    // A new policy: published once, refused by every running server within seconds (no two
+    // policies at once), taken by each server restarted with it.
+    let new_policy = work.path().join("policy-v2.toml");
+    let text = std::fs::read_to_string(servers[0].ca.dir.join("policy.toml")).unwrap();
+    std::fs::write(&new_policy, format!("{text}\n# v2\n")).unwrap();
+    etcd_ca([
+        "migrate",
+        "--database",
+        &url,
+        "--policy",
+        new_policy.to_str().unwrap(),
+    ])
+    .ok();
+    for s in &servers {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let refused = s.remote(&[
+                "issue",
+                "--profile",
+                "client",
+                "--node",
+                "p",
+                "--cn",
+                "p",
+                "--out",
+                work.path().join("p").to_str().unwrap(),
+            ]);
+            if refused.code == Some(1) && refused.stderr.contains("policy_changed") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still signs: {}",
+                s.url,
+                refused.stderr
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    servers[0].stop();
+    let old_file = etcd_ca([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        &url,
+        "--data-dir",
+        servers[0].ca.data_dir(),
+    ])
+    .fails();
+    assert!(
+        old_file.contains("is not the one the servers"),
+        "{old_file}"
+    );
+    std::fs::copy(&new_policy, servers[0].ca.dir.join("policy.toml")).unwrap();
+    servers[0].start_again();
+    servers[0].remote_issue_client(&work.path().join("f"), "new-policy");
     for s in servers.iter_mut() {
         s.stop();
     }
