@@ -770,12 +770,31 @@ async fn run(options: Options) {
     );
 
     let (ours, our_addr, our_ca, admin) = start_ours(tmp.path()).await;
-    // PostgreSQL with its durable defaults, one database per target.
-    let pg = postgres_server::PgServer::start_durable(free_port());
-    let (pg_one, pg_one_addrs, pg_one_ca, pg_one_admin) =
-        start_ours_on_postgres(tmp.path(), &pg, "one", 1).await;
-    let (pg_three, pg_three_addrs, pg_three_ca, pg_three_admin) =
-        start_ours_on_postgres(tmp.path(), &pg, "three", 3).await;
+    // PostgreSQL with its durable defaults, one database per target (unless --only leaves
+    // them out, e.g. to compare two builds on SQLite with BENCH_ETCD_CA_BIN).
+    let with_pg = options
+        .only
+        .as_ref()
+        .is_none_or(|only| only.starts_with("etcd-ca+pg"));
+    let pg = with_pg.then(|| postgres_server::PgServer::start_durable(free_port()));
+    let (pg_one, pg_one_addrs, pg_one_ca, pg_one_admin) = match &pg {
+        Some(pg) => start_ours_on_postgres(tmp.path(), pg, "one", 1).await,
+        None => (
+            Vec::new(),
+            vec![our_addr.clone()],
+            our_ca.clone(),
+            admin.clone(),
+        ),
+    };
+    let (pg_three, pg_three_addrs, pg_three_ca, pg_three_admin) = match &pg {
+        Some(pg) => start_ours_on_postgres(tmp.path(), pg, "three", 3).await,
+        None => (
+            Vec::new(),
+            vec![our_addr.clone()],
+            our_ca.clone(),
+            admin.clone(),
+        ),
+    };
     let our_body = {
         let csrs = csrs.clone();
         Arc::new(move |i: usize| {

@@ -53,15 +53,21 @@ impl Agent {
         }
     }
 
-    /// Enrolls every profile without a usable certificate (missing, mismatched or expired).
+    /// Enrolls every profile without a usable certificate (missing, mismatched, expired,
+    /// listed in the installed CRL, or refused by the CA at renewal).
     pub(super) async fn enroll_missing(&mut self) -> Result<(), AgentError> {
         let now = now();
+        let revoked = self.revoked_installed();
         let missing: Vec<String> = self
             .settings
             .profiles
             .iter()
             .filter(|p| {
-                load_installed(&self.settings.dir, p).is_none_or(|i| i.validity.not_after <= now)
+                self.refused.contains(*p)
+                    || load_installed(&self.settings.dir, p).is_none_or(|i| {
+                        i.validity.not_after <= now
+                            || revoked.contains(i.serial.trim_start_matches('0'))
+                    })
             })
             .cloned()
             .collect();
@@ -69,7 +75,13 @@ impl Agent {
             return Ok(());
         }
         let Some(token) = self.read_token()? else {
-            let reason = if missing
+            let reason = if missing.iter().any(|p| {
+                self.refused.contains(p)
+                    || load_installed(&self.settings.dir, p)
+                        .is_some_and(|i| revoked.contains(i.serial.trim_start_matches('0')))
+            }) {
+                "its certificate is revoked (listed in the CRL, or refused by the CA)"
+            } else if missing
                 .iter()
                 .any(|p| self.path(&files::certificate(p)).exists())
             {
@@ -104,7 +116,11 @@ impl Agent {
         let mut keys = BTreeMap::new();
         let mut csrs = BTreeMap::new();
         for profile in &missing {
-            let key = self.enrollment_key(profile)?;
+            // A revoked or refused certificate's key is not used again.
+            let fresh = self.refused.contains(profile)
+                || load_installed(&self.settings.dir, profile)
+                    .is_some_and(|i| revoked.contains(i.serial.trim_start_matches('0')));
+            let key = self.enrollment_key(profile, fresh)?;
             let mut params = CertificateParams::default();
             let mut dn = DistinguishedName::new();
             dn.push(DnType::CommonName, self.settings.node.as_str());
@@ -209,15 +225,39 @@ impl Agent {
             tracing::info!(action = "enroll", profile = %profile, serial = %issued.serial, not_after = %rfc3339(issued.not_after), "installed certificate");
             changed.push(cert_path);
         }
+        for profile in &missing {
+            self.refused.remove(profile);
+        }
         self.refresh_crl(true).await?;
         self.run_hook(self.settings.on_renew.clone(), "enroll", &changed)
             .await;
         Ok(())
     }
 
-    pub(super) fn enrollment_key(&self, profile: &str) -> Result<KeyPair, AgentError> {
+    /// The serials (hex, no leading zeros) the installed CRL lists.
+    pub(super) fn revoked_installed(&self) -> std::collections::BTreeSet<String> {
+        std::fs::read(self.path(files::CRL))
+            .ok()
+            .and_then(|bytes| pki::crl_contents(&bytes).ok())
+            .map(|(_, crl)| {
+                crl.revoked
+                    .into_iter()
+                    .map(|(serial, _, _)| serial.trim_start_matches('0').to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The key to enroll `profile` with: the one on disk (only the certificate then changes
+    /// under etcd) unless `fresh`, else a pending key kept across retries, else a new one.
+    pub(super) fn enrollment_key(&self, profile: &str, fresh: bool) -> Result<KeyPair, AgentError> {
         let key_path = self.path(&files::key(profile));
-        if let Ok(pem_text) = std::fs::read_to_string(&key_path) {
+        let on_disk = if fresh {
+            None
+        } else {
+            std::fs::read_to_string(&key_path).ok()
+        };
+        if let Some(pem_text) = on_disk {
             for key_type in [
                 KeyType::EcdsaP256,
                 KeyType::EcdsaP384,

@@ -251,6 +251,9 @@ pub struct Agent {
     /// This run created the PKI dir: a fault that stops the agent before it wrote anything
     /// removes it again.
     created_dir: bool,
+    /// Profiles whose certificate the CA refused to renew (revoked, unknown, untrusted): they
+    /// are enrolled again as soon as a token is there.
+    refused: std::collections::BTreeSet<String>,
 }
 
 impl Agent {
@@ -285,6 +288,7 @@ impl Agent {
             next_refresh: OffsetDateTime::UNIX_EPOCH,
             active_ca: None,
             created_dir,
+            refused: Default::default(),
         })
     }
 
@@ -465,7 +469,20 @@ impl Agent {
                 tracing::info!(profile = %profile, serial = %installed.serial, "certificate comes from a retiring CA: re-issuing it now");
             }
             let due = if renew_now || retiring || now() >= due {
-                let renewed = self.renew(&profile, installed).await?;
+                let renewed = match self.renew(&profile, installed).await {
+                    Ok(renewed) => renewed,
+                    // Revoked (or otherwise refused): enrolled again with the token, now if
+                    // one is there (else the error says where to put one).
+                    Err(refused @ AgentError::NeedToken { .. }) => {
+                        self.refused.insert(profile.clone());
+                        if self.read_token()?.is_none() {
+                            return Err(refused);
+                        }
+                        self.enroll_missing().await?;
+                        load_installed(&self.settings.dir, &profile).ok_or(refused)?
+                    }
+                    Err(e) => return Err(e),
+                };
                 renewed_any = true;
                 renewal_due_at(renewed.validity, &renewed.serial)
             } else {

@@ -180,11 +180,25 @@ fn csr_code(e: &PkiError) -> ErrorCode {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let message = if status.is_server_error() {
-            tracing::error!(error = %crate::error_chain(&self), "request failed");
-            "internal error; see the server log".to_string()
-        } else {
-            self.to_string()
+        let message = match code {
+            // A server that cannot serve now, and why: the client tries another, or later.
+            ErrorCode::DatabaseUnavailable => {
+                tracing::warn!(error = %crate::error_chain(&self), "request failed");
+                "this server cannot reach its database now; try another server or again later"
+                    .to_string()
+            }
+            ErrorCode::DatabaseReadOnly | ErrorCode::PolicyChanged => {
+                tracing::warn!(error = %crate::error_chain(&self), "request refused");
+                match &self {
+                    ApiError::Authority(AuthorityError::PolicyChanged) => self.to_string(),
+                    _ => "this server's database is a read-only standby: it serves the trust bundle and CRLs; writes go to a server on the primary".to_string(),
+                }
+            }
+            _ if status.is_server_error() => {
+                tracing::error!(error = %crate::error_chain(&self), "request failed");
+                "internal error; see the server log".to_string()
+            }
+            _ => self.to_string(),
         };
         let body = ErrorBody {
             code: code.as_str().to_string(),

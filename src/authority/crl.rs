@@ -171,6 +171,30 @@ impl Authority {
         scope: Scope,
         now: OffsetDateTime,
     ) -> Result<Arc<Vec<u8>>, AuthorityError> {
+        match self.fresh_crl(scope, now).await {
+            // The database cannot be reached: the last CRL built is still what etcd needs
+            // (it lists every revocation this server knows of), until its nextUpdate.
+            Err(AuthorityError::Fault(Fault::Store(
+                e @ (StoreError::Unavailable(_) | StoreError::Closed),
+            ))) => {
+                let cache = self.crl_cache.built.lock().await;
+                match cache.get(&scope) {
+                    Some(cached) if now - cached.built_at < to_time(self.policy.crl_lifetime) => {
+                        tracing::warn!(error = %e, "database unavailable: serving the last CRL");
+                        Ok(cached.der.clone())
+                    }
+                    _ => Err(Fault::Store(e).into()),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn fresh_crl(
+        &self,
+        scope: Scope,
+        now: OffsetDateTime,
+    ) -> Result<Arc<Vec<u8>>, AuthorityError> {
         let mut epoch = self.crl_cache.epoch.load(Ordering::Acquire);
         if epoch == UNKNOWN {
             epoch = self.store.revocation_epoch().await?;

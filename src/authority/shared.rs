@@ -86,6 +86,18 @@ impl Authority {
         Ok(())
     }
 
+    /// Whether this server can do its work now: on a shared database, that the database
+    /// answers and the policy is still the one it signs under. (A local SQLite file always
+    /// answers.)
+    pub async fn ready(&self) -> Result<(), AuthorityError> {
+        if self.shared_policy.is_none() {
+            return Ok(());
+        }
+        self.check_policy_current()?;
+        self.store.revocation_epoch().await?;
+        Ok(())
+    }
+
     /// Refuses to sign under a policy the database no longer records.
     pub(super) fn check_policy_current(&self) -> Result<(), AuthorityError> {
         if self

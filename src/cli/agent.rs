@@ -41,7 +41,12 @@ pub struct AgentArgs {
     /// A bootstrap token (prefer --token-file: command lines are visible to other users).
     /// --print-unit never writes it into the unit: the unit reads --token-file (default
     /// /etc/etcd-ca/token) instead.
-    #[arg(long, conflicts_with = "token_file", env = "ETCD_CA_TOKEN")]
+    #[arg(
+        long,
+        conflicts_with = "token_file",
+        env = "ETCD_CA_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// A file holding a bootstrap token; re-read whenever one is needed.
     #[arg(long)]

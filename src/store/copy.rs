@@ -199,16 +199,7 @@ pub async fn copy_all(from: &Store, to: &Store, extras: &CopyExtras) -> Result<C
         copied.push((table.name, n));
     }
     for (name, value) in &extras.settings {
-        target
-            .execute(
-                Sql::new(
-                    "INSERT INTO settings (name, value) VALUES ($1, $2)
-                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                )
-                .bind(name)
-                .bind(value),
-            )
-            .await?;
+        super::rotation::upsert_setting(&mut target, name, value).await?;
     }
     let epoch: i64 = source
         .scalar(Sql::new("SELECT epoch FROM revocation_epoch WHERE id = 1"))

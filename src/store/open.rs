@@ -24,8 +24,12 @@ impl StoreConfig {
                 Ok(StoreConfig::Postgres(u.to_string()))
             }
             Some(u) => Err(StoreError::Config(format!(
-                "--database takes a postgres:// URL (got {:?}); without it the CA uses the SQLite file in its data dir",
-                super::postgres::redact(u)
+                "--database takes a URL that starts with postgres:// (the value given {}); without it the CA uses the SQLite file in its data dir",
+                match u.split_once("://") {
+                    Some((scheme, _)) => format!("starts with {scheme}://"),
+                    // It may hold a password: never printed.
+                    None => "has no scheme".to_string(),
+                }
             ))),
         }
     }

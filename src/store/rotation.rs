@@ -241,17 +241,23 @@ impl Store {
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.write_transaction().await?;
-        tx.execute(
-            Sql::new(
-                "INSERT INTO settings (name, value) VALUES ($1, $2)
-                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            )
-            .bind(name)
-            .bind(value),
-        )
-        .await?;
+        upsert_setting(&mut tx, name, value).await?;
         insert_audit(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Sets a shared setting, replacing its value.
+pub(super) async fn upsert_setting(tx: &mut Tx, name: &str, value: &str) -> Result<(), StoreError> {
+    tx.execute(
+        Sql::new(
+            "INSERT INTO settings (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value),
+    )
+    .await?;
+    Ok(())
 }

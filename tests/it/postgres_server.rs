@@ -217,20 +217,18 @@ impl PgServer {
         self.psql("postgres", &format!("CREATE DATABASE \"{db}\""));
     }
 
-    fn try_psql(&self, db: &str, sql: &str) -> bool {
-        Command::new(bin_dir().join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "etcdca",
-                "-d",
-                db,
-            ])
+    /// `psql` on database `db` running `sql` (unaligned, tuples only, stopping at an error).
+    fn psql_command(&self, db: &str, sql: &str) -> Command {
+        let mut cmd = Command::new(bin_dir().join("psql"));
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "etcdca", "-d", db])
             .args(["-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn try_psql(&self, db: &str, sql: &str) -> bool {
+        self.psql_command(db, sql)
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)
@@ -238,21 +236,7 @@ impl PgServer {
 
     /// Runs SQL with psql and returns its output (unaligned, tuples only).
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let out = Command::new(bin_dir().join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "etcdca",
-                "-d",
-                db,
-            ])
-            .args(["-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
-            .stdin(Stdio::null())
-            .output()
-            .expect("psql runs");
+        let out = self.psql_command(db, sql).output().expect("psql runs");
         assert!(
             out.status.success(),
             "psql {sql:?} failed: {}",

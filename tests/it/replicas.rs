@@ -90,6 +90,76 @@ impl Lcg {
     }
 }
 
+/// Clients issuing client certificates through every server (failing over) until `stop`:
+/// the serials they received, and each refusal's status and code (after which a client waits
+/// 100 ms). A failure that is not the server's answer fails the test: the servers stay up.
+struct Load {
+    stop: Arc<AtomicBool>,
+    received: Arc<Mutex<Vec<String>>>,
+    refusals: Arc<Mutex<Vec<(u16, String)>>>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(shared: &Shared, clients: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let refusals = Arc::new(Mutex::new(Vec::new()));
+        let clients = (0..clients)
+            .map(|c| {
+                let (admin, stop, received, refusals) = (
+                    shared.admin(),
+                    stop.clone(),
+                    received.clone(),
+                    refusals.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let cn = format!("c{c}n{i}");
+                        let body = json!({"profile": "client", "node": "load", "common_name": cn});
+                        match admin.post_json::<_, Value>("/v1/issue", &body).await {
+                            Ok(answer) => received.lock().unwrap().push(
+                                answer["certificate"]["serial"]
+                                    .as_str()
+                                    .unwrap()
+                                    .to_string(),
+                            ),
+                            Err(etcd_ca::client::ClientError::Api { status, code, .. }) => {
+                                refusals.lock().unwrap().push((status, code));
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            Err(e) => panic!("a client lost every server: {e}"),
+                        }
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            received,
+            refusals,
+            clients,
+        }
+    }
+
+    fn received(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    /// Stops the clients; what they received and the refusals they saw.
+    async fn finish(self) -> (Vec<String>, Vec<(u16, String)>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for client in self.clients {
+            client.await.unwrap();
+        }
+        let received = self.received.lock().unwrap().clone();
+        let refusals = self.refusals.lock().unwrap().clone();
+        (received, refusals)
+    }
+}
+
 async fn token(admin: &etcd_ca::client::ApiClient, node: &str) -> String {
     let body = json!({"node": node, "ips": ["10.1.0.1"], "profiles": ["peer"]});
     let answer: Value = admin.post_json("/v1/tokens", &body).await.unwrap();
@@ -191,35 +261,7 @@ async fn replicas_killed_at_random_lose_nothing_and_a_token_enrolls_once() {
     };
 
     // Issuance from four clients over every server while one server after another is killed.
-    let received = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut clients = Vec::new();
-    for c in 0..4 {
-        let (admin, stop, received, failures) = (
-            shared.admin(),
-            stop.clone(),
-            received.clone(),
-            failures.clone(),
-        );
-        clients.push(tokio::spawn(async move {
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let body = json!({"profile": "client", "node": "load", "common_name": format!("c{c}n{i}")});
-                match admin.post_json::<_, Value>("/v1/issue", &body).await {
-                    Ok(answer) => received
-                        .lock()
-                        .unwrap()
-                        .push(answer["certificate"]["serial"].as_str().unwrap().to_string()),
-                    Err(e) => {
-                        failures.lock().unwrap().push(e.to_string());
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-                i += 1;
-            }
-        }));
-    }
+    let load = Load::start(&shared, 4);
     let mut rng = Lcg(0x5eed);
     let kills = 21;
     for _ in 0..kills {
@@ -229,10 +271,7 @@ async fn replicas_killed_at_random_lose_nothing_and_a_token_enrolls_once() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         shared.replicas[victim].start_again();
     }
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.await.unwrap();
-    }
+    let (received, refusals) = load.finish().await;
     renewals.0.store(true, Ordering::Relaxed);
     let renewals = renewals.1.join().unwrap();
     let failed: Vec<_> = renewals
@@ -248,7 +287,6 @@ async fn replicas_killed_at_random_lose_nothing_and_a_token_enrolls_once() {
     // The cluster serves on the renewed certificates, which are all recorded.
     cluster.wait_healthy(&ops, Duration::from_secs(30));
     etcdctl(&cluster.endpoints(), &ops, &["put", "after", "kills"]).ok();
-    let received = received.lock().unwrap().clone();
     let stored = shared.stored_serials();
     for dir in &pki {
         for profile in ["server", "peer"] {
@@ -275,9 +313,8 @@ async fn replicas_killed_at_random_lose_nothing_and_a_token_enrolls_once() {
         "only {} certificates in {kills} kills",
         received.len()
     );
-    // Clients only fail when every server is down at once, which never happens here.
-    let failures = failures.lock().unwrap().clone();
-    assert!(failures.is_empty(), "clients saw failures: {failures:?}");
+    // Clients are refused only when every server is down at once, which never happens here.
+    assert!(refusals.is_empty(), "clients were refused: {refusals:?}");
     let rows: usize = shared
         .pg
         .psql("ca", "SELECT COUNT(*) FROM certificates")
@@ -364,62 +401,41 @@ async fn a_stopped_database_gives_503s_and_no_half_written_rows_and_a_standby_se
             .unwrap_err();
         assert_eq!(refused.code(), Some("token_locked"), "{refused}");
     }
-    let received = Arc::new(Mutex::new(Vec::<String>::new()));
-    let refusals = Arc::new(Mutex::new(Vec::<(u16, String)>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for c in 0..2 {
-        let (admin, stop, received, refusals) = (
-            shared.admin(),
-            stop.clone(),
-            received.clone(),
-            refusals.clone(),
-        );
-        clients.push(tokio::spawn(async move {
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let body = json!({"profile": "client", "node": "load", "common_name": format!("c{c}n{i}")});
-                match admin.post_json::<_, Value>("/v1/issue", &body).await {
-                    Ok(answer) => received
-                        .lock()
-                        .unwrap()
-                        .push(answer["certificate"]["serial"].as_str().unwrap().to_string()),
-                    Err(etcd_ca::client::ClientError::Api { status, code, .. }) => {
-                        refusals.lock().unwrap().push((status, code));
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(e) => panic!("the servers stay up: {e}"),
-                }
-                i += 1;
-            }
-        }));
-    }
+    let load = Load::start(&shared, 2);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before_stop = received.lock().unwrap().len();
+    let mut crls = Vec::new();
+    for r in &shared.replicas {
+        crls.push(r.client().crl(None).await.unwrap());
+    }
+    let before_stop = load.received();
     shared.pg.stop();
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    let during = received.lock().unwrap().len() - before_stop;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Meanwhile each server still serves the CRL it had (etcd needs it on every connection),
+    // and says it is not ready.
+    for (r, crl) in shared.replicas.iter().zip(&crls) {
+        assert_eq!(&r.client().crl(None).await.unwrap(), crl);
+        let health = r.client().health().await.unwrap_err();
+        assert_eq!(health.code(), Some("database_unavailable"), "{health}");
+    }
+    tokio::time::sleep(Duration::from_secs(18)).await;
+    let during = load.received() - before_stop;
     shared.pg.launch();
     // The servers reconnect on their own: issuance resumes within seconds.
-    let resumed_from = received.lock().unwrap().len();
+    let resumed_from = load.received();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while received.lock().unwrap().len() < resumed_from + 20 {
+    while load.received() < resumed_from + 20 {
         assert!(
             Instant::now() < deadline,
             "issuance did not resume after PostgreSQL came back"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.await.unwrap();
-    }
+    let (received, refusals) = load.finish().await;
     assert!(before_stop > 0, "nothing was issued before the stop");
     assert!(
         during <= 8,
         "{during} certificates issued while PostgreSQL was down"
     );
-    let refusals = refusals.lock().unwrap().clone();
     assert!(
         refusals.len() >= 10,
         "{} refusals in 20 s without a database",
@@ -435,7 +451,6 @@ async fn a_stopped_database_gives_503s_and_no_half_written_rows_and_a_standby_se
     // Nothing half-written: everything handed out is stored, and every stored certificate has
     // its audit event (one transaction).
     let stored = shared.stored_serials();
-    let received = received.lock().unwrap().clone();
     let lost: Vec<&String> = received.iter().filter(|s| !stored.contains(*s)).collect();
     assert!(lost.is_empty(), "handed out but not stored: {lost:?}");
     let orphans = shared.pg.psql(

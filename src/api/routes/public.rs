@@ -4,6 +4,9 @@
 use super::*;
 
 pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    // 503 when this server cannot do its work: its shared database unreachable, or a new
+    // policy published that it does not sign under yet (a load balancer then skips it).
+    state.authority.ready().await?;
     Ok(Json(Health {
         status: "ok".to_string(),
         ca_fingerprint: state.authority.fingerprint()?.to_string(),
