@@ -139,6 +139,7 @@ pub fn authority_status(e: &AuthorityError) -> (StatusCode, ErrorCode) {
         | E::NotInitialised { .. }
         | E::DatabaseNotInitialised { .. }
         | E::UnsealedKeyInDatabase
+        | E::Moved { .. }
         | E::DatabaseInitialised { .. }
         | E::PolicyMismatch { .. }
         | E::Import { .. }

@@ -12,9 +12,11 @@ pub enum AuthorityError {
     DirNotEmpty { dir: PathBuf },
     #[error("{} holds no CA (no etcd-ca.db); create one with `etcd-ca init --data-dir {}`", dir.display(), dir.display())]
     NotInitialised { dir: PathBuf },
+    #[error("the CA in {} was moved to the database {to}: use --database URL (this SQLite copy is kept only as it was)", dir.display())]
+    Moved { dir: PathBuf, to: String },
     #[error("a new policy was published for the servers on this database; this server signs nothing until it is restarted with it (another server may be)")]
     PolicyChanged,
-    #[error("a CA key kept in a shared database must be sealed with a passphrase: give --passphrase-file FILE (a new file gets a random passphrase) instead of --insecure-unencrypted-key")]
+    #[error("a CA key kept in a shared database must be sealed with a passphrase: give --passphrase-file FILE (a new file gets a random passphrase), not --insecure-unencrypted-key; `migrate --from-sqlite` seals an unencrypted key with it on the way")]
     UnsealedKeyInDatabase,
     #[error("the database {database} holds no CA; create one with `etcd-ca init --database URL --data-dir DIR`, or move a SQLite CA there with `etcd-ca migrate --database URL --from-sqlite DIR`")]
     DatabaseNotInitialised { database: String },

@@ -57,7 +57,7 @@ pub use restore::{LaterRevocations, Recovered, RestoreReport};
 pub use retention::TidyReport;
 pub use serving::ServingIdentity;
 pub use shared::MoveReport;
-use shared::{shared_policy, POLICY_SETTING};
+use shared::{shared_policy, MOVED_SETTING, POLICY_SETTING};
 use signer::{public_key_of, Origin, Signed, Signer};
 pub use types::*;
 
@@ -152,7 +152,16 @@ impl Authority {
         }
         let policy = read_policy(&layout.policy())?;
         let store = Store::open(&layout.database()).await?;
-        Self::assemble(layout, store, |_| async { Ok((policy, None)) }).await
+        Self::assemble(layout, store, |(layout, store)| async move {
+            if let Some(to) = store.setting(MOVED_SETTING).await? {
+                return Err(AuthorityError::Moved {
+                    dir: layout.root().to_path_buf(),
+                    to,
+                });
+            }
+            Ok((policy, None))
+        })
+        .await
     }
 
     /// Opens a CA whose records (and sealed keys) are in a database several servers share;

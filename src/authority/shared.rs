@@ -6,6 +6,9 @@
 use super::*;
 use crate::store::{copy_all, CopyExtras};
 
+/// Set in a SQLite store whose CA was moved to a shared database: where, and when.
+pub(super) const MOVED_SETTING: &str = "moved_to";
+
 /// The name of the shared setting that holds the policy text servers sign under.
 pub(super) const POLICY_SETTING: &str = "policy_toml";
 
@@ -120,9 +123,12 @@ impl Authority {
     /// the policy) into an empty shared database, in one transaction. The caller keeps any
     /// server off `dir` meanwhile. Nothing is re-issued: serials, CRL numbers and the audit
     /// trail carry over.
+    /// A key kept unencrypted in its file is sealed on the way with `seal_with` (refused
+    /// without it: the database never holds a key in the clear).
     pub async fn move_to_shared(
         dir: &Path,
         config: &StoreConfig,
+        seal_with: Option<&keyfile::Passphrase>,
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<MoveReport, AuthorityError> {
@@ -147,10 +153,21 @@ impl Authority {
                 let path = layout.resolve(&g.key_file);
                 let text =
                     std::fs::read_to_string(&path).map_err(|e| FsError::new("read", &path, e))?;
-                // Retired generations' keys sign nothing any more; the others must be sealed.
-                if g.state != GenerationState::Retired && !keyfile::is_sealed(&text) {
-                    return Err(AuthorityError::UnsealedKeyInDatabase);
-                }
+                let text = if keyfile::is_sealed(&text) {
+                    text
+                } else {
+                    let passphrase = seal_with.ok_or(AuthorityError::UnsealedKeyInDatabase)?;
+                    let key_type: KeyType =
+                        g.key_type.parse().map_err(|e: String| Fault::Corrupt {
+                            what: format!("the key type of CA generation {}: {e}", g.id),
+                        })?;
+                    let key = pki::load_private_key(&text, key_type)?;
+                    keyfile::seal(
+                        key.serialized_der(),
+                        passphrase,
+                        keyfile::DEFAULT_ITERATIONS,
+                    )?
+                };
                 extras.key_pems.insert(g.id, text);
             }
             extras
@@ -183,6 +200,20 @@ impl Authority {
             target.close().await;
             let copied = copied?;
             recorded?;
+            // The SQLite copy is not a CA any more: nothing may serve or sign from it.
+            source
+                .set_setting(
+                    MOVED_SETTING,
+                    &format!("{} at {}", config.describe(), rfc3339(now)),
+                    &AuditAction::Move.event(
+                        actor,
+                        now,
+                        None,
+                        None,
+                        format!("moved to {}", config.describe()),
+                    ),
+                )
+                .await?;
             Ok(MoveReport {
                 database: config.describe(),
                 copied: copied

@@ -354,6 +354,12 @@ pub(super) async fn backup(args: BackupArgs, now: OffsetDateTime) -> Result<Exit
 
 /// `etcd-ca restore`: a backup into a new data dir, checked first.
 pub(super) async fn restore(args: RestoreArgs) -> Result<ExitCode, CliError> {
+    if args.data_dir.database.is_some() {
+        eprintln!(
+            "note: restore writes a SQLite data dir; --database (or ETCD_CA_DATABASE_URL) is not used. To run the restored CA on PostgreSQL, move it there afterwards: etcd-ca migrate --database URL --from-sqlite {}",
+            args.data_dir.path().display()
+        );
+    }
     let passphrase = args.data_dir.passphrase()?;
     let checked_keys = passphrase.is_some();
     let later = match &args.crl {

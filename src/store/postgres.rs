@@ -42,6 +42,16 @@ pub(super) async fn open(url: &str, migrations: Migrations) -> Result<Store, Sto
         database: database.clone(),
         source,
     })?;
+    // One connection first: its error says why (refused, password, no such database), where
+    // the pool would only say it timed out.
+    {
+        use sqlx::{ConnectOptions, Connection};
+        let probe = options.connect().await.map_err(|source| StoreError::Open {
+            database: database.clone(),
+            source,
+        })?;
+        let _ = probe.close().await;
+    }
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(ACQUIRE_TIMEOUT)

@@ -515,6 +515,9 @@ async fn a_sqlite_ca_moves_to_postgres_and_a_postgres_backup_restores_anywhere()
     ])
     .ok();
     assert!(moved.stdout.contains("Moved the CA"), "{}", moved.stdout);
+    // The SQLite copy is no CA any more: it neither serves nor signs.
+    let stale = etcd_ca(["list", "--data-dir", old.ca.data_dir()]).fails();
+    assert!(stale.contains("was moved to the database"), "{stale}");
     // Nothing moves twice into one database.
     let again = etcd_ca([
         "migrate",
@@ -645,6 +648,51 @@ async fn a_sqlite_ca_moves_to_postgres_and_a_postgres_backup_restores_anywhere()
     for s in servers.iter_mut() {
         s.stop();
     }
+    // A CA whose key was kept unencrypted moves only sealed, with a passphrase given.
+    let plain_tmp = tempfile::tempdir().unwrap();
+    let plain_dir = plain_tmp.path().join("ca");
+    let init = std::process::Command::new(ETCD_CA)
+        .args(["init", "--insecure-unencrypted-key", "--data-dir"])
+        .arg(&plain_dir)
+        .env_remove("ETCD_CA_PASSPHRASE")
+        .env_remove("ETCD_CA_PASSPHRASE_FILE")
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let plain = TestCa {
+        tmp: plain_tmp,
+        dir: plain_dir,
+    };
+    pg.create_database("plain");
+    let plain_url = pg.url("plain");
+    let refused = std::process::Command::new(ETCD_CA)
+        .args(["migrate", "--database", &plain_url, "--from-sqlite"])
+        .arg(plain.data_dir())
+        .env_remove("ETCD_CA_PASSPHRASE")
+        .env_remove("ETCD_CA_PASSPHRASE_FILE")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let refused = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        refused.contains("must be sealed with a passphrase"),
+        "{refused}"
+    );
+    let passphrase_file = work.path().join("passphrase");
+    std::fs::write(&passphrase_file, PASSPHRASE).unwrap();
+    etcd_ca([
+        "migrate",
+        "--database",
+        &plain_url,
+        "--from-sqlite",
+        plain.data_dir(),
+        "--passphrase-file",
+        passphrase_file.to_str().unwrap(),
+    ])
+    .ok();
+    let mut sealed = CaServer::start_shared(&plain_url, false, &[]);
+    sealed.remote_issue_client(&work.path().join("g"), "sealed");
+    sealed.stop();
     let back = CaServer::start_on(restored, &[]);
     assert_eq!(back.fingerprint, old.fingerprint);
     let listed = back.remote(&["list", "--json"]).ok().stdout;
