@@ -37,6 +37,10 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long one request may take, reading its body included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a backup may take before its archive starts streaming: copying a large store
+/// (a million certificates out of PostgreSQL) takes minutes, not seconds.
+pub const BACKUP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 /// The longest a `GET /v1/watch` waits for a change (under [`REQUEST_TIMEOUT`]).
 pub const MAX_WATCH: Duration = Duration::from_secs(25);
 
@@ -71,7 +75,6 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/issue", post(routes::issue))
         .route("/v1/audit", get(routes::audit))
         .route("/v1/admin-tokens", get(routes::admin_tokens))
-        .route("/v1/backup", get(routes::backup))
         .route("/v1/tidy", post(routes::tidy))
         .route(
             "/v1/admin-tokens/{id}/revoke",
@@ -89,6 +92,13 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(|request, next| {
             deadline(REQUEST_TIMEOUT, request, next)
         }))
+        .merge(
+            Router::new()
+                .route("/v1/backup", get(routes::backup))
+                .layer(axum::middleware::from_fn(|request, next| {
+                    deadline(BACKUP_TIMEOUT, request, next)
+                })),
+        )
         .with_state(state)
 }
 
