@@ -97,7 +97,7 @@ impl Agent {
         };
 
         let pin = self.settings.ca_fingerprint.clone();
-        let client = ApiClient::new(&self.settings.server, Trust::Fingerprint(pin.clone()), None)?;
+        let client = self.pinned_client()?;
         let pin_mismatch = |reason: String| AgentError::PinMismatch {
             server: self.settings.server.clone(),
             pin: pin.clone(),

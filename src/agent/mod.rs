@@ -254,6 +254,8 @@ pub struct Agent {
     /// Profiles whose certificate the CA refused to renew (revoked, unknown, untrusted): they
     /// are enrolled again as soon as a token is there.
     refused: std::collections::BTreeSet<String>,
+    /// Which of the CA servers answered last, shared by every client this agent builds.
+    preferred_server: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Agent {
@@ -289,6 +291,7 @@ impl Agent {
             active_ca: None,
             created_dir,
             refused: Default::default(),
+            preferred_server: Default::default(),
         })
     }
 
@@ -571,11 +574,19 @@ impl Agent {
     /// [`crate::lineage`]), so an agent that missed a bundle change is not stranded.
     fn ca_client(&self, identity: Option<Identity>) -> Result<ApiClient, AgentError> {
         let pins = bundle_fingerprints(&self.settings.dir);
-        Ok(ApiClient::new(
-            &self.settings.server,
-            Trust::Pins(pins),
-            identity,
-        )?)
+        Ok(
+            ApiClient::new(&self.settings.server, Trust::Pins(pins), identity)?
+                .sharing_preferred_server(self.preferred_server.clone()),
+        )
+    }
+
+    /// A client that trusts the CA by the pinned fingerprint (before anything is installed).
+    fn pinned_client(&self) -> Result<ApiClient, AgentError> {
+        let pin = self.settings.ca_fingerprint.clone();
+        Ok(
+            ApiClient::new(&self.settings.server, Trust::Fingerprint(pin), None)?
+                .sharing_preferred_server(self.preferred_server.clone()),
+        )
     }
 
     /// The client `watch` long-polls with; none before the first enrollment.

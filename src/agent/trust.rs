@@ -38,7 +38,7 @@ impl Agent {
             Err(e) => e.to_string(),
         };
         let pin = self.settings.ca_fingerprint.clone();
-        let client = ApiClient::new(&self.settings.server, Trust::Fingerprint(pin.clone()), None)?;
+        let client = self.pinned_client()?;
         let text = client.trust_bundle().await?;
         let bundle = pki::pem_certificates(&text).map_err(|e| AgentError::BadAnswer {
             what: "trust bundle",

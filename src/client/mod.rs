@@ -217,6 +217,14 @@ impl ApiClient {
         self.timeout = timeout;
         self
     }
+
+    /// Shares with other clients which server answered last, so that a process that builds a
+    /// client per request (the agent: one identity per certificate) goes on asking the server
+    /// that answers instead of a dead first one each time.
+    pub fn sharing_preferred_server(mut self, preferred: Arc<AtomicUsize>) -> Self {
+        self.preferred = preferred;
+        self
+    }
 }
 
 /// One method per endpoint, with the wire types: the only place the API's paths are spelled on
