@@ -130,7 +130,15 @@ impl DataDirArg {
         iterations: u32,
     ) -> Result<KeyProtection, CliError> {
         match (self.passphrase()?, unencrypted) {
-            (Some(p), _) => Ok(KeyProtection::Passphrase(p, iterations)),
+            // The flag on the command line is the operator's explicit choice; a passphrase
+            // may come from the environment without them thinking of it.
+            (Some(_), true) => {
+                eprintln!(
+                    "warning: --insecure-unencrypted-key: the CA key is stored in the clear; the passphrase given is not used for it"
+                );
+                Ok(KeyProtection::Unencrypted)
+            }
+            (Some(p), false) => Ok(KeyProtection::Passphrase(p, iterations)),
             (None, true) => Ok(KeyProtection::Unencrypted),
             (None, false) => Err(CliError::Usage(
                 "the CA key is encrypted with a passphrase: give one with --passphrase-file FILE, ETCD_CA_PASSPHRASE_FILE or ETCD_CA_PASSPHRASE \

@@ -86,8 +86,9 @@ impl PgServer {
 
     fn start_with(port: u16, durable: bool) -> PgServer {
         remove_stale();
+        // Named after this process: only the directories of processes that are gone are stale.
         let dir = tempfile::Builder::new()
-            .prefix("etcd-ca-pg-")
+            .prefix(&format!("etcd-ca-pg-{}-", std::process::id()))
             .tempdir()
             .unwrap();
         if running_as_root() {
@@ -246,23 +247,26 @@ impl PgServer {
     }
 }
 
-/// Removes the directories of servers whose process is gone (a test process that died, or the
-/// unit tests' shared server, which lives until its process exits).
+/// Removes the directories of servers whose test process is gone (one that died, or the unit
+/// tests' shared server, which lives until its process exits). A directory of a live process,
+/// even one still being initialised, is never touched.
 fn remove_stale() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let is_ours = path
+        let Some(owner) = path
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("etcd-ca-pg-"));
-        let Ok(pid_file) = std::fs::read_to_string(path.join("data/postmaster.pid")) else {
+            .and_then(|n| n.strip_prefix("etcd-ca-pg-"))
+            .and_then(|rest| rest.split('-').next())
+            .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+            .map(str::to_string)
+        else {
             continue;
         };
-        let pid = pid_file.lines().next().unwrap_or("").trim().to_string();
-        if is_ours && !pid.is_empty() && !Path::new("/proc").join(&pid).exists() {
+        if !Path::new("/proc").join(&owner).exists() {
             let _ = std::fs::remove_dir_all(&path);
         }
     }

@@ -70,8 +70,11 @@ async fn tidy_removes_exactly_what_is_past_retention_while_issuance_continues() 
     assert_eq!(dry["certificates"], 3, "{dry}");
     assert_eq!(dry["tokens"], 1, "{dry}");
     assert_eq!(dry["audit_events"], 0, "{dry}");
-    // A dry run removes nothing.
-    assert_eq!(tidy_json(&server, true), dry);
+    // A dry run removes nothing (the same counts; its cutoffs move with the clock).
+    let again = tidy_json(&server, true);
+    for count in ["certificates", "tokens", "audit_events"] {
+        assert_eq!(again[count], dry[count], "{count}: {again} after {dry}");
+    }
 
     // Issuance goes on while the server removes.
     let writer = {
