@@ -375,31 +375,58 @@ fn in_process_limit(csrs: &[String]) -> InProcess {
     }
 }
 
-/// Our server on a fresh data dir; returns the process, its address, CA DER and admin token.
-async fn start_ours(dir: &Path) -> (Process, String, Vec<u8>, String) {
-    let data = dir.join("etcd-ca");
-    let init = Command::new(etcd_ca_bin())
-        .args(["init", "--insecure-unencrypted-key", "--data-dir"])
-        .arg(&data)
+/// Our servers of one CA: their processes, addresses, the CA (DER) and an admin token.
+struct Ours {
+    processes: Vec<Process>,
+    addrs: Vec<String>,
+    ca_der: Vec<u8>,
+    admin: String,
+}
+
+impl Ours {
+    /// The load target they are: requests spread over every server.
+    fn target(
+        &self,
+        name: &str,
+        body: &Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync>,
+    ) -> Arc<Target> {
+        Arc::new(Target {
+            name: name.into(),
+            pids: self.processes.iter().map(|p| p.0.id()).collect(),
+            addrs: self.addrs.clone(),
+            tls: tls_config(&self.ca_der, None),
+            path: "/v1/sign",
+            auth: Some(self.admin.clone()),
+            body: body.clone(),
+            ok: |status, _| status == 200,
+        })
+    }
+}
+
+/// The bench CAs' passphrase (a shared database keeps keys sealed).
+const PASSPHRASE: &str = "bench passphrase";
+
+/// `etcd-ca ARGS` run to completion (with the bench passphrase); its stdout.
+fn etcd_ca(args: &[&str]) -> String {
+    let out = Command::new(etcd_ca_bin())
+        .args(args)
+        .env("ETCD_CA_PASSPHRASE", PASSPHRASE)
         .output()
-        .expect("init");
-    assert!(init.status.success(), "{init:?}");
-    let token = Command::new(etcd_ca_bin())
-        .args(["admin-token", "create", "--data-dir"])
-        .arg(&data)
-        .output()
-        .expect("token");
-    let admin = String::from_utf8_lossy(&token.stdout).trim().to_string();
+        .expect("etcd-ca");
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `etcd-ca serve` on `data` (plus `extra` flags), logging to `target/bench/LOG`; the process
+/// and its address once it is ready.
+fn serve(data: &Path, extra: &[&str], log: &str) -> (Process, String) {
     let mut child = Command::new(etcd_ca_bin())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--max-failed-attempts-per-source",
-            "1000000",
-            "--data-dir",
-        ])
-        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--max-failed-attempts-per-source", "1000000"])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data)
+        .env("ETCD_CA_PASSPHRASE", PASSPHRASE)
         .env(
             "ETCD_CA_LOG",
             std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
@@ -407,7 +434,7 @@ async fn start_ours(dir: &Path) -> (Process, String, Vec<u8>, String) {
         .stdout(Stdio::piped())
         .stderr({
             let _ = std::fs::create_dir_all("target/bench");
-            std::fs::File::create("target/bench/server.log").expect("log")
+            std::fs::File::create(Path::new("target/bench").join(log)).expect("log")
         })
         .spawn()
         .expect("serve");
@@ -422,99 +449,72 @@ async fn start_ours(dir: &Path) -> (Process, String, Vec<u8>, String) {
         .expect("url")
         .trim_start_matches("https://")
         .to_string();
-    let ca_pem = std::fs::read_to_string(data.join("ca/gen-1.crt")).expect("ca");
-    let ca_der = etcd_ca::pki::pem_certificates(&ca_pem)
-        .expect("ca pem")
-        .remove(0);
-    (Process(child), addr, ca_der, admin)
+    (Process(child), addr)
 }
 
-/// `n` servers of one new CA on database `db` of `pg`; their processes, addresses, the CA
-/// (DER) and an admin token.
-async fn start_ours_on_postgres(
-    dir: &Path,
-    pg: &postgres_server::PgServer,
-    db: &str,
-    n: usize,
-) -> (Vec<Process>, Vec<String>, Vec<u8>, String) {
+/// The CA certificate (DER) of a data dir `init` made.
+fn ca_der(data: &Path) -> Vec<u8> {
+    let ca_pem = std::fs::read_to_string(data.join("ca/gen-1.crt")).expect("ca");
+    etcd_ca::pki::pem_certificates(&ca_pem)
+        .expect("ca pem")
+        .remove(0)
+}
+
+/// Our server on a fresh SQLite data dir (its key unsealed: nothing else to measure).
+fn start_ours(dir: &Path) -> Ours {
+    let data = dir.join("etcd-ca");
+    let data_str = data.to_str().expect("utf-8");
+    etcd_ca(&["init", "--insecure-unencrypted-key", "--data-dir", data_str]);
+    let admin = etcd_ca(&["admin-token", "create", "--data-dir", data_str]);
+    let (process, addr) = serve(&data, &[], "server.log");
+    Ours {
+        processes: vec![process],
+        addrs: vec![addr],
+        ca_der: ca_der(&data),
+        admin,
+    }
+}
+
+/// `n` servers of one new CA on database `db` of `pg` (few KDF rounds: each server opens the
+/// sealed key once).
+fn start_ours_on_postgres(dir: &Path, pg: &postgres_server::PgServer, db: &str, n: usize) -> Ours {
     pg.create_database(db);
     let url = pg.url(db);
-    // A shared database keeps the key sealed; few KDF rounds (each server opens it once).
-    let run = |args: &[&str]| {
-        let out = Command::new(etcd_ca_bin())
-            .args(args)
-            .env("ETCD_CA_PASSPHRASE", "bench passphrase")
-            .output()
-            .expect("etcd-ca");
-        assert!(out.status.success(), "{args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
     let first = dir.join(format!("pg-{db}-0"));
-    let first = first.to_str().expect("utf-8");
-    run(&[
+    let first_str = first.to_str().expect("utf-8");
+    etcd_ca(&[
         "init",
         "--kdf-iterations",
         "1000",
         "--database",
         &url,
         "--data-dir",
-        first,
+        first_str,
     ]);
-    let admin = run(&[
+    let admin = etcd_ca(&[
         "admin-token",
         "create",
         "--database",
         &url,
         "--data-dir",
-        first,
+        first_str,
     ]);
-    let mut processes = Vec::new();
-    let mut addrs = Vec::new();
-    for i in 0..n {
-        let data = dir.join(format!("pg-{db}-{i}"));
-        let mut child = Command::new(etcd_ca_bin())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--max-failed-attempts-per-source",
-                "1000000",
-                "--database",
-                &url,
-                "--data-dir",
-            ])
-            .arg(&data)
-            .env("ETCD_CA_PASSPHRASE", "bench passphrase")
-            .env(
-                "ETCD_CA_LOG",
-                std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+    let (processes, addrs) = (0..n)
+        .map(|i| {
+            let data = dir.join(format!("pg-{db}-{i}"));
+            serve(
+                &data,
+                &["--database", &url],
+                &format!("server-pg-{db}-{i}.log"),
             )
-            .stdout(Stdio::piped())
-            .stderr({
-                let _ = std::fs::create_dir_all("target/bench");
-                std::fs::File::create(format!("target/bench/server-pg-{db}-{i}.log")).expect("log")
-            })
-            .spawn()
-            .expect("serve");
-        let mut line = String::new();
-        use std::io::BufRead;
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("ready line");
-        addrs.push(
-            line.split_whitespace()
-                .nth(2)
-                .expect("url")
-                .trim_start_matches("https://")
-                .to_string(),
-        );
-        processes.push(Process(child));
+        })
+        .unzip();
+    Ours {
+        processes,
+        addrs,
+        ca_der: ca_der(&first),
+        admin,
     }
-    let ca_pem = std::fs::read_to_string(Path::new(first).join("ca/gen-1.crt")).expect("ca");
-    let ca_der = etcd_ca::pki::pem_certificates(&ca_pem)
-        .expect("ca pem")
-        .remove(0);
-    (processes, addrs, ca_der, admin)
 }
 
 /// `cfssl serve` with its own CA, over TLS, with or without the SQLite certdb.
@@ -769,7 +769,7 @@ async fn run(options: Options) {
         in_process.per_second, in_process.csr_check_us, in_process.sign_us
     );
 
-    let (ours, our_addr, our_ca, admin) = start_ours(tmp.path()).await;
+    let ours = start_ours(tmp.path());
     // PostgreSQL with its durable defaults, one database per target (unless --only leaves
     // them out, e.g. to compare two builds on SQLite with BENCH_ETCD_CA_BIN).
     let with_pg = options
@@ -777,24 +777,12 @@ async fn run(options: Options) {
         .as_ref()
         .is_none_or(|only| only.starts_with("etcd-ca+pg"));
     let pg = with_pg.then(|| postgres_server::PgServer::start_durable(free_port()));
-    let (pg_one, pg_one_addrs, pg_one_ca, pg_one_admin) = match &pg {
-        Some(pg) => start_ours_on_postgres(tmp.path(), pg, "one", 1).await,
-        None => (
-            Vec::new(),
-            vec![our_addr.clone()],
-            our_ca.clone(),
-            admin.clone(),
-        ),
-    };
-    let (pg_three, pg_three_addrs, pg_three_ca, pg_three_admin) = match &pg {
-        Some(pg) => start_ours_on_postgres(tmp.path(), pg, "three", 3).await,
-        None => (
-            Vec::new(),
-            vec![our_addr.clone()],
-            our_ca.clone(),
-            admin.clone(),
-        ),
-    };
+    let on_pg = pg.as_ref().map(|pg| {
+        (
+            start_ours_on_postgres(tmp.path(), pg, "one", 1),
+            start_ours_on_postgres(tmp.path(), pg, "three", 3),
+        )
+    });
     let our_body = {
         let csrs = csrs.clone();
         Arc::new(move |i: usize| {
@@ -814,37 +802,12 @@ async fn run(options: Options) {
     };
     let cfssl_ok: fn(u16, &[u8]) -> bool =
         |status, body| status == 200 && body.windows(14).any(|w| w == b"\"success\":true");
-    let targets = vec![
-        Arc::new(Target {
-            name: "etcd-ca".into(),
-            pids: vec![ours.0.id()],
-            addrs: vec![our_addr.clone()],
-            tls: tls_config(&our_ca, None),
-            path: "/v1/sign",
-            auth: Some(admin.clone()),
-            body: our_body.clone(),
-            ok: |status, _| status == 200,
-        }),
-        Arc::new(Target {
-            name: "etcd-ca+pg".into(),
-            pids: pg_one.iter().map(|p| p.0.id()).collect(),
-            addrs: pg_one_addrs,
-            tls: tls_config(&pg_one_ca, None),
-            path: "/v1/sign",
-            auth: Some(pg_one_admin),
-            body: our_body.clone(),
-            ok: |status, _| status == 200,
-        }),
-        Arc::new(Target {
-            name: "etcd-ca+pg x3".into(),
-            pids: pg_three.iter().map(|p| p.0.id()).collect(),
-            addrs: pg_three_addrs,
-            tls: tls_config(&pg_three_ca, None),
-            path: "/v1/sign",
-            auth: Some(pg_three_admin),
-            body: our_body,
-            ok: |status, _| status == 200,
-        }),
+    let mut targets = vec![ours.target("etcd-ca", &our_body)];
+    if let Some((one, three)) = &on_pg {
+        targets.push(one.target("etcd-ca+pg", &our_body));
+        targets.push(three.target("etcd-ca+pg x3", &our_body));
+    }
+    targets.extend([
         Arc::new(Target {
             name: "cfssl+sqlite".into(),
             pids: vec![cfssl_db.0.id()],
@@ -865,7 +828,7 @@ async fn run(options: Options) {
             body: cfssl_body,
             ok: cfssl_ok,
         }),
-    ];
+    ]);
     let mut issuance = Vec::new();
     for c in CONCURRENCY {
         for target in &targets {
@@ -887,18 +850,17 @@ async fn run(options: Options) {
     }
     drop(cfssl);
     drop(cfssl_db);
-    drop(pg_one);
-    drop(pg_three);
+    drop(on_pg);
     drop(pg);
 
     let storm = if options.storm {
         eprintln!("renewal storm: {} nodes...", options.storm_nodes());
         let storm = storm(
-            &our_addr,
-            &our_ca,
-            &admin,
+            &ours.addrs[0],
+            &ours.ca_der,
+            &ours.admin,
             options.storm_nodes(),
-            ours.0.id(),
+            ours.processes[0].0.id(),
         )
         .await;
         eprintln!(
