@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::helpers::{etcdctl, wait_for, AgentProcess, CaServer, ClientCreds, Ports};
+use crate::helpers::{etcdctl, wait_for, CaServer, ClientCreds, Ports};
 use crate::postgres_server::PgServer;
-use crate::rotation::{endpoints, serial_of, up, within, Admin, ScriptedCluster};
+use crate::rotation::{endpoints, member_agents, serial_of, up, within, Admin, ScriptedCluster};
 
 #[test]
 fn a_rotation_with_each_step_on_another_server_and_one_server_killed_per_phase() {
@@ -44,48 +44,8 @@ fn a_rotation_with_each_step_on_another_server_and_one_server_killed_per_phase()
     };
     let root = replicas[0].ca.tmp.path().to_path_buf();
     let pki: [PathBuf; 3] = [1, 2, 3].map(|m| root.join(format!("pki-n{m}")));
-    let scripts: Vec<PathBuf> = (1..=3)
-        .map(|m| root.join(format!("member-n{m}.sh")))
-        .collect();
 
-    let mut agents = Vec::new();
-    for (i, dir) in pki.iter().enumerate() {
-        let m = i + 1;
-        let node = format!("n{m}");
-        let ip = format!("127.0.0.1{m}");
-        let token = admin_at(i, &replicas).token(&[
-            "--node",
-            &node,
-            "--ip",
-            &ip,
-            "--ip",
-            "127.0.0.1",
-            "--profiles",
-            "server,peer",
-        ]);
-        let endpoint = format!("https://{ip}:{}", ports.client);
-        let hook = format!("sh {}", scripts[i].display());
-        agents.push(AgentProcess::spawn(
-            &[
-                "--server",
-                &servers,
-                "--ca-fingerprint",
-                &pin,
-                "--node",
-                &node,
-                "--dir",
-                dir.to_str().unwrap(),
-                "--token",
-                &token,
-                "--on-trust-change",
-                &hook,
-                "--etcd-endpoint",
-                &endpoint,
-            ],
-            root.join(format!("agent-{node}.log")),
-            root.join(format!("hooks-{node}.log")),
-        ));
-    }
+    let agents = member_agents(&admin_at(0, &replicas), &servers, &pki, ports, &root);
     wait_for("every agent to enroll", Duration::from_secs(30), || {
         pki.iter()
             .all(|d| d.join("ca.crl").exists() && d.join("peer.crt").exists())

@@ -293,24 +293,16 @@ pub(crate) fn within(what: &str, limit: Duration, mut condition: impl FnMut() ->
     started.elapsed()
 }
 
-struct Setup {
+/// An agent for each member n1..n3 (PKI dir `pki[i]`, restarting the member with its script
+/// `ROOT/member-nM.sh` on a trust change), enrolled with a token made through `admin`,
+/// talking to `servers` (one URL or several), on the README's default settings.
+pub(crate) fn member_agents(
+    admin: &Admin,
+    servers: &str,
+    pki: &[PathBuf; 3],
     ports: Ports,
-    ca_port: u16,
-    restart_server_before_finish: bool,
-}
-
-fn rotate_through_the_server(setup: Setup) {
-    let ports = setup.ports;
-    let listen = format!("127.0.0.1:{}", setup.ca_port);
-    let mut server = CaServer::start(&[], &["--listen", &listen]);
-    let admin = Admin::new(&server);
-    let root = server.ca.tmp.path().to_path_buf();
-    let pki: [PathBuf; 3] = [1, 2, 3].map(|m| root.join(format!("pki-n{m}")));
-    let scripts: Vec<PathBuf> = (1..=3)
-        .map(|m| root.join(format!("member-n{m}.sh")))
-        .collect();
-
-    // Members' agents, on the README's settings: default refresh interval and backoff.
+    root: &Path,
+) -> Vec<AgentProcess> {
     let mut agents = Vec::new();
     for (i, dir) in pki.iter().enumerate() {
         let m = i + 1;
@@ -327,13 +319,13 @@ fn rotate_through_the_server(setup: Setup) {
             "server,peer",
         ]);
         let endpoint = format!("https://{ip}:{}", ports.client);
-        let hook = format!("sh {}", scripts[i].display());
+        let hook = format!("sh {}", root.join(format!("member-n{m}.sh")).display());
         agents.push(AgentProcess::spawn(
             &[
                 "--server",
-                &server.url,
+                servers,
                 "--ca-fingerprint",
-                &server.fingerprint,
+                &admin.pin,
                 "--node",
                 &node,
                 "--dir",
@@ -349,6 +341,25 @@ fn rotate_through_the_server(setup: Setup) {
             root.join(format!("hooks-{node}.log")),
         ));
     }
+    agents
+}
+
+struct Setup {
+    ports: Ports,
+    ca_port: u16,
+    restart_server_before_finish: bool,
+}
+
+fn rotate_through_the_server(setup: Setup) {
+    let ports = setup.ports;
+    let listen = format!("127.0.0.1:{}", setup.ca_port);
+    let mut server = CaServer::start(&[], &["--listen", &listen]);
+    let admin = Admin::new(&server);
+    let root = server.ca.tmp.path().to_path_buf();
+    let pki: [PathBuf; 3] = [1, 2, 3].map(|m| root.join(format!("pki-n{m}")));
+
+    // Members' agents, on the README's settings: default refresh interval and backoff.
+    let agents = member_agents(&admin, &server.url, &pki, ports, &root);
     // A client with an agent (kube-apiserver's certificate, say): part of the rotation too.
     let app_dir = root.join("pki-app");
     let app_token = admin.token(&["--node", "app", "--profiles", "client", "--cn", "app"]);
