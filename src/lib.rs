@@ -5,7 +5,7 @@
 //! ```text
 //! CA host:  cli ──> api ──> authority ──> policy   (pure: request + now -> Grant or refusal)
 //!            │                  │
-//!            └──> authority     └──────> store    (SQLite: generations, nodes, certificates, audit)
+//!            └──> authority     └──────> store    (SQLite or PostgreSQL: generations, certificates, audit)
 //! node:     cli ──> agent ──> client ──(HTTPS, wire types)──> api
 //! ```
 //!
@@ -19,13 +19,14 @@
 //! - [`authority`]: the only code that signs; owns the data dir, CA generations, issue, revoke,
 //!   CRL, rotation, backup, retention (tidy), and the server's own certificate.
 //! - [`policy`]: policy files and the decision for one request. No I/O, time passed in.
-//! - [`store`]: every SQL statement.
+//! - [`store`]: every SQL statement, written once for SQLite and PostgreSQL ([`store::StoreConfig`]).
 //! - [`pki`], [`names`], [`duration`]: validated building blocks (keys, certificates, names, spans).
 //! - [`client`]: the HTTPS client of the CLI's remote mode and the agent (wire types, pinned CA
 //!   fingerprints, mTLS); [`lineage`] decides which CAs a pinned fingerprint vouches for across
 //!   rotations (pure).
 //! - [`agent`]: the renewal agent on each node.
 //! - [`clock`]: the one "now" (tests move it for a running server and agent).
+//! - [`hardening`]: no core dumps or ptrace of processes holding keys.
 //! - [`fsutil`]: atomic file writes; [`inspect`], [`etcd_flags`]: what the CLI prints about files.
 
 pub mod agent;
