@@ -457,6 +457,116 @@ pub struct ReportBody {
     pub running_bundle: Vec<String>,
     #[serde(default)]
     pub certificates: BTreeMap<String, String>,
+    /// How the agent is doing (absent from agents before this field existed).
+    #[serde(default)]
+    pub agent: Option<AgentHealth>,
+    /// What the member serves, by profile (`server` on the client port, `peer` on the peer
+    /// port), as the agent's probe found it.
+    #[serde(default)]
+    pub served: BTreeMap<String, Served>,
+}
+
+/// What the server keeps of a report beyond the files (the store holds it as JSON).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReportDetails {
+    #[serde(default)]
+    pub agent: Option<AgentHealth>,
+    #[serde(default)]
+    pub served: BTreeMap<String, Served>,
+}
+
+impl ReportDetails {
+    pub fn to_json(&self) -> String {
+        // Plain data (strings, numbers, times): serializing it cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// What was stored; a report from before details existed (or unreadable) has none.
+    pub fn from_json(text: &str) -> Self {
+        serde_json::from_str(text).unwrap_or_default()
+    }
+}
+
+/// The agent's own account of its renewals.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentHealth {
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub next_renewal: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_success: Option<OffsetDateTime>,
+    /// The last failure, while it is the latest outcome.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Failed passes since the last success.
+    #[serde(default)]
+    pub failures: u64,
+}
+
+/// The certificate a member served when probed, or why it could not be read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Served {
+    /// The URL probed (`https://10.0.0.1:2379`).
+    pub endpoint: String,
+    #[serde(default)]
+    pub serial: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub not_after: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub probed_at: OffsetDateTime,
+}
+
+/// `GET /v1/fleet`: every node the CA knows, with what it was issued, what its agent installed
+/// and what its member serves, and the marks the fleet view and `etcd-ca check` act on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fleet {
+    #[serde(with = "time::serde::rfc3339")]
+    pub now: OffsetDateTime,
+    /// How long a member may keep serving an older certificate than the newest issued.
+    pub mismatch_grace_seconds: i64,
+    /// How long an agent may stay silent before it is marked stale.
+    pub stale_after_seconds: i64,
+    pub nodes: Vec<FleetNode>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FleetNode {
+    pub node: String,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub reported_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub agent: Option<AgentHealth>,
+    pub entries: Vec<FleetEntry>,
+}
+
+/// One node and profile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FleetEntry {
+    pub profile: String,
+    /// The newest valid certificate issued for it.
+    #[serde(default)]
+    pub issued: Option<FleetCertificate>,
+    /// What the agent last said it installed, with its state in the CA's records.
+    #[serde(default)]
+    pub installed: Option<FleetCertificate>,
+    #[serde(default)]
+    pub served: Option<Served>,
+    /// `expired`, `expiring`, `revoked`, `stale`, `mismatch`, `failing`, `unprobed`.
+    pub marks: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FleetCertificate {
+    pub serial: String,
+    #[serde(default)]
+    pub generation: Option<i64>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub not_after: Option<OffsetDateTime>,
+    /// `valid`, `revoked`, `expired`, or `unknown` (not in the CA's records, or removed).
+    pub status: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -472,6 +582,15 @@ pub struct RotateBody {
     #[serde(default)]
     pub force: bool,
     pub key_type: Option<String>,
+}
+
+/// A label value as Prometheus's text exposition writes it (the server's `/metrics` and the
+/// agent's textfile).
+pub fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 // ---- from the server's records ----
@@ -610,6 +729,25 @@ mod tests {
 
     fn at(secs: i64) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(1_800_000_000 + secs).unwrap()
+    }
+
+    fn agent_health() -> AgentHealth {
+        AgentHealth {
+            next_renewal: Some(at(40)),
+            last_success: Some(at(-3)),
+            last_error: Some("refused".into()),
+            failures: 2,
+        }
+    }
+
+    fn served() -> Served {
+        Served {
+            endpoint: "https://127.0.0.1:2379".into(),
+            serial: Some("0b".into()),
+            not_after: Some(at(30)),
+            error: None,
+            probed_at: at(-1),
+        }
     }
 
     fn certificate() -> Certificate {
@@ -773,6 +911,31 @@ mod tests {
             installed_bundle: strings(&["sha256:01"]),
             running_bundle: strings(&["sha256:01", "sha256:02"]),
             certificates: map(&[("server", "0a")]),
+            agent: Some(agent_health()),
+            served: [("server".to_string(), served())].into(),
+        });
+        let fleet_certificate = FleetCertificate {
+            serial: "0a".into(),
+            generation: Some(2),
+            not_after: Some(at(90)),
+            status: "valid".into(),
+        };
+        round_trip(Fleet {
+            now: at(0),
+            mismatch_grace_seconds: 600,
+            stale_after_seconds: 900,
+            nodes: vec![FleetNode {
+                node: "n1".into(),
+                reported_at: Some(at(-5)),
+                agent: Some(agent_health()),
+                entries: vec![FleetEntry {
+                    profile: "server".into(),
+                    issued: Some(fleet_certificate.clone()),
+                    installed: Some(fleet_certificate),
+                    served: Some(served()),
+                    marks: strings(&["mismatch"]),
+                }],
+            }],
         });
         round_trip(Lease {
             node: "n2".into(),

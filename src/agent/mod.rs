@@ -15,6 +15,7 @@
 pub mod check;
 pub mod crls;
 mod enroll;
+pub mod observe;
 pub mod schedule;
 mod status;
 mod trust;
@@ -76,6 +77,10 @@ pub struct AgentSettings {
     /// The local member's client URL: after a trust change restart the agent waits until it
     /// answers /health over TLS with the new bundle before letting the next member restart.
     pub etcd_endpoint: Option<String>,
+    /// The local member's peer URL: the agent reads which certificate it serves there.
+    pub etcd_peer_endpoint: Option<String>,
+    /// Where to write the node_exporter textfile with this node's certificates' expiry.
+    pub textfile_dir: Option<PathBuf>,
     pub once: bool,
     /// Renew every certificate at the first pass even if it is not due (like SIGHUP).
     pub renew_now: bool,
@@ -256,6 +261,8 @@ pub struct Agent {
     refused: std::collections::BTreeSet<String>,
     /// Which of the CA servers answered last, shared by every client this agent builds.
     preferred_server: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Failed passes since the last success.
+    failures: u64,
 }
 
 impl Agent {
@@ -292,6 +299,7 @@ impl Agent {
             created_dir,
             refused: Default::default(),
             preferred_server: Default::default(),
+            failures: 0,
         })
     }
 
@@ -349,8 +357,10 @@ impl Agent {
             let wait = match outcome {
                 Ok(next) => {
                     failures = 0;
+                    self.failures = 0;
                     renew_now = false;
                     self.save_state(None);
+                    self.write_textfile();
                     if self.settings.once {
                         return Ok(());
                     }
@@ -364,7 +374,15 @@ impl Agent {
                     return Err(e);
                 }
                 Err(e) => {
+                    self.failures += 1;
                     self.save_state(Some(e.to_string()));
+                    self.write_textfile();
+                    // The CA learns of the failure if it can be reached at all.
+                    if !matches!(e, AgentError::Client(_)) {
+                        if let Err(e) = self.report().await {
+                            tracing::debug!(error = %e, "cannot report the failure to the CA");
+                        }
+                    }
                     if self.settings.once {
                         return Err(e);
                     }
@@ -627,6 +645,8 @@ impl Agent {
             installed_bundle: bundle_fingerprints(&self.settings.dir),
             running_bundle: self.state.running_bundle.clone(),
             certificates,
+            agent: Some(self.health()),
+            served: self.probe_member().await,
         };
         self.node_client()?.report(&body).await?;
         Ok(())

@@ -25,12 +25,7 @@ fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
     *map.entry(key).or_default() += 1;
 }
 
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+use crate::wire::label_value as escape;
 
 impl Metrics {
     pub fn issued(&self, profile: &str) {

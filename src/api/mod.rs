@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod fleet;
 pub mod follow;
 pub mod limits;
 pub mod metrics;
@@ -82,6 +83,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/agent/report", post(routes::agent_report))
         .route("/v1/rotation", get(routes::rotation_status))
+        .route("/v1/fleet", get(routes::fleet))
         .route("/v1/rotation/lease", post(routes::take_lease))
         .route("/v1/rotation/lease/release", post(routes::release_lease))
         .route("/v1/rotation/{step}", post(routes::rotate))

@@ -260,6 +260,11 @@ pub async fn rotation_status(
     Ok(authority.rotation_status(now).await?.into())
 }
 
+/// Every node with what it was issued, installed and serves, marked.
+pub async fn fleet(authority: &Authority, now: OffsetDateTime) -> Result<crate::wire::Fleet, ApiError> {
+    Ok(super::fleet::fleet(authority, now).await?)
+}
+
 /// A rotation step by name (`start`, `activate`, `finish`, `abort`), then where it stands.
 /// `Ok(None)` for a step that does not exist.
 pub async fn rotate(

@@ -119,6 +119,26 @@ impl Authority {
         Ok(self.store.current_certificates(now).await?)
     }
 
+    /// What every agent last reported.
+    pub async fn node_reports(&self) -> Result<Vec<crate::store::NodeReport>, AuthorityError> {
+        Ok(self.store.node_reports().await?)
+    }
+
+    /// The recorded certificates among these serials (those not recorded, or removed by
+    /// retention, are simply absent), read in batches.
+    pub async fn certificates_by_serial(
+        &self,
+        serials: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Vec<CertificateRecord>, AuthorityError> {
+        let mut found = Vec::with_capacity(serials.len());
+        for batch in serials.chunks(500) {
+            let rows = self.store.certificates_by_serial(batch, now).await?;
+            found.extend(rows.into_iter().map(|(c, _)| c));
+        }
+        Ok(found)
+    }
+
     /// For each profile, when the first of its current certificates expires.
     pub async fn soonest_expiry_by_profile(
         &self,

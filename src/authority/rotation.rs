@@ -647,6 +647,7 @@ impl Authority {
         installed_bundle: Vec<String>,
         running_bundle: Vec<String>,
         certificates: BTreeMap<String, String>,
+        details: String,
         now: OffsetDateTime,
     ) -> Result<(), AuthorityError> {
         let known: BTreeSet<String> = self
@@ -666,6 +667,7 @@ impl Authority {
                 running_bundle: keep(running_bundle),
                 certificates,
                 reported_at: now,
+                details,
             })
             .await?;
         Ok(())

@@ -70,6 +70,15 @@ pub struct AgentArgs {
     /// healthy with the new bundle before the next member may restart.
     #[arg(long)]
     pub etcd_endpoint: Option<String>,
+    /// The local member's peer URL (https://IP:2380). With --etcd-endpoint, the agent reads
+    /// which certificate the member really serves on each port and reports it, so a member
+    /// that never picked up its renewed files is flagged (`etcd-ca check`, web view, metrics).
+    #[arg(long)]
+    pub etcd_peer_endpoint: Option<String>,
+    /// Write this node's certificates' expiry for node_exporter's textfile collector into
+    /// DIR (etcd-ca-agent-NODE.prom), after every pass: visible even while the CA is down.
+    #[arg(long, value_name = "DIR")]
+    pub textfile_dir: Option<PathBuf>,
     /// Enroll or renew what is needed, refresh bundle and CRL, then exit.
     #[arg(long)]
     pub once: bool,
@@ -118,6 +127,8 @@ impl AgentArgs {
             on_renew: self.on_renew.clone(),
             on_trust_change: self.on_trust_change.clone(),
             etcd_endpoint: self.etcd_endpoint.clone(),
+            etcd_peer_endpoint: self.etcd_peer_endpoint.clone(),
+            textfile_dir: self.textfile_dir.clone(),
             once: self.once,
             renew_now: self.renew_now,
             refresh_interval: self.refresh_interval.as_std(),
@@ -142,6 +153,8 @@ impl AgentArgs {
             on_renew,
             on_trust_change,
             etcd_endpoint,
+            etcd_peer_endpoint,
+            textfile_dir,
             once,
             renew_now,
             refresh_interval,
@@ -162,6 +175,11 @@ impl AgentArgs {
             ("--on-renew", on_renew.clone()),
             ("--on-trust-change", on_trust_change.clone()),
             ("--etcd-endpoint", etcd_endpoint.clone()),
+            ("--etcd-peer-endpoint", etcd_peer_endpoint.clone()),
+            (
+                "--textfile-dir",
+                textfile_dir.as_ref().map(|d| d.display().to_string()),
+            ),
             ("--refresh-interval", Some(refresh_interval.to_string())),
             ("--backoff", Some(backoff.to_string())),
             ("--backoff-max", Some(backoff_max.to_string())),

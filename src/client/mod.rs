@@ -33,6 +33,7 @@ use serde::Serialize;
 use crate::pki;
 use crate::wire;
 
+pub mod probe;
 mod transport;
 mod verify;
 

@@ -22,9 +22,9 @@ impl Answer {
 
 /// One CA server's address.
 pub(super) struct Endpoint {
-    addr: String,
+    pub(super) addr: String,
     host: String,
-    server_name: ServerName<'static>,
+    pub(super) server_name: ServerName<'static>,
 }
 
 impl Endpoint {

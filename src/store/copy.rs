@@ -129,6 +129,7 @@ const TABLES: &[Table] = &[
             ("running_bundle", Text),
             ("certificates", Text),
             ("reported_at", Int),
+            ("details", Text),
         ],
     },
     Table {

@@ -523,7 +523,7 @@ impl Store {
             .pool
             .fetch_all(
                 Sql::new(
-                    "SELECT node, profile, not_after, ca_generation FROM current_certificates
+                    "SELECT node, profile, serial, not_after, ca_generation FROM current_certificates
              WHERE not_after > $1 ORDER BY node, profile",
                 )
                 .bind(ts(now)),
@@ -534,6 +534,7 @@ impl Store {
                 Ok(CurrentCertificate {
                     node: r.col("node")?,
                     profile: r.col("profile")?,
+                    serial: r.col("serial")?,
                     not_after: from_ts("current_certificates", r.col("not_after")?)?,
                     ca_generation: r.col("ca_generation")?,
                 })

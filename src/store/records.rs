@@ -305,6 +305,7 @@ pub enum RevokeOutcome {
 pub struct CurrentCertificate {
     pub node: String,
     pub profile: String,
+    pub serial: String,
     pub not_after: OffsetDateTime,
     pub ca_generation: i64,
 }
@@ -379,6 +380,10 @@ pub struct NodeReport {
     pub certificates: BTreeMap<String, String>,
     #[serde(with = "time::serde::rfc3339")]
     pub reported_at: OffsetDateTime,
+    /// The agent's health and what its member serves: JSON the API reads and writes (the
+    /// store keeps it as given).
+    #[serde(default)]
+    pub details: String,
 }
 
 /// A completed enrollment to record: the token is consumed, the certificates stored.

@@ -96,12 +96,12 @@ impl Store {
     /// What an agent last reported.
     pub async fn upsert_node_report(&self, report: &NodeReport) -> Result<(), StoreError> {
         self.pool.execute(Sql::new(
-            "INSERT INTO node_reports (node, installed_bundle, running_bundle, certificates, reported_at)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO node_reports (node, installed_bundle, running_bundle, certificates, reported_at, details)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (node) DO UPDATE SET installed_bundle = excluded.installed_bundle,
                running_bundle = excluded.running_bundle, certificates = excluded.certificates,
-               reported_at = excluded.reported_at",
-        ).bind(&report.node).bind(to_json(&report.installed_bundle)).bind(to_json(&report.running_bundle)).bind(to_json(&report.certificates)).bind(ts(report.reported_at)))
+               reported_at = excluded.reported_at, details = excluded.details",
+        ).bind(&report.node).bind(to_json(&report.installed_bundle)).bind(to_json(&report.running_bundle)).bind(to_json(&report.certificates)).bind(ts(report.reported_at)).bind(&report.details))
         .await?;
         Ok(())
     }
@@ -110,7 +110,7 @@ impl Store {
         let rows = self
             .pool
             .fetch_all(Sql::new(
-                "SELECT node, installed_bundle, running_bundle, certificates, reported_at
+                "SELECT node, installed_bundle, running_bundle, certificates, reported_at, details
              FROM node_reports ORDER BY node",
             ))
             .await?;
@@ -130,6 +130,7 @@ impl Store {
                     certificates: serde_json::from_str(&json("certificates")?)
                         .map_err(|e| corrupt(e.to_string()))?,
                     reported_at: from_ts("node_reports", r.col("reported_at")?)?,
+                    details: r.col("details")?,
                 })
             })
             .collect()

@@ -133,6 +133,11 @@ pub async fn agent_report(
             body.installed_bundle,
             body.running_bundle,
             body.certificates,
+            crate::wire::ReportDetails {
+                agent: body.agent,
+                served: body.served,
+            }
+            .to_json(),
             now(),
         )
         .await?;
@@ -218,6 +223,14 @@ pub async fn tidy(
     let body: crate::wire::TidyBody = optional_json(&headers, &body)?.unwrap_or_default();
     let done = ops::tidy(&state.authority, body, &admin.0, now()).await;
     Ok(Json(audited(&state, "tidy", &admin.0, done).await?))
+}
+
+/// Every node with what it was issued, what its agent installed and what its member serves.
+pub async fn fleet(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+) -> Result<Json<crate::wire::Fleet>, ApiError> {
+    Ok(Json(ops::fleet(&state.authority, now()).await?))
 }
 
 pub async fn rotation_status(
