@@ -235,6 +235,7 @@ pub fn check_crl_der(der: &[u8]) -> Result<(), PkiError> {
 pub struct CrlContents {
     pub number: Option<u64>,
     pub this_update: OffsetDateTime,
+    pub next_update: Option<OffsetDateTime>,
     /// Each revoked serial (hex, as [`serial_hex`] writes it), when, and the RFC 5280 reason
     /// code (0 when the CRL gives none).
     pub revoked: Vec<(String, OffsetDateTime, u8)>,
@@ -270,6 +271,7 @@ pub fn crl_contents(bytes: &[u8]) -> Result<(Vec<u8>, CrlContents), PkiError> {
     let contents = CrlContents {
         number: crl.crl_number().and_then(|n| u64::try_from(n).ok()),
         this_update: crl.last_update().to_datetime(),
+        next_update: crl.next_update().map(|t| t.to_datetime()),
         revoked,
     };
     Ok((der, contents))

@@ -62,8 +62,9 @@ impl Agent {
     /// The agent's account of its renewals, for the report.
     pub(super) fn health(&self) -> AgentHealth {
         let parse = |t: &Option<String>| {
-            t.as_deref()
-                .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+            t.as_deref().and_then(|t| {
+                OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
         };
         AgentHealth {
             next_renewal: self.next_renewal(),

@@ -49,7 +49,11 @@ pub async fn fleet(authority: &Authority, now: OffsetDateTime) -> Result<Fleet, 
 
 /// A certificate is expiring when less than a fifth of its lifetime (and under 7 days) is
 /// left: an agent renews at about two thirds, so by then it has failed for a while.
-pub fn is_expiring(not_before: OffsetDateTime, not_after: OffsetDateTime, now: OffsetDateTime) -> bool {
+pub fn is_expiring(
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    now: OffsetDateTime,
+) -> bool {
     let left = not_after - now;
     let lifetime: Duration = not_after - not_before;
     let threshold = std::cmp::min(lifetime / 5_i32, Duration::days(7));
@@ -95,7 +99,10 @@ pub fn build(
                 .map(|profile| {
                     let issued = issued_here.and_then(|i| i.get(profile)).copied();
                     let installed = report.and_then(|r| r.certificates.get(profile));
-                    let served = details.as_ref().and_then(|d| d.served.get(profile)).cloned();
+                    let served = details
+                        .as_ref()
+                        .and_then(|d| d.served.get(profile))
+                        .cloned();
                     let issued_record = issued.and_then(|c| by_serial.get(c.serial.as_str()));
                     let installed_record = installed.and_then(|s| by_serial.get(s.as_str()));
                     let mut marks = Vec::new();

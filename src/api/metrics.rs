@@ -102,20 +102,18 @@ impl Metrics {
             );
         }
         if per_node {
-            let current = authority.current_certificates(now).await?;
-            let name = "etcd_ca_certificate_expiry_seconds";
-            let _ = writeln!(
-                out,
-                "# HELP {name} Seconds until the last valid certificate of a node and profile expires.\n# TYPE {name} gauge"
-            );
-            for c in &current {
-                let _ = writeln!(
-                    out,
-                    "{name}{{node=\"{}\",profile=\"{}\"}} {}",
-                    escape(&c.node),
-                    escape(&c.profile),
-                    (c.not_after - now).whole_seconds()
-                );
+            render_fleet(&mut out, &super::fleet::fleet(authority, now).await?, now);
+        }
+        let name = "etcd_ca_crl_next_update_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Seconds until the CRL etcd's members install must be replaced (its nextUpdate); a member refuses every client once its CRL is unusable.\n# TYPE {name} gauge"
+        );
+        // A CRL that cannot be built now is no reason to lose every other series.
+        let crl = authority.current_crl(now).await.ok();
+        if let Some(Ok((_, contents))) = crl.map(|c| crate::pki::crl_contents(&c)) {
+            if let Some(next) = contents.next_update {
+                let _ = writeln!(out, "{name} {}", (next - now).whole_seconds());
             }
         }
         let name = "etcd_ca_ca_expiry_seconds";
@@ -134,4 +132,86 @@ impl Metrics {
         }
         Ok(out)
     }
+}
+
+/// The per-node series, from the same fleet the web view and `etcd-ca check` show.
+fn render_fleet(out: &mut String, fleet: &crate::wire::Fleet, now: OffsetDateTime) {
+    use super::fleet::marks;
+    let mut family = |name: &str, help: &str, lines: Vec<(String, i64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, value) in lines {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    };
+    let entries = || {
+        fleet.nodes.iter().flat_map(|n| {
+            n.entries.iter().map(move |e| {
+                let labels = format!(
+                    "node=\"{}\",profile=\"{}\"",
+                    escape(&n.node),
+                    escape(&e.profile)
+                );
+                (n, e, labels)
+            })
+        })
+    };
+    let nodes = || {
+        fleet
+            .nodes
+            .iter()
+            .map(|n| (n, format!("node=\"{}\"", escape(&n.node))))
+    };
+    family(
+        "etcd_ca_certificate_expiry_seconds",
+        "Seconds until the newest valid certificate issued to a node for a profile expires.",
+        entries()
+            .filter_map(|(_, e, l)| {
+                Some((l, (e.issued.as_ref()?.not_after? - now).whole_seconds()))
+            })
+            .collect(),
+    );
+    family(
+        "etcd_ca_served_certificate_expiry_seconds",
+        "Seconds until the certificate a member serves for a profile expires (probed by its agent).",
+        entries()
+            .filter_map(|(_, e, l)| Some((l, (e.served.as_ref()?.not_after? - now).whole_seconds())))
+            .collect(),
+    );
+    family(
+        "etcd_ca_served_certificate_mismatch",
+        "1 when a member has served another certificate than the newest issued for longer than the grace period.",
+        entries()
+            .filter(|(_, e, _)| e.served.is_some())
+            .map(|(_, e, l)| (l, i64::from(e.marks.iter().any(|m| m == marks::MISMATCH))))
+            .collect(),
+    );
+    family(
+        "etcd_ca_installed_certificate_revoked",
+        "1 when the certificate a node's agent installed for a profile is revoked.",
+        entries()
+            .filter(|(_, e, _)| e.installed.is_some())
+            .map(|(_, e, l)| (l, i64::from(e.marks.iter().any(|m| m == marks::REVOKED))))
+            .collect(),
+    );
+    family(
+        "etcd_ca_agent_last_report_age_seconds",
+        "Seconds since a node's agent last reported to the CA.",
+        nodes()
+            .filter_map(|(n, l)| Some((l, (now - n.reported_at?).whole_seconds())))
+            .collect(),
+    );
+    family(
+        "etcd_ca_agent_last_success_age_seconds",
+        "Seconds since a node's agent last completed a pass (enrollment, renewals, bundle and CRL), as it reported.",
+        nodes()
+            .filter_map(|(n, l)| Some((l, (now - n.agent.as_ref()?.last_success?).whole_seconds())))
+            .collect(),
+    );
+    family(
+        "etcd_ca_agent_renewal_failures",
+        "Failed passes of a node's agent since its last success, as it last reported.",
+        nodes()
+            .filter_map(|(n, l)| Some((l, n.agent.as_ref()?.failures as i64)))
+            .collect(),
+    );
 }

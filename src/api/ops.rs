@@ -261,7 +261,10 @@ pub async fn rotation_status(
 }
 
 /// Every node with what it was issued, installed and serves, marked.
-pub async fn fleet(authority: &Authority, now: OffsetDateTime) -> Result<crate::wire::Fleet, ApiError> {
+pub async fn fleet(
+    authority: &Authority,
+    now: OffsetDateTime,
+) -> Result<crate::wire::Fleet, ApiError> {
     Ok(super::fleet::fleet(authority, now).await?)
 }
 

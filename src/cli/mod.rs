@@ -145,6 +145,9 @@ pub enum Command {
     /// tokens, old audit events. The server does this a minute after start and hourly;
     /// --dry-run only counts.
     Tidy(TidyArgs),
+    /// Check what every member really serves against what the CA issued (serial, SANs, chain,
+    /// revocation, expiry) and that the CRL is fresh; exit status 1 on any failure.
+    Check(CheckArgs),
     /// Policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -204,6 +207,7 @@ macro_rules! locally {
 mod agent;
 mod ca;
 mod certs;
+mod check;
 mod common;
 mod files;
 mod migrate;
@@ -218,6 +222,8 @@ use ca::{backup, init, restore, rotate};
 pub use ca::{BackupArgs, CaCommand, InitArgs, RestoreArgs, RotateArgs, RotateStep};
 use certs::{adopt, audit, crl, issue, list, revoke, show};
 pub use certs::{AdoptArgs, AuditArgs, CrlArgs, IssueArgs, ListArgs, RevokeArgs, ShowArgs};
+use check::check;
+pub use check::{CheckArgs, CheckReport};
 use common::fingerprint_arg;
 pub use common::{DataDirArg, KeyProtectionArgs, NodeNamesArgs, RemoteArgs, DEFAULT_DATA_DIR};
 use files::{etcd_flags, inspect, policy_check};
@@ -255,6 +261,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Crl(args) => crl(args, now).await,
         Command::Audit(args) => audit(args).await,
         Command::Tidy(args) => tidy(args, now).await,
+        Command::Check(args) => check(args, now).await,
         Command::Agent(AgentCommand {
             status: Some(AgentStatusCommand::Status { dir }),
             ..

@@ -161,6 +161,29 @@ impl Target {
         })
     }
 
+    pub(super) async fn fleet(&self, now: OffsetDateTime) -> Result<crate::wire::Fleet, CliError> {
+        Ok(match self {
+            Target::Local(a) => crate::api::ops::fleet(a, now).await?,
+            Target::Remote(c) => c.fleet().await?,
+        })
+    }
+
+    /// The trust bundle (PEM): every CA generation trusted now.
+    pub(super) async fn trust_bundle(&self) -> Result<String, CliError> {
+        Ok(match self {
+            Target::Local(a) => a.trust_bundle_pem(),
+            Target::Remote(c) => c.trust_bundle().await?,
+        })
+    }
+
+    /// etcd's CRL (DER) as the server serves it.
+    pub(super) async fn crl(&self, now: OffsetDateTime) -> Result<Vec<u8>, CliError> {
+        Ok(match self {
+            Target::Local(a) => a.current_crl(now).await?.to_vec(),
+            Target::Remote(c) => c.crl(None).await?,
+        })
+    }
+
     pub(super) async fn rotation_status(
         &self,
         now: OffsetDateTime,

@@ -327,6 +327,11 @@ impl ApiClient {
     }
 
     /// Where the CA rotation stands.
+    /// Every node with what it was issued, installed and serves.
+    pub async fn fleet(&self) -> Result<wire::Fleet, ClientError> {
+        self.get_json("/v1/fleet").await
+    }
+
     pub async fn rotation_status(&self) -> Result<wire::RotationStatus, ClientError> {
         self.get_json("/v1/rotation").await
     }

@@ -134,7 +134,12 @@ pub async fn served_chain(
             .or_else(|reason| {
                 // A refusal after the member's certificate arrived (no client certificate, an
                 // unknown CA) still told us what it serves.
-                if recorder.seen.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                if recorder
+                    .seen
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_some()
+                {
                     Ok(())
                 } else {
                     Err(ProbeError::NoCertificate {
@@ -147,7 +152,11 @@ pub async fn served_chain(
     tokio::time::timeout(timeout, handshake)
         .await
         .map_err(|_| connect_error(format!("no answer within {}s", timeout.as_secs())))??;
-    let seen = recorder.seen.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let seen = recorder
+        .seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     seen.ok_or_else(|| ProbeError::NoCertificate {
         endpoint: endpoint.to_string(),
         reason: "the handshake ended before a certificate".into(),

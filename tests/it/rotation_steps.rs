@@ -181,7 +181,14 @@ async fn a_node_that_has_not_reported_since_the_last_step_is_stale() {
     let t0 = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
     let bundle = vec![server_fingerprint(&authority)];
     authority
-        .record_node_report("n1", bundle.clone(), bundle.clone(), BTreeMap::new(), "{}".into(), t0)
+        .record_node_report(
+            "n1",
+            bundle.clone(),
+            bundle.clone(),
+            BTreeMap::new(),
+            "{}".into(),
+            t0,
+        )
         .await
         .unwrap();
     let status = authority.rotation_status(t0).await.unwrap();
@@ -198,7 +205,14 @@ async fn a_node_that_has_not_reported_since_the_last_step_is_stale() {
     assert!(status.nodes[0].stale, "reported before start");
     let t2 = t1 + time::Duration::seconds(1);
     authority
-        .record_node_report("n1", bundle.clone(), bundle, BTreeMap::new(), "{}".into(), t2)
+        .record_node_report(
+            "n1",
+            bundle.clone(),
+            bundle,
+            BTreeMap::new(),
+            "{}".into(),
+            t2,
+        )
         .await
         .unwrap();
     let status = authority.rotation_status(t2).await.unwrap();
