@@ -19,6 +19,7 @@ pub mod routes;
 pub mod run;
 pub mod server;
 pub mod tls;
+pub mod ui;
 
 use crate::wire::ErrorCode;
 use std::sync::Arc;
@@ -88,6 +89,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/rotation/lease/release", post(routes::release_lease))
         .route("/v1/rotation/{step}", post(routes::rotate))
         .route("/metrics", get(routes::metrics))
+        .merge(ui::routes())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -13,6 +13,7 @@
 //! | crash               | -           | -         | (CA server on 22781)
 //! | etcd_config_file    | 22979       | 22980     | (member on 127.0.0.14)
 //! | readme (walkthrough)| 2379        | 2380      | (etcd's usual ports, as the README says)
+//! | probe               | 23079       | 23080     | (one member on 127.0.0.41)
 //!
 //! PostgreSQL servers (tests/it/replicas.rs has its table): 22901-22909; their CA servers
 //! 22911-22999. The store's unit tests use PostgreSQL on 55431.
@@ -50,6 +51,7 @@ mod hostile;
 mod import;
 mod key_at_rest;
 mod postgres_server;
+mod probe;
 mod readme;
 mod replicas;
 mod replicas_rotation;
