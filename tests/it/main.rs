@@ -27,6 +27,7 @@ mod agent_fail_fast;
 mod agent_faults;
 mod agent_repair;
 mod agent_unit;
+mod alerts;
 mod api_attempt_limits;
 mod api_cluster;
 mod api_limits;
