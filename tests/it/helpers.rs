@@ -88,6 +88,11 @@ impl TestClock {
         std::fs::write(&self.file, (now + by).to_string()).unwrap();
     }
 
+    /// Sets every such process's clock to the real time plus `seconds` (negative: in the past).
+    pub fn set_offset(&self, seconds: i64) {
+        std::fs::write(&self.file, seconds.to_string()).unwrap();
+    }
+
     /// The environment a process needs to read this clock.
     pub fn env(&self) -> (&'static str, &Path) {
         (etcd_ca::clock::OFFSET_FILE_ENV, &self.file)
@@ -797,6 +802,16 @@ pub struct AgentProcess {
 
 impl AgentProcess {
     pub fn spawn(args: &[&str], log: PathBuf, hooks: PathBuf) -> Self {
+        Self::spawn_on(args, log, hooks, None)
+    }
+
+    /// [`Self::spawn`] with the agent on `clock` (when given).
+    pub fn spawn_on(
+        args: &[&str],
+        log: PathBuf,
+        hooks: PathBuf,
+        clock: Option<&TestClock>,
+    ) -> Self {
         let log_file = std::fs::File::create(&log).unwrap();
         let hook = format!(
             "echo \"$ETCD_CA_EVENT $ETCD_CA_CHANGED_FILES\" >> {}",
@@ -807,6 +822,7 @@ impl AgentProcess {
             .args(args)
             .args(["--on-renew", &hook])
             .env("ETCD_CA_LOG", "info")
+            .envs(clock.map(TestClock::env))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

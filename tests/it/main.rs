@@ -14,6 +14,7 @@
 //! | etcd_config_file    | 22979       | 22980     | (member on 127.0.0.14)
 //! | readme (walkthrough)| 2379        | 2380      | (etcd's usual ports, as the README says)
 //! | probe               | 23079       | 23080     | (one member on 127.0.0.41)
+//! | web_view            | -           | -         | (chromedriver on 23190)
 //!
 //! PostgreSQL servers (tests/it/replicas.rs has its table): 22901-22909; their CA servers
 //! 22911-22999. The store's unit tests use PostgreSQL on 55431.
@@ -61,3 +62,4 @@ mod rotation;
 mod rotation_races;
 mod rotation_steps;
 mod secrets_in_logs;
+mod web_view;

@@ -52,6 +52,24 @@ pub fn time_left(not_after: OffsetDateTime, now: OffsetDateTime) -> String {
     }
 }
 
+/// A time in a table cell: to the minute, one line; the exact time on hover.
+fn when(t: OffsetDateTime) -> String {
+    let full = rfc3339(t);
+    let short = format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute()
+    );
+    format!(
+        "<time datetime=\"{}\" title=\"{}\">{short}</time>",
+        esc(&full),
+        esc(&full)
+    )
+}
+
 /// The frame of every page: title, navigation, and an optional refresh for pages that follow
 /// something as it happens.
 fn layout(title: &str, current: &str, refresh_seconds: Option<u32>, body: &str) -> String {
@@ -288,11 +306,9 @@ fn render_fleet(fleet: &Fleet, query: &FleetQuery, now: OffsetDateTime) -> Strin
             classes = e.marks.iter().map(|m| format!("m-{m}")).collect::<Vec<_>>().join(" "),
             serial = issued.map_or("-".into(), |c| esc(&short(&c.serial))),
             gen = issued.and_then(|c| c.generation).map_or("-".into(), |g| g.to_string()),
-            not_after = not_after.map_or("-".into(), |t| esc(&rfc3339(t))),
+            not_after = not_after.map_or("-".into(), when),
             left = not_after.map_or("-".into(), |t| esc(&time_left(t, now))),
-            next = agent
-                .and_then(|a| a.next_renewal)
-                .map_or("-".into(), |t| esc(&rfc3339(t))),
+            next = agent.and_then(|a| a.next_renewal).map_or("-".into(), when),
             report = n.reported_at.map_or("never".into(), |t| format!("{} ago", esc(&time_left(now, t)))),
             error = agent
                 .and_then(|a| a.last_error.as_deref())
