@@ -103,11 +103,12 @@ pub(super) async fn check(args: CheckArgs, now: OffsetDateTime) -> Result<ExitCo
     })
 }
 
-/// Every node and profile the fleet holds.
+/// Every node and profile the fleet holds, but the CA servers' own certificates.
 fn members_of(fleet: &Fleet) -> impl Iterator<Item = (&str, &FleetEntry)> {
     fleet
         .nodes
         .iter()
+        .filter(|n| n.node != crate::authority::SERVER_NODE)
         .flat_map(|n| n.entries.iter().map(move |e| (n.node.as_str(), e)))
 }
 
@@ -293,32 +294,46 @@ fn render(report: &CheckReport) -> String {
         s.as_deref()
             .map_or("-".to_string(), |s| s.chars().take(16).collect())
     };
-    let _ = writeln!(
-        out,
-        "{:<20} {:<8} {:<28} {:<17} {:<17} RESULT",
-        "NODE", "PROFILE", "ENDPOINT", "SERVED", "ISSUED"
-    );
-    for m in &report.members {
-        let result = match (&m.unprobed, m.problems.as_slice()) {
-            (_, [first, rest @ ..]) => {
-                let mut text = format!("FAIL: {first}");
-                for p in rest {
-                    let _ = write!(text, "; {p}");
+    let rows: Vec<[String; 6]> = report
+        .members
+        .iter()
+        .map(|m| {
+            let result = match (&m.unprobed, m.problems.as_slice()) {
+                (_, [first, rest @ ..]) => {
+                    let mut text = format!("FAIL: {first}");
+                    for p in rest {
+                        let _ = write!(text, "; {p}");
+                    }
+                    text
                 }
-                text
-            }
-            (Some(why), []) => format!("not probed: {why}"),
-            (None, []) => "ok".into(),
-        };
-        let _ = writeln!(
-            out,
-            "{:<20} {:<8} {:<28} {:<17} {:<17} {result}",
-            m.node,
-            m.profile,
-            m.endpoint.as_deref().unwrap_or("-"),
-            short(&m.served_serial),
-            short(&m.issued_serial),
-        );
+                (Some(why), []) => format!("not probed: {why}"),
+                (None, []) => "ok".into(),
+            };
+            [
+                m.node.clone(),
+                m.profile.clone(),
+                m.endpoint.clone().unwrap_or_else(|| "-".into()),
+                short(&m.served_serial),
+                short(&m.issued_serial),
+                result,
+            ]
+        })
+        .collect();
+    let header = ["NODE", "PROFILE", "ENDPOINT", "SERVED", "ISSUED", "RESULT"].map(String::from);
+    let widths: Vec<usize> = (0..5)
+        .map(|i| {
+            rows.iter()
+                .chain([&header])
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in [&header].into_iter().chain(&rows) {
+        for (cell, width) in row.iter().zip(&widths) {
+            let _ = write!(out, "{cell:<width$}  ");
+        }
+        let _ = writeln!(out, "{}", row[5]);
     }
     let crl = &report.crl;
     let crl_result = match crl.problems.as_slice() {
