@@ -200,10 +200,43 @@ async fn every_rule_fires_exactly_on_real_series_and_every_metric_used_exists() 
     let scrape =
         String::from_utf8(server.admin().get("/metrics").await.unwrap().body.to_vec()).unwrap();
     let mut textfiles = String::new();
+    let mut expositions = vec![scrape.clone()];
     for entry in std::fs::read_dir(tmp.join("textfiles")).unwrap() {
-        textfiles.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        textfiles.push_str(&text);
+        expositions.push(text);
     }
     let scraped_at = time::OffsetDateTime::now_utc().unix_timestamp() + 2 * 3600;
+
+    // Both expositions pass Prometheus's own linter, and the textfile states the installed
+    // certificate's real expiry.
+    for exposition in &expositions {
+        let mut lint = std::process::Command::new(require_tool("promtool"))
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        lint.stdin
+            .take()
+            .unwrap()
+            .write_all(exposition.as_bytes())
+            .unwrap();
+        let lint = lint.wait_with_output().unwrap();
+        assert!(lint.status.success(), "{lint:?}\n{exposition}");
+    }
+    let steady = std::fs::read_to_string(tmp.join("steady/server.crt")).unwrap();
+    let steady =
+        etcd_ca::pki::CertSummary::from_der(&etcd_ca::pki::pem_certificates(&steady).unwrap()[0])
+            .unwrap();
+    let line = format!(
+        "etcd_ca_agent_certificate_not_after_timestamp_seconds{{node=\"steady\",profile=\"server\",serial=\"{}\"}} {}",
+        steady.serial,
+        steady.not_after.unix_timestamp()
+    );
+    assert!(textfiles.contains(&line), "{line} not in\n{textfiles}");
 
     // Every metric the rules and the dashboard use exists in a real scrape.
     let present = metric_names(&format!("{scrape}\n{textfiles}"));
