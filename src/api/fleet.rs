@@ -32,19 +32,51 @@ pub mod marks {
     pub const UNREACHABLE: &str = "unreachable";
 }
 
-/// Reads what the fleet is made of and builds it.
+/// Reads what the fleet is made of and builds it. Only the records a mark depends on are read
+/// (an installed certificate that is not the current one, a current one whose member serves
+/// another, one with under 7 days left): a healthy fleet costs the small current-certificates
+/// table and the reports, not a lookup per certificate.
 pub async fn fleet(authority: &Authority, now: OffsetDateTime) -> Result<Fleet, AuthorityError> {
     let current = authority.current_certificates(now).await?;
     let reports = authority.node_reports().await?;
-    let mut serials: BTreeSet<String> = current.iter().map(|c| c.serial.clone()).collect();
-    for r in &reports {
-        serials.extend(r.certificates.values().cloned());
-        let details = ReportDetails::from_json(&r.details);
-        serials.extend(details.served.values().filter_map(|s| s.serial.clone()));
-    }
-    let serials: Vec<String> = serials.into_iter().collect();
+    let serials: Vec<String> = needed_records(&current, &reports, now)
+        .into_iter()
+        .collect();
     let records = authority.certificates_by_serial(&serials, now).await?;
     Ok(build(now, &current, &reports, &records))
+}
+
+/// The serials whose records [`build`] needs to mark the fleet.
+fn needed_records(
+    current: &[CurrentCertificate],
+    reports: &[NodeReport],
+    now: OffsetDateTime,
+) -> BTreeSet<String> {
+    let by_node: HashMap<(&str, &str), &CurrentCertificate> = current
+        .iter()
+        .map(|c| ((c.node.as_str(), c.profile.as_str()), c))
+        .collect();
+    let mut needed: BTreeSet<String> = current
+        .iter()
+        .filter(|c| c.not_after - now < Duration::days(7))
+        .map(|c| c.serial.clone())
+        .collect();
+    for r in reports {
+        let details = ReportDetails::from_json(&r.details);
+        for (profile, installed) in &r.certificates {
+            let issued = by_node.get(&(r.node.as_str(), profile.as_str()));
+            if issued.is_none_or(|c| &c.serial != installed) {
+                needed.insert(installed.clone());
+            }
+            let served = details.served.get(profile).and_then(|s| s.serial.as_ref());
+            if let (Some(issued), Some(served)) = (issued, served) {
+                if &issued.serial != served {
+                    needed.insert(issued.serial.clone());
+                }
+            }
+        }
+    }
+    needed
 }
 
 /// A certificate is expiring when less than a fifth of its lifetime (and under 7 days) is
@@ -105,15 +137,29 @@ pub fn build(
                         .cloned();
                     let issued_record = issued.and_then(|c| by_serial.get(c.serial.as_str()));
                     let installed_record = installed.and_then(|s| by_serial.get(s.as_str()));
+                    // The installed certificate is the current one: valid, its expiry known.
+                    let installed_current =
+                        installed.is_some_and(|s| issued.is_some_and(|c| &c.serial == s));
                     let mut marks = Vec::new();
-                    // The certificate the node stands on: what it installed, else what it got.
-                    let relied = installed_record.or(issued_record);
                     if installed_record.is_some_and(|r| r.revoked_at.is_some()) {
                         marks.push(marks::REVOKED);
                     }
-                    match relied {
-                        Some(r) if r.not_after <= now => marks.push(marks::EXPIRED),
-                        Some(r) if is_expiring(r.not_before, r.not_after, now) => {
+                    // The certificate the node stands on: what it installed, else what it got.
+                    // (Its start is read only when under 7 days are left: see needed_records.)
+                    let (not_before, not_after) = if let Some(r) = installed_record {
+                        (Some(r.not_before), Some(r.not_after))
+                    } else if installed.is_none() || installed_current {
+                        (
+                            issued_record.map(|r| r.not_before),
+                            issued.map(|c| c.not_after),
+                        )
+                    } else {
+                        // Installed, but no longer (or never) in the records: unknown.
+                        (None, None)
+                    };
+                    match (not_before, not_after) {
+                        (_, Some(end)) if end <= now => marks.push(marks::EXPIRED),
+                        (Some(start), Some(end)) if is_expiring(start, end, now) => {
                             marks.push(marks::EXPIRING)
                         }
                         _ => {}
@@ -144,6 +190,12 @@ pub fn build(
                             status: "valid".into(),
                         }),
                         installed: installed.map(|serial| match installed_record {
+                            None if installed_current => FleetCertificate {
+                                serial: serial.clone(),
+                                generation: issued.map(|c| c.ca_generation),
+                                not_after: issued.map(|c| c.not_after),
+                                status: "valid".into(),
+                            },
                             Some(r) => FleetCertificate {
                                 serial: serial.clone(),
                                 generation: Some(r.ca_generation),
@@ -175,5 +227,192 @@ pub fn build(
         mismatch_grace_seconds: MISMATCH_GRACE.whole_seconds(),
         stale_after_seconds: STALE_AFTER.whole_seconds(),
         nodes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::store::{CertificateState, CertificateStatus};
+    use crate::wire::{AgentHealth, Served};
+
+    fn t0() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+    }
+
+    fn record(serial: &str, profile: &str, issued: OffsetDateTime, days: i64) -> CertificateRecord {
+        CertificateRecord {
+            serial: serial.into(),
+            ca_generation: 1,
+            profile: profile.into(),
+            node: "n1".into(),
+            subject: String::new(),
+            common_name: String::new(),
+            sans: vec![],
+            key_type: "ecdsa-p256".into(),
+            public_key_sha256: String::new(),
+            not_before: issued,
+            not_after: issued + Duration::days(days),
+            status: CertificateStatus::Valid,
+            state: CertificateState::Valid,
+            revoked_at: None,
+            revocation_reason: None,
+            issued_at: issued,
+            renewed_from: None,
+            pem: String::new(),
+        }
+    }
+
+    fn current(r: &CertificateRecord) -> CurrentCertificate {
+        CurrentCertificate {
+            node: r.node.clone(),
+            profile: r.profile.clone(),
+            serial: r.serial.clone(),
+            not_after: r.not_after,
+            ca_generation: r.ca_generation,
+        }
+    }
+
+    fn report(
+        installed: &[(&str, &str)],
+        details: ReportDetails,
+        at: OffsetDateTime,
+    ) -> NodeReport {
+        NodeReport {
+            node: "n1".into(),
+            installed_bundle: vec![],
+            running_bundle: vec![],
+            certificates: installed
+                .iter()
+                .map(|(p, s)| (p.to_string(), s.to_string()))
+                .collect(),
+            reported_at: at,
+            details: details.to_json(),
+        }
+    }
+
+    fn served(serial: &str, at: OffsetDateTime) -> Served {
+        Served {
+            endpoint: "https://127.0.0.1:2379".into(),
+            serial: Some(serial.into()),
+            not_after: None,
+            error: None,
+            probed_at: at,
+        }
+    }
+
+    /// The marks of n1's `profile`, reading only the records `needed_records` asks for.
+    fn marks(
+        now: OffsetDateTime,
+        current: &[CurrentCertificate],
+        reports: &[NodeReport],
+        records: &[CertificateRecord],
+        profile: &str,
+    ) -> Vec<String> {
+        let needed = needed_records(current, reports, now);
+        let read: Vec<CertificateRecord> = records
+            .iter()
+            .filter(|r| needed.contains(&r.serial))
+            .cloned()
+            .collect();
+        let fleet = build(now, current, reports, &read);
+        fleet.nodes[0]
+            .entries
+            .iter()
+            .find(|e| e.profile == profile)
+            .unwrap()
+            .marks
+            .clone()
+    }
+
+    #[test]
+    fn a_healthy_node_reads_no_record_and_has_no_mark() {
+        let r = record("0a", "server", t0(), 90);
+        let reports = [report(&[("server", "0a")], ReportDetails::default(), t0())];
+        assert!(needed_records(&[current(&r)], &reports, t0()).is_empty());
+        let fleet = build(t0(), &[current(&r)], &reports, &[]);
+        let entry = &fleet.nodes[0].entries[0];
+        assert!(entry.marks.is_empty());
+        assert_eq!(entry.installed.as_ref().unwrap().status, "valid");
+        assert_eq!(
+            entry.installed.as_ref().unwrap().not_after,
+            Some(r.not_after)
+        );
+    }
+
+    #[test]
+    fn expiring_is_under_a_fifth_of_the_lifetime_and_under_a_week() {
+        let r = record("0a", "client", t0(), 10);
+        let c = [current(&r)];
+        let at = |days: i64, hours: i64| t0() + Duration::days(days) + Duration::hours(hours);
+        assert!(marks(at(7, 0), &c, &[], std::slice::from_ref(&r), "client").is_empty());
+        assert_eq!(
+            marks(at(8, 1), &c, &[], std::slice::from_ref(&r), "client"),
+            ["expiring"]
+        );
+        // A year-long certificate: only the last week counts.
+        let long = record("0b", "server", t0(), 365);
+        let c = [current(&long)];
+        assert!(marks(at(357, 0), &c, &[], std::slice::from_ref(&long), "server").is_empty());
+        assert_eq!(marks(at(359, 0), &c, &[], &[long], "server"), ["expiring"]);
+    }
+
+    #[test]
+    fn a_revoked_installed_certificate_is_marked_and_an_expired_one_too() {
+        let mut old = record("0a", "server", t0(), 90);
+        old.revoked_at = Some(t0() + Duration::days(1));
+        old.state = CertificateState::Revoked;
+        let reports = [report(
+            &[("server", "0a")],
+            ReportDetails::default(),
+            t0() + Duration::days(1),
+        )];
+        let now = t0() + Duration::days(1);
+        assert_eq!(
+            marks(now, &[], &reports, std::slice::from_ref(&old), "server"),
+            ["revoked"]
+        );
+        let now = t0() + Duration::days(91);
+        let fresh = [report(&[("server", "0a")], ReportDetails::default(), now)];
+        assert_eq!(
+            marks(now, &[], &fresh, &[old], "server"),
+            ["revoked", "expired"]
+        );
+    }
+
+    #[test]
+    fn a_mismatch_counts_only_after_the_grace_period_and_stale_and_failing_reports() {
+        let old = record("0a", "server", t0(), 90);
+        let new = record("0b", "server", t0() + Duration::days(60), 90);
+        let c = [current(&new)];
+        let records = [old, new.clone()];
+        let probed = |after: Duration| {
+            let at = new.issued_at + after;
+            let details = ReportDetails {
+                agent: Some(AgentHealth {
+                    failures: 2,
+                    ..Default::default()
+                }),
+                served: BTreeMap::from([("server".to_string(), served("0a", at))]),
+            };
+            report(&[("server", "0b")], details, at)
+        };
+        let early = [probed(Duration::minutes(9))];
+        assert_eq!(
+            marks(early[0].reported_at, &c, &early, &records, "server"),
+            ["failing"]
+        );
+        let late = [probed(Duration::minutes(11))];
+        assert_eq!(
+            marks(late[0].reported_at, &c, &late, &records, "server"),
+            ["failing", "mismatch"]
+        );
+        let later = late[0].reported_at + Duration::minutes(31);
+        assert_eq!(
+            marks(later, &c, &late, &records, "server"),
+            ["stale", "failing", "mismatch"]
+        );
     }
 }

@@ -26,6 +26,8 @@ const EVERY_FLAG: &[(&str, Option<&str>)] = &[
     ),
     ("--on-trust-change", Some("systemctl restart \"etcd\"")),
     ("--etcd-endpoint", Some("https://10.0.0.17:2379")),
+    ("--etcd-peer-endpoint", Some("https://10.0.0.17:2380")),
+    ("--textfile-dir", Some("/var/lib/prometheus/node exporter")),
     ("--refresh-interval", Some("7m")),
     ("--backoff", Some("3s")),
     ("--backoff-max", Some("11m")),
