@@ -132,18 +132,14 @@ async fn every_rule_fires_exactly_on_real_series_and_every_metric_used_exists() 
     let nodes = ["steady", "drifted", "failing", "revoked", "silent"];
     for (i, node) in nodes.iter().enumerate() {
         let ip = format!("127.0.0.{}", 60 + i);
-        let token = server
-            .remote(&["token", "create", "--node", node, "--ip", &ip, "--json"])
-            .ok()
-            .stdout;
-        let token: serde_json::Value = serde_json::from_str(&token).unwrap();
+        let token = server.remote_token(node, &ip);
         agent(
             &server,
             &clock,
             tmp,
             node,
             "server,peer",
-            &["--token", token["token"].as_str().unwrap()],
+            &["--token", &token],
         )
         .ok();
     }

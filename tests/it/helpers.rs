@@ -693,6 +693,16 @@ impl CaServer {
         admin_cli(&self.url, &self.fingerprint, &self.admin_token_file, args)
     }
 
+    /// A bootstrap token for `node` at `ip` (profiles server and peer), created through this
+    /// server as an admin does: `token create --json`.
+    pub fn remote_token(&self, node: &str, ip: &str) -> String {
+        let run = self
+            .remote(&["token", "create", "--node", node, "--ip", ip, "--json"])
+            .ok();
+        let answer: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        answer["token"].as_str().unwrap().to_string()
+    }
+
     /// `issue --profile client --node NODE --cn NODE --out OUT` through this server; the serial.
     pub fn remote_issue_client(&self, out: &Path, node: &str) -> String {
         issued_serial(

@@ -146,19 +146,10 @@ async fn a_member_serving_an_old_certificate_is_flagged_everywhere_until_fixed()
     let tmp = tempfile::tempdir().unwrap();
     let clock = TestClock::new(tmp.path());
     let server = CaServer::start_with_clock(&[], &[], &clock);
-    let token = server
-        .remote(&["token", "create", "--node", "m1", "--ip", IP, "--json"])
-        .ok()
-        .stdout;
-    let token: serde_json::Value = serde_json::from_str(&token).unwrap();
+    let token = server.remote_token("m1", IP);
     let agent_dir = tmp.path().join("agent");
     let etcd_dir = tmp.path().join("etcd");
-    agent_pass(
-        &server,
-        &clock,
-        &agent_dir,
-        &["--token", token["token"].as_str().unwrap()],
-    );
+    agent_pass(&server, &clock, &agent_dir, &["--token", &token]);
     copy_pki(&agent_dir, &etcd_dir);
     let _member = Member::start(&etcd_dir);
 

@@ -81,6 +81,26 @@ async fn screenshot(browser: &Client, name: &str) {
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
 }
 
+async fn click(browser: &Client, css: &str) {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn fill(browser: &Client, css: &str, text: &str) {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
 async fn text(browser: &Client, css: &str) -> String {
     browser
         .find(Locator::Css(css))
@@ -152,21 +172,7 @@ async fn an_admin_sees_the_fleet_marks_and_a_rotation_in_a_real_browser() {
     // has one hour left: expiring. (Certificates dated in the past: rustls checks validity
     // against the real clock, so the test clock never runs ahead of it.)
     clock.set_offset(-9 * 3600);
-    let token: serde_json::Value = serde_json::from_str(
-        &server
-            .remote(&[
-                "token",
-                "create",
-                "--node",
-                "n4",
-                "--ip",
-                "127.0.0.74",
-                "--json",
-            ])
-            .ok()
-            .stdout,
-    )
-    .unwrap();
+    let token = server.remote_token("n4", "127.0.0.74");
     run_command(
         agent_once(
             &server.url,
@@ -175,7 +181,7 @@ async fn an_admin_sees_the_fleet_marks_and_a_rotation_in_a_real_browser() {
             "server,peer",
             &root.join("n4"),
         )
-        .args(["--token", token["token"].as_str().unwrap()]),
+        .args(["--token", &token]),
     )
     .ok();
     let revoked = std::fs::read_to_string(root.join("n4/server.crt")).unwrap();
@@ -204,13 +210,7 @@ async fn an_admin_sees_the_fleet_marks_and_a_rotation_in_a_real_browser() {
     for m in 1..=3 {
         let node = format!("n{m}");
         let ip = format!("127.0.0.7{m}");
-        let token: serde_json::Value = serde_json::from_str(
-            &server
-                .remote(&["token", "create", "--node", &node, "--ip", &ip, "--json"])
-                .ok()
-                .stdout,
-        )
-        .unwrap();
+        let token = server.remote_token(&node, &ip);
         agents.push(AgentProcess::spawn(
             &[
                 "--server",
@@ -222,7 +222,7 @@ async fn an_admin_sees_the_fleet_marks_and_a_rotation_in_a_real_browser() {
                 "--dir",
                 root.join(&node).to_str().unwrap(),
                 "--token",
-                token["token"].as_str().unwrap(),
+                &token,
                 "--on-trust-change",
                 "true",
             ],
@@ -255,39 +255,15 @@ async fn an_admin_sees_the_fleet_marks_and_a_rotation_in_a_real_browser() {
     }
     screenshot(&browser, "login").await;
     // A wrong token is refused on the login page.
-    browser
-        .find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys("not-a-token")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("form#login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(&browser, "#token", "not-a-token").await;
+    click(&browser, "form#login button").await;
     assert!(text(&browser, "#login-error").await.contains("admin token"));
     assert!(browser.find(Locator::Css("#fleet")).await.is_err());
 
     // Log in.
     browser.goto(&format!("{base}/ui/login")).await.unwrap();
-    browser
-        .find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys(&server.admin_token)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("form#login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(&browser, "#token", &server.admin_token).await;
+    click(&browser, "form#login button").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let landed = browser.current_url().await.unwrap();
@@ -334,24 +310,12 @@ async fn an_admin_sees_the_fleet_marks_and_a_rotation_in_a_real_browser() {
     assert!(marks_of("n4", "peer").contains("stale"), "{rows:?}");
 
     // Sorted by node, then by time left (the column's link): soonest first.
-    browser
-        .find(Locator::Css("#sort-left"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#sort-left").await;
     let by_left = fleet_rows(&browser).await;
     let lefts: Vec<i64> = by_left.iter().map(|r| r.3).collect();
     assert!(lefts.windows(2).all(|w| w[0] <= w[1]), "{by_left:?}");
     assert_eq!(by_left[0].0, "backup");
-    browser
-        .find(Locator::Css("#sort-node"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#sort-node").await;
     let by_node: Vec<String> = fleet_rows(&browser)
         .await
         .into_iter()
@@ -387,20 +351,8 @@ async fn an_admin_sees_the_fleet_marks_and_a_rotation_in_a_real_browser() {
 
     // The audit lookup by serial shows the revocation.
     browser.goto(&format!("{base}/ui/audit")).await.unwrap();
-    browser
-        .find(Locator::Css("#serial"))
-        .await
-        .unwrap()
-        .send_keys(&revoked_serial)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("form.filter button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(&browser, "#serial", &revoked_serial).await;
+    click(&browser, "form.filter button").await;
     assert!(text(&browser, "#certificates").await.contains("revoked"));
     assert!(text(&browser, "#audit").await.contains("revoke"));
     screenshot(&browser, "audit").await;
@@ -451,13 +403,7 @@ async fn an_admin_sees_the_fleet_marks_and_a_rotation_in_a_real_browser() {
     assert!(text(&browser, "#last-step").await.starts_with("finish"));
 
     // Logging out ends the session.
-    browser
-        .find(Locator::Css("header form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "header form button").await;
     browser.goto(&format!("{base}/ui/fleet")).await.unwrap();
     assert!(browser
         .current_url()
