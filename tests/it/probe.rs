@@ -141,6 +141,40 @@ async fn web_marks(server: &CaServer, profile: &str) -> String {
     html[start..].split('"').next().unwrap().to_string()
 }
 
+/// A session whose token is not (or no longer) an admin's gets the login page with the reason,
+/// and the cookie is dropped; the reason never comes from the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_session_gets_the_login_page_and_loses_its_cookie() {
+    let server = CaServer::start(&[], &[]);
+    let page = server
+        .client()
+        .send(
+            hyper::Method::GET,
+            "/ui/fleet",
+            None,
+            &[(hyper::header::COOKIE, "etcd_ca_admin=etcdca_bogus".into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.status, 401);
+    let html = String::from_utf8(page.body.to_vec()).unwrap();
+    assert!(html.contains("id=\"login-error\""), "{html}");
+    assert!(!html.contains("id=\"fleet\""));
+    let cookie = page.headers[hyper::header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        cookie.starts_with("etcd_ca_admin=;") && cookie.contains("Max-Age=0"),
+        "{cookie}"
+    );
+    let crafted = server
+        .client()
+        .get("/ui/login?error=call+555-0100")
+        .await
+        .unwrap();
+    assert!(!String::from_utf8(crafted.body.to_vec())
+        .unwrap()
+        .contains("555-0100"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_serving_an_old_certificate_is_flagged_everywhere_until_fixed() {
     let tmp = tempfile::tempdir().unwrap();

@@ -98,16 +98,14 @@ fn see_other(location: &str) -> Response {
         .into_response()
 }
 
-/// To the login page, forgetting any session, saying why when there was a credential.
+/// To the login page, forgetting any session. With a reason (a credential that was refused),
+/// the login page is answered here with it, not through a redirect: the page never shows text
+/// taken from a URL someone else could have crafted.
 fn to_login(why: Option<&str>) -> Response {
-    let location = match why {
-        Some(why) => format!(
-            "/ui/login?{}",
-            serde_urlencoded::to_string([("error", why)]).unwrap_or_default()
-        ),
-        None => "/ui/login".into(),
+    let mut response = match why {
+        Some(why) => refused_login(why),
+        None => see_other("/ui/login"),
     };
-    let mut response = see_other(&location);
     response
         .headers_mut()
         .insert(header::SET_COOKIE, HeaderValue::from_static(CLEAR_COOKIE));
@@ -116,13 +114,8 @@ fn to_login(why: Option<&str>) -> Response {
 
 const CLEAR_COOKIE: &str = "etcd_ca_admin=; Path=/ui; Max-Age=0; HttpOnly; Secure; SameSite=Strict";
 
-#[derive(serde::Deserialize, Default)]
-struct LoginQuery {
-    error: Option<String>,
-}
-
-async fn login_page(query: axum::extract::Query<LoginQuery>) -> Response {
-    page_response(StatusCode::OK, pages::login(query.0.error.as_deref()))
+async fn login_page() -> Response {
+    page_response(StatusCode::OK, pages::login(None))
 }
 
 #[derive(serde::Deserialize)]
