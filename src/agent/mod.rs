@@ -341,7 +341,6 @@ impl Agent {
             .map_err(|e| FsError::new("watch SIGTERM for", Path::new("agent"), e))?;
         let mut interrupt = signal(SignalKind::interrupt())
             .map_err(|e| FsError::new("watch SIGINT for", Path::new("agent"), e))?;
-        let mut failures: u32 = 0;
         let mut renew_now = self.settings.renew_now;
         let mut watch = ChangeWatch::default();
         tracing::info!(node = %self.settings.node, dir = %self.settings.dir.display(), server = %self.settings.server, "agent started");
@@ -356,11 +355,15 @@ impl Agent {
             };
             let wait = match outcome {
                 Ok(next) => {
-                    failures = 0;
                     self.failures = 0;
                     renew_now = false;
                     self.save_state(None);
                     self.write_textfile();
+                    // What it installed (rotation status reads it), how it went, what the
+                    // member serves: after the pass, so the success it reports is this one.
+                    if let Err(e) = self.report().await {
+                        tracing::warn!(error = %e, "cannot report to the CA");
+                    }
                     if self.settings.once {
                         return Ok(());
                     }
@@ -374,7 +377,7 @@ impl Agent {
                     return Err(e);
                 }
                 Err(e) => {
-                    self.failures += 1;
+                    self.failures = self.failures.saturating_add(1);
                     self.save_state(Some(e.to_string()));
                     self.write_textfile();
                     // The CA learns of the failure if it can be reached at all.
@@ -386,8 +389,8 @@ impl Agent {
                     if self.settings.once {
                         return Err(e);
                     }
-                    failures = failures.saturating_add(1);
-                    self.report_failure(&e, failures)
+                    let attempt = u32::try_from(self.failures).unwrap_or(u32::MAX);
+                    self.report_failure(&e, attempt)
                 }
             };
             // A forced renewal (SIGHUP) that failed is retried with the backoff until it succeeds.
@@ -474,8 +477,10 @@ impl Agent {
                         .min(self.settings.refresh_interval)
                 };
         }
+        // A CRL just installed may list one of our own certificates: enroll it again now (or
+        // fail the pass, saying a token is needed) rather than only at the next pass.
+        self.enroll_missing().await?;
         let mut next = now() + time::Duration::hours(1);
-        let mut renewed_any = false;
         for profile in self.settings.profiles.clone() {
             let installed = load_installed(&self.settings.dir, &profile).ok_or_else(|| {
                 AgentError::NeedToken {
@@ -504,18 +509,11 @@ impl Agent {
                     }
                     Err(e) => return Err(e),
                 };
-                renewed_any = true;
                 renewal_due_at(renewed.validity, &renewed.serial)
             } else {
                 due
             };
             next = next.min(due);
-        }
-        if renewed_any {
-            // Rotation status shows which certificate each node holds: tell it now.
-            if let Err(e) = self.report().await {
-                tracing::warn!(error = %e, "cannot report to the CA");
-            }
         }
         next = next.min(self.next_refresh);
         Ok(to_std(next - now()).max(Duration::from_millis(200)))
@@ -615,12 +613,22 @@ impl Agent {
             .flatten()
     }
 
-    /// The first certificate of this node on disk, to authenticate with.
+    /// A certificate of this node on disk to authenticate with: one the installed CRL does not
+    /// list and that has not expired if there is one (a revoked server certificate must not
+    /// silence a node whose peer certificate is fine), else the first.
     fn any_installed(&self) -> Option<Installed> {
-        self.settings
+        let revoked = self.revoked_installed();
+        let now = now();
+        let installed: Vec<Installed> = self
+            .settings
             .profiles
             .iter()
-            .find_map(|p| load_installed(&self.settings.dir, p))
+            .filter_map(|p| load_installed(&self.settings.dir, p))
+            .collect();
+        let usable = installed.iter().position(|i| {
+            i.validity.not_after > now && !revoked.contains(i.serial.trim_start_matches('0'))
+        });
+        installed.into_iter().nth(usable.unwrap_or(0))
     }
 
     /// A client presenting this node's certificate (mTLS) to the CA server.

@@ -54,6 +54,15 @@ impl Agent {
             if let Some(e) = &entry.error {
                 tracing::warn!(profile, endpoint, error = %e, "cannot read what the member serves");
             }
+            let installed = load_installed(&self.settings.dir, profile).map(|i| i.serial);
+            if let (Some(served), Some(installed)) = (&entry.serial, installed) {
+                if *served != installed {
+                    tracing::warn!(
+                        profile, endpoint, served = %served, installed = %installed,
+                        "the member serves another certificate than the one installed: does etcd read the files in --dir?"
+                    );
+                }
+            }
             served.insert(profile.to_string(), entry);
         }
         served

@@ -234,9 +234,7 @@ impl Agent {
         self.refresh_crl(false).await?;
         let health = client.health().await?;
         self.active_ca = Some(health.ca_fingerprint);
-        if let Err(e) = self.report().await {
-            tracing::warn!(error = %e, "cannot report to the CA");
-        }
+        // The pass reports when it ends (Agent::run), with its outcome.
         Ok(settled)
     }
 

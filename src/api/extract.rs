@@ -152,9 +152,9 @@ impl FromRequestParts<AppState> for Admin {
             Ok(actor) => Ok(Admin(actor)),
             Err(e) => {
                 let code = authority_status(&e).1;
-                state.metrics.refused("admin", code);
                 if anonymous {
                     // No credential at all: nothing to count against the address.
+                    state.metrics.refused("admin", code);
                     state.anonymous.note("admin", code);
                     return Err(e.into());
                 }
@@ -163,8 +163,11 @@ impl FromRequestParts<AppState> for Admin {
                     .failed(source, None, std::time::Instant::now())
                     .await
                 {
+                    // Counted under what the client was told: locked out.
+                    state.metrics.refused("admin", locked.status_and_code().1);
                     return Err(locked);
                 }
+                state.metrics.refused("admin", code);
                 authority
                     .audit_refusal("admin", "unauthenticated", &e, crate::clock::now())
                     .await;

@@ -68,12 +68,12 @@ pub struct AgentArgs {
     pub on_trust_change: Option<String>,
     /// The local member's client URL (https://IP:2379): after a restart, wait until it is
     /// healthy with the new bundle before the next member may restart.
-    #[arg(long)]
+    #[arg(long, value_parser = super::common::member_url)]
     pub etcd_endpoint: Option<String>,
     /// The local member's peer URL (https://IP:2380). With --etcd-endpoint, the agent reads
     /// which certificate the member really serves on each port and reports it, so a member
     /// that never picked up its renewed files is flagged (`etcd-ca check`, web view, metrics).
-    #[arg(long)]
+    #[arg(long, value_parser = super::common::member_url)]
     pub etcd_peer_endpoint: Option<String>,
     /// Write this node's certificates' expiry for node_exporter's textfile collector into
     /// DIR (etcd-ca-agent-NODE.prom), after every pass: visible even while the CA is down.

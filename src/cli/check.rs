@@ -16,7 +16,7 @@ use crate::cli::target::Target;
 use crate::client::probe;
 use crate::duration::{rfc3339, HumanDuration};
 use crate::pki;
-use crate::wire::{Fleet, FleetEntry};
+use crate::wire::{Fleet, FleetEntry, FleetNode};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -64,6 +64,11 @@ pub struct MemberCheck {
 }
 
 pub(super) async fn check(args: CheckArgs, now: OffsetDateTime) -> Result<ExitCode, CliError> {
+    if args.timeout.as_std().is_zero() {
+        return Err(CliError::Usage(
+            "--timeout must be longer than 0s (a member's handshake takes time)".into(),
+        ));
+    }
     let (fleet, bundle_pem, crl) = Target::admin(&args.data_dir, &args.remote)
         .await?
         .run(async |t| {
@@ -104,12 +109,12 @@ pub(super) async fn check(args: CheckArgs, now: OffsetDateTime) -> Result<ExitCo
 }
 
 /// Every node and profile the fleet holds, but the CA servers' own certificates.
-fn members_of(fleet: &Fleet) -> impl Iterator<Item = (&str, &FleetEntry)> {
+fn members_of(fleet: &Fleet) -> impl Iterator<Item = (&FleetNode, &FleetEntry)> {
     fleet
         .nodes
         .iter()
         .filter(|n| n.node != crate::authority::SERVER_NODE)
-        .flat_map(|n| n.entries.iter().map(move |e| (n.node.as_str(), e)))
+        .flat_map(|n| n.entries.iter().map(move |e| (n, e)))
 }
 
 /// The CRL's own checks, and the serials it lists.
@@ -155,7 +160,7 @@ fn check_crl(
 
 /// One member's port: the fleet's marks, then what it serves when reached from here.
 async fn check_member(
-    node: &str,
+    node: &FleetNode,
     entry: &FleetEntry,
     bundle: &[Vec<u8>],
     revoked: &std::collections::BTreeSet<String>,
@@ -167,11 +172,11 @@ async fn check_member(
         .marks
         .iter()
         .filter(|m| m.as_str() != crate::api::fleet::marks::MISMATCH)
-        .map(|m| mark_text(m, entry))
+        .map(|m| mark_text(m, node, entry, now))
         .collect();
     let endpoint = entry.served.as_ref().map(|s| s.endpoint.clone());
     let mut check = MemberCheck {
-        node: node.to_string(),
+        node: node.node.clone(),
         profile: entry.profile.clone(),
         endpoint: endpoint.clone(),
         issued_serial: issued_serial.clone(),
@@ -272,15 +277,30 @@ fn endpoint_host(endpoint: &str) -> Option<String> {
 }
 
 /// A fleet mark in words.
-fn mark_text(mark: &str, entry: &FleetEntry) -> String {
+fn mark_text(mark: &str, node: &FleetNode, entry: &FleetEntry, now: OffsetDateTime) -> String {
     use crate::api::fleet::marks;
     let installed = entry.installed.as_ref().map_or("-", |c| c.serial.as_str());
+    let agent = node.agent.as_ref();
     match mark {
         marks::EXPIRED => format!("certificate {installed} has expired"),
         marks::EXPIRING => format!("certificate {installed} expires soon and was not renewed"),
         marks::REVOKED => format!("the installed certificate {installed} is revoked"),
-        marks::STALE => "its agent has not reported for a while".into(),
-        marks::FAILING => "its agent's renewals are failing".into(),
+        marks::STALE => match node.reported_at {
+            Some(at) => format!(
+                "its agent last reported {} ago",
+                humantime::format_duration(std::time::Duration::from_secs(
+                    (now - at).whole_minutes().max(0) as u64 * 60
+                ))
+            ),
+            None => "its agent never reported".into(),
+        },
+        marks::FAILING => format!(
+            "its agent failed its last {} passes{}",
+            agent.map_or(0, |a| a.failures),
+            agent
+                .and_then(|a| a.last_error.as_deref())
+                .map_or(String::new(), |e| format!(" ({e})"))
+        ),
         marks::UNREACHABLE => "its agent cannot read what the member serves".into(),
         other => other.to_string(),
     }
@@ -360,7 +380,7 @@ fn render(report: &CheckReport) -> String {
         .count();
     let _ = writeln!(
         out,
-        "{} checked, {} probed from here: {}",
+        "{} certificates checked, {} probed from here: {}",
         report.members.len(),
         probed,
         if failures == 0 {

@@ -250,6 +250,22 @@ impl RemoteArgs {
     }
 }
 
+/// An etcd member's URL as etcd advertises it: `https://HOST:PORT`.
+pub(super) fn member_url(text: &str) -> Result<String, String> {
+    let uri: hyper::Uri = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a URL; expected https://HOST:PORT"))?;
+    match (uri.scheme_str(), uri.host(), uri.port_u16(), uri.path()) {
+        (Some("https"), Some(_), Some(_), "" | "/") => Ok(text.to_string()),
+        (Some("https"), Some(_), None, _) => Err(format!(
+            "{text:?} has no port; expected https://HOST:PORT (etcd's are 2379 and 2380)"
+        )),
+        _ => Err(format!(
+            "{text:?}: expected https://HOST:PORT (the member's TLS client or peer URL)"
+        )),
+    }
+}
+
 /// A `--ca-fingerprint`, normalised (openssl's colon form is taken too).
 pub(super) fn fingerprint_arg(text: &str) -> Result<String, CliError> {
     crate::pki::parse_fingerprint(text).ok_or_else(|| {

@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::BodyExt;
 
+use super::error::ApiError;
 use super::extract::{Admin, ClientCertificate};
 use super::AppState;
 use crate::authority::AdminActor;
@@ -61,13 +62,17 @@ impl FromRequestParts<AppState> for UiAdmin {
             Some(Some(value)) => {
                 parts.headers.insert(header::AUTHORIZATION, value);
             }
-            Some(None) => return Err(to_login(Some("the session is not valid"))),
+            Some(None) => {
+                let malformed =
+                    crate::authority::AuthorityError::AdminTokenInvalid { why: "malformed" };
+                return Err(to_login(Some(&malformed.into())));
+            }
             None if !certificate => return Err(to_login(None)),
             None => {}
         }
         match Admin::from_request_parts(parts, state).await {
             Ok(Admin(actor)) => Ok(UiAdmin(actor)),
-            Err(e) => Err(to_login(Some(&e.to_string()))),
+            Err(e) => Err(to_login(Some(&e))),
         }
     }
 }
@@ -101,7 +106,7 @@ fn see_other(location: &str) -> Response {
 /// To the login page, forgetting any session. With a reason (a credential that was refused),
 /// the login page is answered here with it, not through a redirect: the page never shows text
 /// taken from a URL someone else could have crafted.
-fn to_login(why: Option<&str>) -> Response {
+fn to_login(why: Option<&ApiError>) -> Response {
     let mut response = match why {
         Some(why) => refused_login(why),
         None => see_other("/ui/login"),
@@ -132,14 +137,14 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
         .await
     {
         Ok(b) => b.to_bytes(),
-        Err(_) => return refused_login("the form is too large"),
+        Err(_) => return unusable_form("the form is too large"),
     };
     let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
-        return refused_login("give an admin token");
+        return unusable_form("give an admin token");
     };
     let token = form.token.trim();
     let Some(value) = bearer(token).filter(|_| !token.is_empty()) else {
-        return refused_login("give an admin token");
+        return unusable_form("give an admin token");
     };
     parts.headers.insert(header::AUTHORIZATION, value);
     match Admin::from_request_parts(&mut parts, &state).await {
@@ -151,12 +156,20 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
             }
             response
         }
-        Err(e) => refused_login(&e.to_string()),
+        Err(e) => refused_login(&e),
     }
 }
 
-fn refused_login(why: &str) -> Response {
-    page_response(StatusCode::UNAUTHORIZED, pages::login(Some(why)))
+/// The login page with why the credential was refused, under the API's status for it (401,
+/// or 429 once the address or token is locked out).
+fn refused_login(why: &ApiError) -> Response {
+    let (status, _) = why.status_and_code();
+    page_response(status, pages::login(Some(&why.to_string())))
+}
+
+/// The login page for a form that holds no usable token.
+fn unusable_form(why: &str) -> Response {
+    page_response(StatusCode::BAD_REQUEST, pages::login(Some(why)))
 }
 
 async fn logout() -> Response {

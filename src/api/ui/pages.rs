@@ -304,7 +304,11 @@ fn render_fleet(fleet: &Fleet, query: &FleetQuery, now: OffsetDateTime) -> Strin
             marks = esc(&marks_text),
             left_s = left.map_or(String::new(), |l| l.to_string()),
             classes = e.marks.iter().map(|m| format!("m-{m}")).collect::<Vec<_>>().join(" "),
-            serial = issued.map_or("-".into(), |c| esc(&short(&c.serial))),
+            serial = issued.map_or("-".into(), |c| format!(
+                "<a href=\"/ui/audit?serial={full}\" title=\"{full}\">{}</a>",
+                esc(&short(&c.serial)),
+                full = esc(&c.serial)
+            )),
             gen = issued.and_then(|c| c.generation).map_or("-".into(), |g| g.to_string()),
             not_after = not_after.map_or("-".into(), when),
             left = not_after.map_or("-".into(), |t| esc(&time_left(t, now))),
@@ -502,11 +506,15 @@ pub async fn audit(
 ) -> Response {
     let now = now();
     let authority = &state.authority;
-    let serial = query
+    // As every serial is stored: lower-case hex without colons (a malformed one is shown as
+    // given, and the lookup says why it found nothing).
+    let serial: Option<String> = query
         .serial
         .as_deref()
         .map(str::trim)
-        .filter(|s| !s.is_empty());
+        .filter(|s| !s.is_empty())
+        .map(|s| crate::authority::normalize_serial(s).unwrap_or_else(|_| s.to_string()));
+    let serial = serial.as_deref();
     let node = query
         .node
         .as_deref()
@@ -578,9 +586,11 @@ pub async fn audit(
     }
     match ops::audit(authority, Some(500)).await {
         Ok(events) => {
+            // The events of either the serial or the node looked up (all without a lookup).
             let wanted = |e: &&AuditEntry| {
-                serial.is_none_or(|s| e.serial.as_deref() == Some(s))
-                    && node.is_none_or(|n| e.node.as_deref() == Some(n))
+                let of_serial = serial.is_some_and(|s| e.serial.as_deref() == Some(s));
+                let of_node = node.is_some_and(|n| e.node.as_deref() == Some(n));
+                (serial.is_none() && node.is_none()) || of_serial || of_node
             };
             let events: Vec<&AuditEntry> = events.iter().rev().filter(wanted).take(200).collect();
             let _ = write!(
