@@ -369,11 +369,9 @@ impl Agent {
                     }
                     next
                 }
-                Err(e) if e.is_permanent() => {
-                    if self.created_dir {
-                        // Only succeeds while it is still empty.
-                        let _ = std::fs::remove_dir(&self.settings.dir);
-                    }
+                Err(e) if e.is_permanent() && self.created_dir => {
+                    // Only succeeds while it is still empty.
+                    let _ = std::fs::remove_dir(&self.settings.dir);
                     return Err(e);
                 }
                 Err(e) => {
@@ -381,12 +379,12 @@ impl Agent {
                     self.save_state(Some(e.to_string()));
                     self.write_textfile();
                     // The CA learns of the failure if it can be reached at all.
-                    if !matches!(e, AgentError::Client(_)) {
+                    if !matches!(e, AgentError::Client(_) | AgentError::PinMismatch { .. }) {
                         if let Err(e) = self.report().await {
                             tracing::debug!(error = %e, "cannot report the failure to the CA");
                         }
                     }
-                    if self.settings.once {
+                    if self.settings.once || e.is_permanent() {
                         return Err(e);
                     }
                     let attempt = u32::try_from(self.failures).unwrap_or(u32::MAX);

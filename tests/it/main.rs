@@ -46,6 +46,7 @@ mod disk_full;
 mod etcd_config_file;
 mod failover;
 mod first_hour;
+mod fleet;
 mod foundation_cluster;
 mod hardening;
 mod helpers;
