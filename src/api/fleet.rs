@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use time::{Duration, OffsetDateTime};
 
 use crate::authority::{Authority, AuthorityError};
-use crate::store::{CertificateRecord, CurrentCertificate, NodeReport};
+use crate::store::{CertificateDates, CurrentCertificate, FleetReport};
 use crate::wire::{Fleet, FleetCertificate, FleetEntry, FleetNode, ReportDetails};
 
 /// How long a member may go on serving another certificate than the newest issued before it
@@ -38,18 +38,18 @@ pub mod marks {
 /// table and the reports, not a lookup per certificate.
 pub async fn fleet(authority: &Authority, now: OffsetDateTime) -> Result<Fleet, AuthorityError> {
     let current = authority.current_certificates(now).await?;
-    let reports = authority.node_reports().await?;
+    let reports = authority.fleet_reports().await?;
     let serials: Vec<String> = needed_records(&current, &reports, now)
         .into_iter()
         .collect();
-    let records = authority.certificates_by_serial(&serials, now).await?;
+    let records = authority.certificate_dates(&serials).await?;
     Ok(build(now, &current, &reports, &records))
 }
 
 /// The serials whose records [`build`] needs to mark the fleet.
 fn needed_records(
     current: &[CurrentCertificate],
-    reports: &[NodeReport],
+    reports: &[FleetReport],
     now: OffsetDateTime,
 ) -> BTreeSet<String> {
     let by_node: HashMap<(&str, &str), &CurrentCertificate> = current
@@ -96,16 +96,16 @@ pub fn is_expiring(
 pub fn build(
     now: OffsetDateTime,
     current: &[CurrentCertificate],
-    reports: &[NodeReport],
-    records: &[CertificateRecord],
+    reports: &[FleetReport],
+    records: &[CertificateDates],
 ) -> Fleet {
-    let by_serial: HashMap<&str, &CertificateRecord> =
+    let by_serial: HashMap<&str, &CertificateDates> =
         records.iter().map(|r| (r.serial.as_str(), r)).collect();
     let mut issued: BTreeMap<&str, BTreeMap<&str, &CurrentCertificate>> = BTreeMap::new();
     for c in current {
         issued.entry(&c.node).or_default().insert(&c.profile, c);
     }
-    let reported: BTreeMap<&str, &NodeReport> =
+    let reported: BTreeMap<&str, &FleetReport> =
         reports.iter().map(|r| (r.node.as_str(), r)).collect();
     let names: BTreeSet<&str> = issued.keys().chain(reported.keys()).copied().collect();
     let nodes = names
@@ -200,7 +200,13 @@ pub fn build(
                                 serial: serial.clone(),
                                 generation: Some(r.ca_generation),
                                 not_after: Some(r.not_after),
-                                status: r.state.as_str().into(),
+                                status: match r {
+                                    r if r.revoked_at.is_some() => "revoked",
+                                    r if r.not_after <= now => "expired",
+                                    // Not the newest issued for its node and profile.
+                                    _ => "superseded",
+                                }
+                                .into(),
                             },
                             None => FleetCertificate {
                                 serial: serial.clone(),
@@ -235,40 +241,28 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::store::{CertificateState, CertificateStatus};
     use crate::wire::{AgentHealth, Served};
 
     fn t0() -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
     }
 
-    fn record(serial: &str, profile: &str, issued: OffsetDateTime, days: i64) -> CertificateRecord {
-        CertificateRecord {
+    fn record(serial: &str, issued: OffsetDateTime, days: i64) -> CertificateDates {
+        CertificateDates {
             serial: serial.into(),
             ca_generation: 1,
-            profile: profile.into(),
-            node: "n1".into(),
-            subject: String::new(),
-            common_name: String::new(),
-            sans: vec![],
-            key_type: "ecdsa-p256".into(),
-            public_key_sha256: String::new(),
             not_before: issued,
             not_after: issued + Duration::days(days),
-            status: CertificateStatus::Valid,
-            state: CertificateState::Valid,
-            revoked_at: None,
-            revocation_reason: None,
             issued_at: issued,
-            renewed_from: None,
-            pem: String::new(),
+            revoked_at: None,
         }
     }
 
-    fn current(r: &CertificateRecord) -> CurrentCertificate {
+    /// `r` as n1's current certificate of `profile`.
+    fn current(r: &CertificateDates, profile: &str) -> CurrentCertificate {
         CurrentCertificate {
-            node: r.node.clone(),
-            profile: r.profile.clone(),
+            node: "n1".into(),
+            profile: profile.into(),
             serial: r.serial.clone(),
             not_after: r.not_after,
             ca_generation: r.ca_generation,
@@ -279,11 +273,9 @@ mod tests {
         installed: &[(&str, &str)],
         details: ReportDetails,
         at: OffsetDateTime,
-    ) -> NodeReport {
-        NodeReport {
+    ) -> FleetReport {
+        FleetReport {
             node: "n1".into(),
-            installed_bundle: vec![],
-            running_bundle: vec![],
             certificates: installed
                 .iter()
                 .map(|(p, s)| (p.to_string(), s.to_string()))
@@ -303,16 +295,16 @@ mod tests {
         }
     }
 
-    /// The marks of n1's `profile`, reading only the records `needed_records` asks for.
-    fn marks(
+    /// n1's `profile` entry, built from only the records `needed_records` asks for.
+    fn entry(
         now: OffsetDateTime,
         current: &[CurrentCertificate],
-        reports: &[NodeReport],
-        records: &[CertificateRecord],
+        reports: &[FleetReport],
+        records: &[CertificateDates],
         profile: &str,
-    ) -> Vec<String> {
+    ) -> FleetEntry {
         let needed = needed_records(current, reports, now);
-        let read: Vec<CertificateRecord> = records
+        let read: Vec<CertificateDates> = records
             .iter()
             .filter(|r| needed.contains(&r.serial))
             .cloned()
@@ -323,70 +315,88 @@ mod tests {
             .iter()
             .find(|e| e.profile == profile)
             .unwrap()
-            .marks
             .clone()
+    }
+
+    fn marks(
+        now: OffsetDateTime,
+        current: &[CurrentCertificate],
+        reports: &[FleetReport],
+        records: &[CertificateDates],
+        profile: &str,
+    ) -> Vec<String> {
+        entry(now, current, reports, records, profile).marks
     }
 
     #[test]
     fn a_healthy_node_reads_no_record_and_has_no_mark() {
-        let r = record("0a", "server", t0(), 90);
+        let r = record("0a", t0(), 90);
+        let c = [current(&r, "server")];
         let reports = [report(&[("server", "0a")], ReportDetails::default(), t0())];
-        assert!(needed_records(&[current(&r)], &reports, t0()).is_empty());
-        let fleet = build(t0(), &[current(&r)], &reports, &[]);
-        let entry = &fleet.nodes[0].entries[0];
-        assert!(entry.marks.is_empty());
-        assert_eq!(entry.installed.as_ref().unwrap().status, "valid");
-        assert_eq!(
-            entry.installed.as_ref().unwrap().not_after,
-            Some(r.not_after)
-        );
+        assert!(needed_records(&c, &reports, t0()).is_empty());
+        let e = entry(t0(), &c, &reports, &[], "server");
+        assert!(e.marks.is_empty());
+        let installed = e.installed.unwrap();
+        assert_eq!(installed.status, "valid");
+        assert_eq!(installed.not_after, Some(r.not_after));
     }
 
     #[test]
     fn expiring_is_under_a_fifth_of_the_lifetime_and_under_a_week() {
-        let r = record("0a", "client", t0(), 10);
-        let c = [current(&r)];
+        let r = record("0a", t0(), 10);
+        let c = [current(&r, "client")];
         let at = |days: i64, hours: i64| t0() + Duration::days(days) + Duration::hours(hours);
-        assert!(marks(at(7, 0), &c, &[], std::slice::from_ref(&r), "client").is_empty());
-        assert_eq!(
-            marks(at(8, 1), &c, &[], std::slice::from_ref(&r), "client"),
-            ["expiring"]
-        );
+        let records = std::slice::from_ref(&r);
+        assert!(marks(at(7, 0), &c, &[], records, "client").is_empty());
+        assert_eq!(marks(at(8, 1), &c, &[], records, "client"), ["expiring"]);
         // A year-long certificate: only the last week counts.
-        let long = record("0b", "server", t0(), 365);
-        let c = [current(&long)];
-        assert!(marks(at(357, 0), &c, &[], std::slice::from_ref(&long), "server").is_empty());
-        assert_eq!(marks(at(359, 0), &c, &[], &[long], "server"), ["expiring"]);
+        let long = record("0b", t0(), 365);
+        let c = [current(&long, "server")];
+        let records = std::slice::from_ref(&long);
+        assert!(marks(at(357, 0), &c, &[], records, "server").is_empty());
+        assert_eq!(marks(at(359, 0), &c, &[], records, "server"), ["expiring"]);
     }
 
     #[test]
     fn a_revoked_installed_certificate_is_marked_and_an_expired_one_too() {
-        let mut old = record("0a", "server", t0(), 90);
+        let mut old = record("0a", t0(), 90);
         old.revoked_at = Some(t0() + Duration::days(1));
-        old.state = CertificateState::Revoked;
-        let reports = [report(
-            &[("server", "0a")],
-            ReportDetails::default(),
-            t0() + Duration::days(1),
-        )];
         let now = t0() + Duration::days(1);
-        assert_eq!(
-            marks(now, &[], &reports, std::slice::from_ref(&old), "server"),
-            ["revoked"]
-        );
+        let reports = [report(&[("server", "0a")], ReportDetails::default(), now)];
+        let records = std::slice::from_ref(&old);
+        let e = entry(now, &[], &reports, records, "server");
+        assert_eq!(e.marks, ["revoked"]);
+        assert_eq!(e.installed.unwrap().status, "revoked");
         let now = t0() + Duration::days(91);
         let fresh = [report(&[("server", "0a")], ReportDetails::default(), now)];
         assert_eq!(
-            marks(now, &[], &fresh, &[old], "server"),
+            marks(now, &[], &fresh, records, "server"),
             ["revoked", "expired"]
         );
     }
 
     #[test]
+    fn an_older_certificate_still_installed_is_superseded() {
+        let old = record("0a", t0(), 90);
+        let new = record("0b", t0() + Duration::days(60), 90);
+        let now = t0() + Duration::days(61);
+        let reports = [report(&[("server", "0a")], ReportDetails::default(), now)];
+        let e = entry(
+            now,
+            &[current(&new, "server")],
+            &reports,
+            &[old, new],
+            "server",
+        );
+        assert_eq!(e.installed.unwrap().status, "superseded");
+        assert!(e.marks.is_empty());
+    }
+
+    #[test]
     fn a_mismatch_counts_only_after_the_grace_period_and_stale_and_failing_reports() {
-        let old = record("0a", "server", t0(), 90);
-        let new = record("0b", "server", t0() + Duration::days(60), 90);
-        let c = [current(&new)];
+        let old = record("0a", t0(), 90);
+        let new = record("0b", t0() + Duration::days(60), 90);
+        let c = [current(&new, "server")];
         let records = [old, new.clone()];
         let probed = |after: Duration| {
             let at = new.issued_at + after;

@@ -119,22 +119,20 @@ impl Authority {
         Ok(self.store.current_certificates(now).await?)
     }
 
-    /// What every agent last reported.
-    pub async fn node_reports(&self) -> Result<Vec<crate::store::NodeReport>, AuthorityError> {
-        Ok(self.store.node_reports().await?)
+    /// What every agent last reported, as the fleet reads it.
+    pub async fn fleet_reports(&self) -> Result<Vec<crate::store::FleetReport>, AuthorityError> {
+        Ok(self.store.fleet_reports().await?)
     }
 
-    /// The recorded certificates among these serials (those not recorded, or removed by
-    /// retention, are simply absent), read in batches.
-    pub async fn certificates_by_serial(
+    /// The dates and revocation of the recorded certificates among these serials (those not
+    /// recorded, or removed by retention, are absent), read in batches.
+    pub async fn certificate_dates(
         &self,
         serials: &[String],
-        now: OffsetDateTime,
-    ) -> Result<Vec<CertificateRecord>, AuthorityError> {
+    ) -> Result<Vec<crate::store::CertificateDates>, AuthorityError> {
         let mut found = Vec::with_capacity(serials.len());
         for batch in serials.chunks(500) {
-            let rows = self.store.certificates_by_serial(batch, now).await?;
-            found.extend(rows.into_iter().map(|(c, _)| c));
+            found.extend(self.store.certificate_dates(batch).await?);
         }
         Ok(found)
     }

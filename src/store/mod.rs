@@ -320,6 +320,37 @@ impl Store {
             .collect()
     }
 
+    /// The dates and revocation of the recorded certificates among `serials` (in no order).
+    pub async fn certificate_dates(
+        &self,
+        serials: &[String],
+    ) -> Result<Vec<CertificateDates>, StoreError> {
+        if serials.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::new(
+            "SELECT serial, ca_generation, not_before, not_after, issued_at, revoked_at
+               FROM certificates WHERE serial IN ",
+        );
+        sql.push_list(serials.iter().map(String::as_str));
+        let ts_of = |t: i64| from_ts("certificates", t);
+        self.pool
+            .fetch_all(sql)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(CertificateDates {
+                    serial: r.col("serial")?,
+                    ca_generation: r.col("ca_generation")?,
+                    not_before: ts_of(r.col("not_before")?)?,
+                    not_after: ts_of(r.col("not_after")?)?,
+                    issued_at: ts_of(r.col("issued_at")?)?,
+                    revoked_at: r.col::<Option<i64>>("revoked_at")?.map(ts_of).transpose()?,
+                })
+            })
+            .collect()
+    }
+
     /// Records an issued certificate, the node identity it was issued for and the audit event,
     /// in one transaction (shared with whatever else is being issued at that moment: group
     /// commit). Returns only once the transaction is durable.

@@ -310,6 +310,28 @@ pub struct CurrentCertificate {
     pub ca_generation: i64,
 }
 
+/// What the fleet needs of an agent's report: not the bundles rotation status reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetReport {
+    pub node: String,
+    /// Profile -> serial installed.
+    pub certificates: BTreeMap<String, String>,
+    pub reported_at: OffsetDateTime,
+    /// The agent's health and what its member serves (JSON, as [`NodeReport::details`]).
+    pub details: String,
+}
+
+/// What the fleet needs of a certificate to mark it (no PEM, no later-certificate lookups).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateDates {
+    pub serial: String,
+    pub ca_generation: i64,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    pub issued_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
 /// A CRL as published for one scope (`etcd`, or `generation:N`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublishedCrl {

@@ -136,6 +136,32 @@ impl Store {
             .collect()
     }
 
+    /// Every agent's report as the fleet reads it (no bundles: fewer columns to decode).
+    pub async fn fleet_reports(&self) -> Result<Vec<FleetReport>, StoreError> {
+        let rows = self
+            .pool
+            .fetch_all(Sql::new(
+                "SELECT node, certificates, reported_at, details FROM node_reports ORDER BY node",
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let certificates: String = r.col("certificates")?;
+                Ok(FleetReport {
+                    node: r.col("node")?,
+                    certificates: serde_json::from_str(&certificates).map_err(|e| {
+                        StoreError::Corrupt {
+                            table: "node_reports",
+                            detail: e.to_string(),
+                        }
+                    })?,
+                    reported_at: from_ts("node_reports", r.col("reported_at")?)?,
+                    details: r.col("details")?,
+                })
+            })
+            .collect()
+    }
+
     /// Takes the restart lease for `node` until `expires_at`, if it is free, expired or already
     /// held by `node`. Returns who holds it afterwards.
     pub async fn take_restart_lease(

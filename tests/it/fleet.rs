@@ -101,6 +101,14 @@ async fn a_revoked_node_fails_at_once_and_goes_on_reporting_with_its_valid_certi
         .map(|c| std::str::from_utf8(c).unwrap())
         .collect::<Vec<_>>()
         .join(":");
+    // The fleet page shows a bounded number of rows, soonest expiry first, and says so.
+    let page = ui(&server, "/ui/fleet?limit=1").await;
+    assert_eq!(page.matches("<tr data-node=").count(), 1, "{page}");
+    assert!(
+        page.contains("id=\"truncated\"") && page.contains("The first 1 of 3 rows"),
+        "{page}"
+    );
+
     let page = ui(&server, &format!("/ui/audit?serial={typed}")).await;
     assert!(page.contains("data-action=\"revoke\""), "{page}");
     assert!(page.contains(&format!("data-serial=\"{serial}\"")));

@@ -141,7 +141,13 @@ pub struct FleetQuery {
     q: Option<String>,
     /// Only rows carrying this mark (`any`: rows with any mark).
     mark: Option<String>,
+    /// At most this many rows (default 500, at most 5,000): a page stays small at any fleet size.
+    limit: Option<usize>,
 }
+
+/// Rows the fleet page shows unless asked for more, and the most it shows.
+const FLEET_ROWS: usize = 500;
+const FLEET_ROWS_MAX: usize = 5_000;
 
 /// The seconds left on the certificate a row stands on (installed, else issued).
 fn seconds_left(entry: &FleetEntry, now: OffsetDateTime) -> Option<i64> {
@@ -182,6 +188,9 @@ fn render_fleet(fleet: &Fleet, query: &FleetQuery, now: OffsetDateTime) -> Strin
     } else {
         rows.sort_by_key(|(node, e, _)| (seconds_left(e, now).unwrap_or(i64::MAX), *node));
     }
+    let matching = rows.len();
+    let limit = query.limit.unwrap_or(FLEET_ROWS).clamp(1, FLEET_ROWS_MAX);
+    rows.truncate(limit);
     let count = |m: &str| {
         fleet
             .nodes
@@ -327,6 +336,16 @@ fn render_fleet(fleet: &Fleet, query: &FleetQuery, now: OffsetDateTime) -> Strin
     body.push_str("</tbody></table>");
     if rows.is_empty() {
         body.push_str("<p class=\"quiet\">No certificates match.</p>");
+    }
+    if matching > rows.len() {
+        let _ = write!(
+            body,
+            "<p class=\"hint\" id=\"truncated\">The first {} of {matching} rows; narrow them with the filter, \
+or show up to {FLEET_ROWS_MAX} with <a href=\"/ui/fleet?sort={sort}&amp;q={}&amp;mark={}&amp;limit={FLEET_ROWS_MAX}\">more rows</a>.</p>",
+            rows.len(),
+            esc(filter),
+            esc(mark)
+        );
     }
     let _ = write!(
         body,
