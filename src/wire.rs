@@ -914,6 +914,12 @@ mod tests {
             agent: Some(agent_health()),
             served: [("server".to_string(), served())].into(),
         });
+        round_trip(ReportDetails {
+            agent: Some(agent_health()),
+            served: [("peer".to_string(), served())].into(),
+        });
+        assert_eq!(ReportDetails::from_json("{}"), ReportDetails::default());
+        assert_eq!(ReportDetails::from_json("not json"), ReportDetails::default());
         let fleet_certificate = FleetCertificate {
             serial: "0a".into(),
             generation: Some(2),
