@@ -604,6 +604,35 @@ impl CertSummary {
     }
 }
 
+/// The three signature checks of a rustls certificate verifier (of servers or of clients),
+/// done with the supported algorithms at `self.FIELD`: written once for every verifier of ours.
+macro_rules! signature_checks {
+    ($($field:ident).+) => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.$($field).+)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.$($field).+)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.$($field).+.supported_schemes()
+        }
+    };
+}
+pub(crate) use signature_checks;
+
 /// The provider every TLS endpoint of etcd-ca uses: ring's defaults, with TLS 1.3's
 /// AES-128-GCM-SHA256 first (as Go's crypto/tls orders them): a handshake's transcript hash
 /// and key schedule in SHA-256 instead of SHA-384, which ring computes more slowly.

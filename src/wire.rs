@@ -919,7 +919,10 @@ mod tests {
             served: [("peer".to_string(), served())].into(),
         });
         assert_eq!(ReportDetails::from_json("{}"), ReportDetails::default());
-        assert_eq!(ReportDetails::from_json("not json"), ReportDetails::default());
+        assert_eq!(
+            ReportDetails::from_json("not json"),
+            ReportDetails::default()
+        );
         let fleet_certificate = FleetCertificate {
             serial: "0a".into(),
             generation: Some(2),

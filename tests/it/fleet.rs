@@ -32,24 +32,6 @@ async fn fleet_entry(
     (node, entry)
 }
 
-async fn ui(server: &CaServer, path: &str) -> String {
-    let page = server
-        .client()
-        .send(
-            hyper::Method::GET,
-            path,
-            None,
-            &[(
-                hyper::header::COOKIE,
-                format!("etcd_ca_admin={}", server.admin_token),
-            )],
-        )
-        .await
-        .unwrap();
-    assert_eq!(page.status, 200);
-    String::from_utf8(page.body.to_vec()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_node_fails_at_once_and_goes_on_reporting_with_its_valid_certificate() {
     let tmp = tempfile::tempdir().unwrap();
@@ -102,14 +84,14 @@ async fn a_revoked_node_fails_at_once_and_goes_on_reporting_with_its_valid_certi
         .collect::<Vec<_>>()
         .join(":");
     // The fleet page shows a bounded number of rows, soonest expiry first, and says so.
-    let page = ui(&server, "/ui/fleet?limit=1").await;
+    let page = server.ui_page("/ui/fleet?limit=1").await;
     assert_eq!(page.matches("<tr data-node=").count(), 1, "{page}");
     assert!(
         page.contains("id=\"truncated\"") && page.contains("The first 1 of 3 rows"),
         "{page}"
     );
 
-    let page = ui(&server, &format!("/ui/audit?serial={typed}")).await;
+    let page = server.ui_page(&format!("/ui/audit?serial={typed}")).await;
     assert!(page.contains("data-action=\"revoke\""), "{page}");
     assert!(page.contains(&format!("data-serial=\"{serial}\"")));
 }

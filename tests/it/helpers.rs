@@ -722,6 +722,26 @@ impl CaServer {
         )
     }
 
+    /// A page of the web view as a logged-in admin gets it (the session cookie holds the admin
+    /// token); it must answer 200.
+    pub async fn ui_page(&self, path: &str) -> String {
+        let page = self
+            .client()
+            .send(
+                hyper::Method::GET,
+                path,
+                None,
+                &[(
+                    hyper::header::COOKIE,
+                    format!("etcd_ca_admin={}", self.admin_token),
+                )],
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.status, 200, "{path}");
+        String::from_utf8(page.body.to_vec()).unwrap()
+    }
+
     /// A client that trusts this server by its CA fingerprint.
     pub fn client(&self) -> etcd_ca::client::ApiClient {
         etcd_ca::client::ApiClient::new(

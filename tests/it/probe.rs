@@ -118,21 +118,7 @@ async fn metric(server: &CaServer, series: &str) -> Option<f64> {
 
 /// The marks the web view's fleet table shows on the row of `profile` (the logged-in page).
 async fn web_marks(server: &CaServer, profile: &str) -> String {
-    let page = server
-        .client()
-        .send(
-            hyper::Method::GET,
-            "/ui/fleet?sort=node",
-            None,
-            &[(
-                hyper::header::COOKIE,
-                format!("etcd_ca_admin={}", server.admin_token),
-            )],
-        )
-        .await
-        .unwrap();
-    assert_eq!(page.status, 200);
-    let html = String::from_utf8(page.body.to_vec()).unwrap();
+    let html = server.ui_page("/ui/fleet?sort=node").await;
     let row = format!("data-node=\"m1\" data-profile=\"{profile}\" data-marks=\"");
     let start = html
         .find(&row)
