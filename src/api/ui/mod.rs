@@ -5,6 +5,8 @@
 //! admin token given once on the login page and kept in an HttpOnly, Secure, SameSite=Strict
 //! cookie. Without credentials every page answers with a redirect to the login page.
 
+mod fleet_page;
+mod html;
 mod pages;
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -36,7 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/logout", post(logout))
         .route("/ui/style.css", get(style))
-        .route("/ui/fleet", get(pages::fleet))
+        .route("/ui/fleet", get(fleet_page::fleet))
         .route("/ui/ca", get(pages::ca))
         .route("/ui/rotation", get(pages::rotation))
         .route("/ui/audit", get(pages::audit))
@@ -120,7 +122,7 @@ fn to_login(why: Option<&ApiError>) -> Response {
 const CLEAR_COOKIE: &str = "etcd_ca_admin=; Path=/ui; Max-Age=0; HttpOnly; Secure; SameSite=Strict";
 
 async fn login_page() -> Response {
-    page_response(StatusCode::OK, pages::login(None))
+    page_response(StatusCode::OK, html::login(None))
 }
 
 #[derive(serde::Deserialize)]
@@ -164,12 +166,12 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
 /// or 429 once the address or token is locked out).
 fn refused_login(why: &ApiError) -> Response {
     let (status, _) = why.status_and_code();
-    page_response(status, pages::login(Some(&why.to_string())))
+    page_response(status, html::login(Some(&why.to_string())))
 }
 
 /// The login page for a form that holds no usable token.
 fn unusable_form(why: &str) -> Response {
-    page_response(StatusCode::BAD_REQUEST, pages::login(Some(why)))
+    page_response(StatusCode::BAD_REQUEST, html::login(Some(why)))
 }
 
 async fn logout() -> Response {
