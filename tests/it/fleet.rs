@@ -91,6 +91,12 @@ async fn a_revoked_node_fails_at_once_and_goes_on_reporting_with_its_valid_certi
         "{page}"
     );
 
+    // An unknown mark or node says so.
+    let page = server.ui_page("/ui/fleet?mark=bogus").await;
+    assert!(page.contains("There is no mark bogus"), "{page}");
+    let page = server.ui_page("/ui/audit?node=nosuch").await;
+    assert!(page.contains("id=\"lookup-empty\""), "{page}");
+
     let page = server.ui_page(&format!("/ui/audit?serial={typed}")).await;
     assert!(page.contains("data-action=\"revoke\""), "{page}");
     assert!(page.contains(&format!("data-serial=\"{serial}\"")));

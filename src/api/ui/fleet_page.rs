@@ -219,7 +219,25 @@ fn render_fleet(fleet: &Fleet, query: &FleetQuery, now: OffsetDateTime) -> Strin
     }
     body.push_str("</tbody></table>");
     if rows.is_empty() {
-        body.push_str("<p class=\"quiet\">No certificates match.</p>");
+        let known = [
+            marks::EXPIRED,
+            marks::EXPIRING,
+            marks::REVOKED,
+            marks::STALE,
+            marks::FAILING,
+            marks::MISMATCH,
+            marks::UNREACHABLE,
+        ];
+        if mark.is_empty() || mark == "any" || known.contains(&mark) {
+            body.push_str("<p class=\"quiet\">No certificates match.</p>");
+        } else {
+            let _ = write!(
+                body,
+                "<p class=\"error\">There is no mark {}; the marks are {}.</p>",
+                esc(mark),
+                known.join(", ")
+            );
+        }
     }
     if matching > rows.len() {
         let _ = write!(

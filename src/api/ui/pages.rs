@@ -254,6 +254,9 @@ pub async fn audit(
             );
         }
         body.push_str("</tbody></table>");
+        if certificates.is_empty() {
+            body.push_str("<p class=\"quiet\" id=\"lookup-empty\">No certificate was found.</p>");
+        }
     }
     match ops::audit(authority, Some(500)).await {
         Ok(events) => {
