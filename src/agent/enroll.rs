@@ -236,16 +236,7 @@ impl Agent {
 
     /// The serials (hex, no leading zeros) the installed CRL lists.
     pub(super) fn revoked_installed(&self) -> std::collections::BTreeSet<String> {
-        std::fs::read(self.path(files::CRL))
-            .ok()
-            .and_then(|bytes| pki::crl_contents(&bytes).ok())
-            .map(|(_, crl)| {
-                crl.revoked
-                    .into_iter()
-                    .map(|(serial, _, _)| serial.trim_start_matches('0').to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
+        revoked_in(&self.settings.dir)
     }
 
     /// The key to enroll `profile` with: the one on disk (only the certificate then changes
@@ -292,4 +283,18 @@ fn is_token_refusal(code: &str) -> bool {
                 | ErrorCode::TokenLocked
         )
     )
+}
+
+/// The serials (hex, no leading zeros) the CRL installed in `dir` lists; none without one.
+pub(super) fn revoked_in(dir: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read(dir.join(files::CRL))
+        .ok()
+        .and_then(|bytes| pki::crl_contents(&bytes).ok())
+        .map(|(_, crl)| {
+            crl.revoked
+                .into_iter()
+                .map(|(serial, _, _)| serial.trim_start_matches('0').to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -94,7 +94,7 @@ pub struct AgentSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("a new bootstrap token is needed for {}: {reason}; {}", profiles.join(", "), match token_file {
-        Some(file) => format!("write it to the --token-file {} (read again every 30 s)", file.display()),
+        Some(file) => format!("write it to the --token-file {} (a running agent reads it again every 30 s)", file.display()),
         None => "pass one with --token or write it to a --token-file".to_string(),
     })]
     NeedToken {

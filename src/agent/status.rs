@@ -37,6 +37,7 @@ pub fn status_report(dir: &Path, now: OffsetDateTime) -> Result<String, AgentErr
             files::CA_BUNDLE
         );
     }
+    let revoked = super::enroll::revoked_in(dir);
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| FsError::new("read", dir, e))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -68,6 +69,9 @@ pub fn status_report(dir: &Path, now: OffsetDateTime) -> Result<String, AgentErr
                 let due = renewal_due_at(validity, &s.serial);
                 let jitter = schedule::jitter_from(s.serial.as_bytes());
                 let state = match schedule::urgency(validity, jitter, now) {
+                    _ if revoked.contains(s.serial.trim_start_matches('0')) => {
+                        "REVOKED (listed in ca.crl): needs a new token"
+                    }
                     Urgency::Calm => "ok",
                     Urgency::Due => "renewal due",
                     Urgency::Critical => "RENEWAL OVERDUE, EXPIRES SOON",

@@ -197,12 +197,19 @@ async fn check_member(
     match probe::served_chain(&endpoint, None, timeout).await {
         Err(e) => problems.push(e.to_string()),
         Ok(chain) => {
+            // A revoked certificate the fleet already marked installed is not said twice.
+            let marked_revoked = entry
+                .marks
+                .iter()
+                .any(|m| m == crate::api::fleet::marks::REVOKED)
+                .then(|| entry.installed.as_ref().map(|c| c.serial.as_str()))
+                .flatten();
             problems.extend(judge_served(
                 &chain.leaf,
                 &endpoint,
                 issued_serial.as_deref(),
                 bundle,
-                revoked,
+                (revoked, marked_revoked),
                 now,
                 &mut check,
             ));
@@ -218,7 +225,7 @@ fn judge_served(
     endpoint: &str,
     issued_serial: Option<&str>,
     bundle: &[Vec<u8>],
-    revoked: &std::collections::BTreeSet<String>,
+    (revoked, marked_revoked): (&std::collections::BTreeSet<String>, Option<&str>),
     now: OffsetDateTime,
     check: &mut MemberCheck,
 ) -> Vec<String> {
@@ -236,7 +243,7 @@ fn judge_served(
         None => problems.push(format!("serves certificate {serial}; the CA issued none valid for it")),
         _ => {}
     }
-    if revoked.contains(&serial) {
+    if revoked.contains(&serial) && marked_revoked != Some(serial.as_str()) {
         problems.push(format!("serves certificate {serial}, which is revoked"));
     }
     let not_after = cert.validity().not_after.to_datetime();

@@ -59,6 +59,16 @@ async fn a_revoked_node_fails_at_once_and_goes_on_reporting_with_its_valid_certi
         "{}",
         run.stderr
     );
+    // `agent status` says which certificate is revoked.
+    let status = crate::helpers::etcd_ca(["agent", "status", "--dir", pki.to_str().unwrap()])
+        .ok()
+        .stdout;
+    assert!(status.contains("REVOKED (listed in ca.crl)"), "{status}");
+    assert_eq!(
+        status.matches("REVOKED").count(),
+        1,
+        "only the server certificate: {status}"
+    );
     // ... and the CA hears of it, through the peer certificate.
     let (node, server_entry) = fleet_entry(&server, "n1", "server").await;
     let marks = server_entry["marks"].to_string();
@@ -91,6 +101,13 @@ async fn a_revoked_node_fails_at_once_and_goes_on_reporting_with_its_valid_certi
         "{page}"
     );
 
+    // The revoked row has no countdown, and its serial links to its lookup.
+    let page = server.ui_page("/ui/fleet?mark=revoked").await;
+    assert!(page.contains("<td class=\"left\">revoked</td>"), "{page}");
+    assert!(
+        page.contains(&format!("href=\"/ui/audit?serial={serial}\"")),
+        "{page}"
+    );
     // An unknown mark or node says so.
     let page = server.ui_page("/ui/fleet?mark=bogus").await;
     assert!(page.contains("There is no mark bogus"), "{page}");

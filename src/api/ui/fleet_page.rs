@@ -168,9 +168,10 @@ fn render_fleet(fleet: &Fleet, query: &FleetQuery, now: OffsetDateTime) -> Strin
                 format!("same ({})", esc(&c.status))
             } else {
                 format!(
-                    "<code>{}</code> ({})",
+                    "<a href=\"/ui/audit?serial={full}\" title=\"{full}\"><code>{}</code></a> ({})",
                     esc(&short(&c.serial)),
-                    esc(&c.status)
+                    esc(&c.status),
+                    full = esc(&c.serial)
                 )
             }
         });
@@ -204,7 +205,12 @@ fn render_fleet(fleet: &Fleet, query: &FleetQuery, now: OffsetDateTime) -> Strin
             )),
             gen = issued.and_then(|c| c.generation).map_or("-".into(), |g| g.to_string()),
             not_after = not_after.map_or("-".into(), when),
-            left = not_after.map_or("-".into(), |t| esc(&time_left(t, now))),
+            // A revoked certificate never reaches its expiry: say so instead of a countdown.
+            left = match not_after {
+                _ if e.marks.iter().any(|m| m == marks::REVOKED) => "revoked".into(),
+                Some(t) => esc(&time_left(t, now)),
+                None => "-".into(),
+            },
             next = agent.and_then(|a| a.next_renewal).map_or("-".into(), when),
             report = n.reported_at.map_or("never".into(), |t| format!("{} ago", esc(&time_left(now, t)))),
             error = agent
