@@ -2,8 +2,6 @@
 //! member really serves, how renewals go) and the node_exporter textfile (`--textfile-dir`)
 //! that keeps its certificates' expiry visible when the CA is down.
 
-use std::fmt::Write as _;
-
 use super::*;
 use crate::client::probe;
 use crate::wire::{label_value as escape, AgentHealth, Served};
@@ -139,11 +137,8 @@ fn textfile(
 ) -> String {
     let mut out = String::new();
     let node = escape(node);
-    let mut family = |name: &str, help: &str, lines: Vec<(String, i64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (labels, value) in lines {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        }
+    let mut family = |name: &str, help: &str, samples: Vec<(String, i64)>| {
+        crate::wire::gauge_family(&mut out, name, help, samples)
     };
     family(
         "etcd_ca_agent_certificate_not_after_timestamp_seconds",

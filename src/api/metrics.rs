@@ -137,11 +137,8 @@ impl Metrics {
 /// The per-node series, from the same fleet the web view and `etcd-ca check` show.
 fn render_fleet(out: &mut String, fleet: &crate::wire::Fleet, now: OffsetDateTime) {
     use super::fleet::marks;
-    let mut family = |name: &str, help: &str, lines: Vec<(String, i64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (labels, value) in lines {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        }
+    let mut family = |name: &str, help: &str, samples: Vec<(String, i64)>| {
+        crate::wire::gauge_family(out, name, help, samples)
     };
     let entries = || {
         fleet.nodes.iter().flat_map(|n| {

@@ -490,6 +490,16 @@ pub fn label_value(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Appends one gauge family to a Prometheus text exposition: its HELP and TYPE lines, then a
+/// sample per `(labels, value)` (labels already written as `name="value",...`).
+pub fn gauge_family(out: &mut String, name: &str, help: &str, samples: Vec<(String, i64)>) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
 // ---- from the server's records ----
 
 impl From<crate::authority::IssuedCertificate> for Certificate {
