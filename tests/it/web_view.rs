@@ -81,7 +81,10 @@ async fn screenshot(browser: &Client, name: &str) {
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
 }
 
+/// Clicks a link or a submit button and waits until the page it leaves is gone, so what is read
+/// next comes from the page it loads (a click returns before the navigation it starts).
 async fn click(browser: &Client, css: &str) {
+    let old = browser.find(Locator::Css("html")).await.unwrap();
     browser
         .find(Locator::Css(css))
         .await
@@ -89,6 +92,14 @@ async fn click(browser: &Client, css: &str) {
         .click()
         .await
         .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while old.tag_name().await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "clicking {css} loaded no new page"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn fill(browser: &Client, css: &str, text: &str) {
@@ -101,11 +112,14 @@ async fn fill(browser: &Client, css: &str, text: &str) {
         .unwrap();
 }
 
+/// The text of the element at `css`, waiting (up to 20 s) for the page to have one.
 async fn text(browser: &Client, css: &str) -> String {
     browser
-        .find(Locator::Css(css))
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(css))
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
         .text()
         .await
         .unwrap()
