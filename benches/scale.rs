@@ -17,7 +17,9 @@
 //! with `--database`; the database's size is PostgreSQL's own count (`pg_database_size`).
 //!
 //! Run with `scripts/bench --scale` (`cargo bench --bench scale -- [--sizes 0,100000,1000000]
-//! [--backend sqlite|postgres|both]`).
+//! [--backend sqlite|postgres|both]`). `--build-only DIR` builds the SQLite stores into
+//! `DIR/SIZE/ca` (admin token in `DIR/SIZE/admin-token`) and measures nothing: stores to profile
+//! one request against.
 
 // A harness: any setup failure should stop the run loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -565,11 +567,28 @@ fn main() {
         "both" => (true, true),
         other => panic!("--backend takes sqlite, postgres or both, not {other:?}"),
     };
+    let build_only = args
+        .iter()
+        .position(|a| a == "--build-only")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    if let Some(root) = build_only {
+        runtime.block_on(async {
+            for size in sizes {
+                let dir = root.join(size.to_string());
+                std::fs::create_dir_all(&dir).unwrap();
+                let (data, token) = build_store(&dir, size).await;
+                std::fs::write(dir.join("admin-token"), token).unwrap();
+                eprintln!("built {}", data.display());
+            }
+        });
+        return;
+    }
     let (on_sqlite, on_postgres) = runtime.block_on(async {
         let mut on_sqlite = Vec::new();
         let mut on_postgres = Vec::new();

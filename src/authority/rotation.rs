@@ -17,7 +17,7 @@ use super::{ca, AuditAction, Authority, AuthorityError, DataDir, Fault};
 use crate::duration::rfc3339;
 use crate::fsutil::{self, FsError};
 use crate::pki::{self, KeyType};
-use crate::store::{AuditEvent, GenerationRecord, GenerationState, NodeReport};
+use crate::store::{AuditEvent, BundleReport, GenerationRecord, GenerationState, NodeReport};
 
 /// Where a rotation stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -190,9 +190,9 @@ impl Authority {
                 .map(|g| g.id)
                 .unwrap_or(0)
         };
-        let reports: BTreeMap<String, NodeReport> = self
+        let reports: BTreeMap<String, BundleReport> = self
             .store
-            .node_reports()
+            .bundle_reports()
             .await?
             .into_iter()
             .map(|r| (r.node.clone(), r))

@@ -333,21 +333,34 @@ impl Store {
                FROM certificates WHERE serial IN ",
         );
         sql.push_list(serials.iter().map(String::as_str));
+        let rows: Vec<(String, i64, i64, i64, i64, Option<i64>)> = self
+            .pool
+            .fetch_packed(
+                sql,
+                &[
+                    "serial",
+                    "ca_generation",
+                    "not_before",
+                    "not_after",
+                    "issued_at",
+                    "revoked_at",
+                ],
+            )
+            .await?;
         let ts_of = |t: i64| from_ts("certificates", t);
-        self.pool
-            .fetch_all(sql)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(CertificateDates {
-                    serial: r.col("serial")?,
-                    ca_generation: r.col("ca_generation")?,
-                    not_before: ts_of(r.col("not_before")?)?,
-                    not_after: ts_of(r.col("not_after")?)?,
-                    issued_at: ts_of(r.col("issued_at")?)?,
-                    revoked_at: r.col::<Option<i64>>("revoked_at")?.map(ts_of).transpose()?,
-                })
-            })
+        rows.into_iter()
+            .map(
+                |(serial, ca_generation, not_before, not_after, issued_at, revoked_at)| {
+                    Ok(CertificateDates {
+                        serial,
+                        ca_generation,
+                        not_before: ts_of(not_before)?,
+                        not_after: ts_of(not_after)?,
+                        issued_at: ts_of(issued_at)?,
+                        revoked_at: revoked_at.map(ts_of).transpose()?,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -550,27 +563,31 @@ impl Store {
         &self,
         now: OffsetDateTime,
     ) -> Result<Vec<CurrentCertificate>, StoreError> {
-        let rows = self
+        let rows: Vec<(String, String, String, i64, i64)> = self
             .pool
-            .fetch_all(
+            .fetch_packed(
                 Sql::new(
                     "SELECT node, profile, serial, not_after, ca_generation FROM current_certificates
-             WHERE not_after > $1 ORDER BY node, profile",
+                      WHERE not_after > $1",
                 )
                 .bind(ts(now)),
+                &["node", "profile", "serial", "not_after", "ca_generation"],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
+        let mut current = rows
+            .into_iter()
+            .map(|(node, profile, serial, not_after, ca_generation)| {
                 Ok(CurrentCertificate {
-                    node: r.col("node")?,
-                    profile: r.col("profile")?,
-                    serial: r.col("serial")?,
-                    not_after: from_ts("current_certificates", r.col("not_after")?)?,
-                    ca_generation: r.col("ca_generation")?,
+                    node,
+                    profile,
+                    serial,
+                    not_after: from_ts("current_certificates", not_after)?,
+                    ca_generation,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        current.sort_by(|a, b| (&a.node, &a.profile).cmp(&(&b.node, &b.profile)));
+        Ok(current)
     }
 
     pub async fn record_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {

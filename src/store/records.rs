@@ -310,6 +310,17 @@ pub struct CurrentCertificate {
     pub ca_generation: i64,
 }
 
+/// What rotation status needs of an agent's report: its bundles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleReport {
+    pub node: String,
+    /// Fingerprints of the CAs in the bundle the agent installed.
+    pub installed_bundle: Vec<String>,
+    /// Fingerprints of the CAs etcd was started with.
+    pub running_bundle: Vec<String>,
+    pub reported_at: OffsetDateTime,
+}
+
 /// What the fleet needs of an agent's report: not the bundles rotation status reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FleetReport {

@@ -106,31 +106,28 @@ impl Store {
         Ok(())
     }
 
-    pub async fn node_reports(&self) -> Result<Vec<NodeReport>, StoreError> {
-        let rows = self
+    /// What every agent last reported of its bundles, as rotation status reads it.
+    pub async fn bundle_reports(&self) -> Result<Vec<BundleReport>, StoreError> {
+        let rows: Vec<(String, String, String, i64)> = self
             .pool
-            .fetch_all(Sql::new(
-                "SELECT node, installed_bundle, running_bundle, certificates, reported_at, details
-             FROM node_reports ORDER BY node",
-            ))
+            .fetch_packed(
+                Sql::new(
+                    "SELECT node, installed_bundle, running_bundle, reported_at FROM node_reports",
+                ),
+                &["node", "installed_bundle", "running_bundle", "reported_at"],
+            )
             .await?;
-        let corrupt = |detail: String| StoreError::Corrupt {
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
             table: "node_reports",
-            detail,
+            detail: e.to_string(),
         };
-        rows.iter()
-            .map(|r| {
-                let json = |c: &str| -> Result<String, StoreError> { Ok(r.col(c)?) };
-                Ok(NodeReport {
-                    node: r.col("node")?,
-                    installed_bundle: serde_json::from_str(&json("installed_bundle")?)
-                        .map_err(|e| corrupt(e.to_string()))?,
-                    running_bundle: serde_json::from_str(&json("running_bundle")?)
-                        .map_err(|e| corrupt(e.to_string()))?,
-                    certificates: serde_json::from_str(&json("certificates")?)
-                        .map_err(|e| corrupt(e.to_string()))?,
-                    reported_at: from_ts("node_reports", r.col("reported_at")?)?,
-                    details: r.col("details")?,
+        rows.into_iter()
+            .map(|(node, installed, running, reported_at)| {
+                Ok(BundleReport {
+                    node,
+                    installed_bundle: serde_json::from_str(&installed).map_err(corrupt)?,
+                    running_bundle: serde_json::from_str(&running).map_err(corrupt)?,
+                    reported_at: from_ts("node_reports", reported_at)?,
                 })
             })
             .collect()
@@ -138,28 +135,31 @@ impl Store {
 
     /// Every agent's report as the fleet reads it (no bundles: fewer columns to decode).
     pub async fn fleet_reports(&self) -> Result<Vec<FleetReport>, StoreError> {
-        let rows = self
+        let rows: Vec<(String, String, i64, String)> = self
             .pool
-            .fetch_all(Sql::new(
-                "SELECT node, certificates, reported_at, details FROM node_reports ORDER BY node",
-            ))
+            .fetch_packed(
+                Sql::new("SELECT node, certificates, reported_at, details FROM node_reports"),
+                &["node", "certificates", "reported_at", "details"],
+            )
             .await?;
-        rows.iter()
-            .map(|r| {
-                let certificates: String = r.col("certificates")?;
+        let mut reports = rows
+            .into_iter()
+            .map(|(node, certificates, reported_at, details)| {
                 Ok(FleetReport {
-                    node: r.col("node")?,
+                    node,
                     certificates: serde_json::from_str(&certificates).map_err(|e| {
                         StoreError::Corrupt {
                             table: "node_reports",
                             detail: e.to_string(),
                         }
                     })?,
-                    reported_at: from_ts("node_reports", r.col("reported_at")?)?,
-                    details: r.col("details")?,
+                    reported_at: from_ts("node_reports", reported_at)?,
+                    details,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        reports.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(reports)
     }
 
     /// Takes the restart lease for `node` until `expires_at`, if it is free, expired or already

@@ -329,6 +329,32 @@ impl Pool {
         })
     }
 
+    /// The rows of `inner`, packed by the database into one JSON array of arrays (the
+    /// `columns` in order) and decoded as `T` (a tuple). For reads of thousands of small rows:
+    /// one value crosses from the driver instead of one row at a time (SQLite's driver hands
+    /// each row from its worker thread with a wake-up, about 1.5 µs a row). Integers stay
+    /// numbers, text strings, NULL null.
+    pub(super) async fn fetch_packed<T: serde::de::DeserializeOwned>(
+        &self,
+        inner: Sql,
+        columns: &[&str],
+    ) -> Result<Vec<T>, sqlx::Error> {
+        let columns = columns.join(", ");
+        let aggregate = match self.backend() {
+            Backend::Sqlite => format!("json_group_array(json_array({columns}))"),
+            Backend::Postgres => {
+                format!("coalesce(json_agg(json_build_array({columns})), '[]'::json)::text")
+            }
+        };
+        let Sql { text, args } = inner;
+        let packed = Sql {
+            text: format!("SELECT {aggregate} FROM ({text}) AS packed").into(),
+            args,
+        };
+        let json: String = self.scalar(packed).await?;
+        serde_json::from_str(&json).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    }
+
     /// The first column of the one row `sql` returns.
     pub(super) async fn scalar<T: Col>(&self, sql: Sql) -> Result<T, sqlx::Error> {
         self.fetch_one(sql).await?.at(0)

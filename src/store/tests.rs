@@ -439,3 +439,70 @@ on_both_backends! {
 
     }
 }
+
+on_both_backends! {
+    async fn the_fleet_s_packed_reads_decode_every_column(backend) {
+        let (store, _keep) = store_with_generation(backend).await;
+        let n1 = identity("n1", "10.0.0.1");
+        let n2 = identity("n2", "10.0.0.2");
+        for (serial, node) in [("0a", &n2), ("0b", &n1)] {
+            let cert = certificate(serial, node.name.as_str(), None);
+            store.record_issue(node, &cert, &event(serial, node.name.as_str())).await.unwrap();
+        }
+        store.revoke("0a", "keyCompromise", &event("0a", "n2")).await.unwrap();
+        // A name with a quote and a backslash survives the JSON the database packs.
+        let odd = r#"{"served":{"peer":{"error":"say \"no\" \\ here"}}}"#;
+        for (node, details) in [("n2", odd), ("n1", "{}")] {
+            store
+                .upsert_node_report(&NodeReport {
+                    node: node.into(),
+                    installed_bundle: vec!["sha256:00".into()],
+                    running_bundle: vec!["sha256:00".into(), "sha256:01".into()],
+                    certificates: [("peer".to_string(), format!("0{}", if node == "n1" { 'b' } else { 'a' }))]
+                        .into(),
+                    reported_at: at(20),
+                    details: details.into(),
+                })
+                .await
+                .unwrap();
+        }
+
+        let current = store.current_certificates(at(30)).await.unwrap();
+        let rows: Vec<(&str, &str, &str, i64)> = current
+            .iter()
+            .map(|c| (c.node.as_str(), c.profile.as_str(), c.serial.as_str(), c.ca_generation))
+            .collect();
+        // A revoked certificate is no node's current one.
+        assert_eq!(rows, [("n1", "peer", "0b", 1)]);
+        assert_eq!(current[0].not_after, at(86_400));
+        assert!(store.current_certificates(at(86_400)).await.unwrap().is_empty());
+
+        let fleet = store.fleet_reports().await.unwrap();
+        assert_eq!(fleet.iter().map(|r| r.node.as_str()).collect::<Vec<_>>(), ["n1", "n2"]);
+        assert_eq!(fleet[1].details, odd);
+        assert_eq!(fleet[1].certificates["peer"], "0a");
+        assert_eq!(fleet[1].reported_at, at(20));
+
+        let mut bundles = store.bundle_reports().await.unwrap();
+        bundles.sort_by(|a, b| a.node.cmp(&b.node));
+        assert_eq!(bundles[0].installed_bundle, ["sha256:00"]);
+        assert_eq!(bundles[0].running_bundle, ["sha256:00", "sha256:01"]);
+        assert_eq!(bundles[0].reported_at, at(20));
+
+        let mut dates = store
+            .certificate_dates(&["0a".into(), "0b".into(), "ff".into()])
+            .await
+            .unwrap();
+        dates.sort_by(|a, b| a.serial.cmp(&b.serial));
+        assert_eq!(dates.len(), 2, "an unknown serial is absent");
+        assert_eq!(dates[0].revoked_at, Some(at(10)));
+        assert_eq!(dates[1].revoked_at, None);
+        assert_eq!(
+            (dates[1].not_before, dates[1].not_after, dates[1].issued_at, dates[1].ca_generation),
+            (at(0), at(86_400), at(10), 1)
+        );
+        // Nothing at all packs to an empty list, not an error.
+        assert!(store.certificate_dates(&["ff".into()]).await.unwrap().is_empty());
+        store.close().await;
+    }
+}
