@@ -9,7 +9,8 @@
 //! it: issuance at concurrency 1 and 8 (throughput, p99), a node's listing, the expiring list's
 //! first page, `/metrics`, rotation status, a CRL rebuilt after a revocation and served from
 //! cache, the server's RSS after every valid certificate was listed page by page, and a remote
-//! backup (time, the CLI's and the server's peak RSS); then, with the server stopped, `etcd-ca
+//! backup (time, the CLI's and the server's peak RSS, issuance at c=1 meanwhile and the WAL's
+//! peak size); then, with the server stopped, `etcd-ca
 //! tidy` with the policy's 30-day retention: its time and the database file before and after.
 //!
 //! Each size runs on SQLite, then on PostgreSQL (a server the bench starts, fsync on): the
@@ -334,6 +335,10 @@ struct Row {
     crl_rebuild_ms: f64,
     crl_cached_ms: f64,
     backup_s: f64,
+    /// Issued per second, one request at a time, while the backup ran.
+    issuance_during_backup: f64,
+    /// The WAL file's largest size during the backup (SQLite).
+    wal_peak_during_backup_mib: f64,
     backup_cli_peak_mib: f64,
     server_peak_before_backup_mib: f64,
     server_peak_mib: f64,
@@ -422,16 +427,40 @@ async fn measure(dir: &Path, rows: i64, quick: bool, backend: &Backend<'_>) -> R
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    // Meanwhile a client keeps issuing, one request at a time, and the WAL's size is watched.
+    let issuing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let during = {
+        let (admin, issuing) = (admin.clone(), issuing.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut issued = 0;
+            while issuing.load(std::sync::atomic::Ordering::Relaxed) {
+                if issue(&admin, &format!("fleet-{}", issued % 10_000))
+                    .await
+                    .is_ok()
+                {
+                    issued += 1;
+                }
+            }
+            issued as f64 / started.elapsed().as_secs_f64()
+        })
+    };
+    let wal = data.join("etcd-ca.db-wal");
     let mut cli_peak: f64 = 0.0;
+    let mut wal_peak: u64 = 0;
     loop {
         cli_peak = cli_peak.max(status_kib(backup.id(), "VmHWM:"));
+        wal_peak = wal_peak.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
         if let Some(status) = backup.try_wait().unwrap() {
             assert!(status.success(), "backup failed");
             break;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     row.backup_s = started.elapsed().as_secs_f64();
+    issuing.store(false, std::sync::atomic::Ordering::Relaxed);
+    row.issuance_during_backup = during.await.unwrap();
+    row.wal_peak_during_backup_mib = wal_peak as f64 / 1048576.0;
     row.backup_cli_peak_mib = cli_peak / 1024.0;
     row.server_peak_mib = status_kib(pid, "VmHWM:") / 1024.0;
     drop(server);
@@ -525,6 +554,12 @@ fn print_table(title: &str, rows: &[Row]) {
     line("CRL rebuild (ms)", &|r| r.crl_rebuild_ms);
     line("CRL cached GET (ms)", &|r| r.crl_cached_ms);
     line("backup (s)", &|r| r.backup_s);
+    line("issuance c=1 during the backup (per s)", &|r| {
+        r.issuance_during_backup
+    });
+    line("WAL peak during the backup (MiB)", &|r| {
+        r.wal_peak_during_backup_mib
+    });
     line("backup CLI peak RSS (MiB)", &|r| r.backup_cli_peak_mib);
     line("server peak RSS before the backup (MiB)", &|r| {
         r.server_peak_before_backup_mib

@@ -12,12 +12,15 @@
 //! - `recovery`: what a restore re-applies from a CRL newer than its backup;
 //! - `rows`: turning records into rows and rows into records;
 //! - `sqlite`: what is SQLite's own: opening (PRAGMAs, migrations), the group committer and the
-//!   WAL checkpointer, `VACUUM INTO` backups, the integrity check, immediate write transactions.
+//!   WAL checkpointer, the integrity check, immediate write transactions;
+//! - `live_copy`: a SQLite backup's copy, in steps of short read transactions;
+//! - `copy`: every record copied from one store to another (PostgreSQL backups, moves).
 
 mod copy;
 mod crls;
 #[cfg(test)]
 mod listing_tests;
+mod live_copy;
 mod open;
 mod postgres;
 mod records;
@@ -247,6 +250,11 @@ pub struct Store {
     closing: Arc<tokio::sync::watch::Sender<bool>>,
     /// The database for messages (no password).
     description: String,
+    /// Held shared by live copies, exclusively by retention's removals (see
+    /// [`Store::pause_removals`]).
+    removals: Arc<tokio::sync::RwLock<()>>,
+    /// On SQLite, what the committer has committed and checkpointed.
+    wal: Arc<sqlite::WalProgress>,
 }
 
 impl Store {

@@ -125,20 +125,17 @@ impl Store {
         })
     }
 
-    /// A consistent copy of the whole store as a SQLite file at `path` (SQLite: `VACUUM
-    /// INTO`, one read transaction; PostgreSQL: every table read in one repeatable-read
-    /// transaction and written to a new SQLite file).
+    /// A consistent copy of the whole store as a new SQLite file at `path`. SQLite: copied in
+    /// steps of short read transactions, so the WAL keeps being checkpointed meanwhile (see
+    /// [`live_copy`]); PostgreSQL: every table read in one repeatable-read
+    /// transaction (its MVCC keeps writers going).
     pub async fn backup_into(&self, path: &Path) -> Result<(), StoreError> {
         match &self.pool {
             Pool::Sqlite(_) => {
-                let target = path.to_string_lossy().into_owned();
-                self.pool
-                    .execute(Sql::new("VACUUM INTO $1").bind(target))
-                    .await?;
+                live_copy::live_sqlite_copy(self, path, live_copy::STEP, async || {}).await
             }
-            Pool::Postgres(_) => copy::to_new_sqlite(self, path).await?,
+            Pool::Postgres(_) => copy::to_new_sqlite(self, path).await,
         }
-        Ok(())
     }
 
     /// Gives up to 1,000 free pages back to the file system (SQLite's incremental vacuum;

@@ -81,6 +81,8 @@ pub(super) async fn open(url: &str, migrations: Migrations) -> Result<Store, Sto
         committer: None,
         closing: std::sync::Arc::new(closing),
         description: database,
+        removals: Default::default(),
+        wal: Default::default(),
     })
 }
 

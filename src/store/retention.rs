@@ -97,12 +97,19 @@ impl Store {
 
     /// Removes at most `batch` records of each kind in one short transaction; returns what it
     /// removed (less than `batch` of every kind: nothing is left to remove).
+    /// Holds retention's removals back until the guard is dropped (they wait; nothing fails):
+    /// a live copy relies on no row disappearing while it reads in steps.
+    pub(super) async fn pause_removals(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.removals.clone().read_owned().await
+    }
+
     pub async fn remove_batch(
         &self,
         cutoffs: Cutoffs,
         now: OffsetDateTime,
         batch: u32,
     ) -> Result<Removed, StoreError> {
+        let _no_copy_running = self.removals.write().await;
         let mut tx = self.write_transaction().await?;
         let serials: Vec<String> = tx
             .scalars(

@@ -1,7 +1,8 @@
 //! What is SQLite's own: opening the file (WAL, `synchronous = FULL`, busy timeout,
 //! migrations), the group committer that records issued certificates in one transaction per
-//! group, the checkpointer that keeps WAL checkpoints off the commit path, `VACUUM INTO`
-//! backups, the integrity check, and write transactions that take the lock up front.
+//! group, the checkpointer that keeps WAL checkpoints off the commit path, the scratch file a
+//! backup is copied into, the integrity check, and write transactions that take the lock up
+//! front.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +46,7 @@ async fn commit_loop(
     nudge_checkpointer: tokio::sync::mpsc::Sender<()>,
     checkpoint_caught_up: Arc<AtomicBool>,
     mut closing: tokio::sync::watch::Receiver<bool>,
+    progress: Arc<WalProgress>,
 ) {
     use tokio::sync::mpsc::error::TryRecvError;
     let mut writer: Option<PoolConnection<Sqlite>> = None;
@@ -92,6 +94,7 @@ async fn commit_loop(
         };
         if checkpoint_caught_up.swap(false, Ordering::AcqRel) {
             finish_checkpoint(&mut conn).await;
+            progress.restarts.fetch_add(1, Ordering::Release);
         }
         let started = std::time::Instant::now();
         let committed = commit_group(&mut conn, &group).await;
@@ -127,9 +130,19 @@ async fn commit_loop(
         } else if !*closing.borrow() {
             writer = Some(conn);
         }
+        progress.commits.fetch_add(1, Ordering::Release);
         // A nudge already waiting covers this commit too.
         let _ = nudge_checkpointer.try_send(());
     }
+}
+
+/// What the committer has done, for a reader that must let the WAL start over (a live copy).
+#[derive(Debug, Default)]
+pub(super) struct WalProgress {
+    /// Groups committed.
+    pub(super) commits: std::sync::atomic::AtomicU64,
+    /// Committer's checkpoints: after each, its next group starts the WAL over.
+    pub(super) restarts: std::sync::atomic::AtomicU64,
 }
 
 /// How long the checkpointer lets commits pile up before it copies the WAL back into the
@@ -318,6 +331,7 @@ pub(super) async fn open(path: &Path, create: bool) -> Result<Store, StoreError>
     let (committer, pending) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
     let (nudge, nudges) = tokio::sync::mpsc::channel(1);
     let caught_up = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(WalProgress::default());
     let (closing, closing_seen) = tokio::sync::watch::channel(false);
     tokio::spawn(commit_loop(
         pool.clone(),
@@ -325,6 +339,7 @@ pub(super) async fn open(path: &Path, create: bool) -> Result<Store, StoreError>
         nudge,
         caught_up.clone(),
         closing_seen,
+        progress.clone(),
     ));
     tokio::spawn(checkpoint_loop(pool.clone(), nudges, caught_up));
     Ok(Store {
@@ -332,6 +347,48 @@ pub(super) async fn open(path: &Path, create: bool) -> Result<Store, StoreError>
         committer: Some(committer),
         closing: Arc::new(closing),
         description: path.display().to_string(),
+        removals: Default::default(),
+        wal: progress,
+    })
+}
+
+/// A new SQLite file for one writer to fill in bulk, then hand on whole (a backup's copy):
+/// no WAL, no fsync (a crash leaves a file that is thrown away anyway) and a 16 MiB page
+/// cache, with this version's schema. No committer: written only in transactions.
+pub(super) async fn scratch(path: &Path) -> Result<Store, StoreError> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Memory)
+        .synchronous(SqliteSynchronous::Off)
+        .foreign_keys(true)
+        .auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental)
+        .pragma("cache_size", "-16384")
+        .pragma("temp_store", "MEMORY");
+    let open_error = |source| StoreError::Open {
+        database: path.display().to_string(),
+        source,
+    };
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .map_err(open_error)?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|source| StoreError::Migrate {
+            database: path.display().to_string(),
+            source,
+        })?;
+    let (closing, _) = tokio::sync::watch::channel(false);
+    Ok(Store {
+        pool: Pool::Sqlite(pool),
+        committer: None,
+        closing: Arc::new(closing),
+        description: path.display().to_string(),
+        removals: Default::default(),
+        wal: Default::default(),
     })
 }
 

@@ -19,7 +19,14 @@ static SERVER: OnceLock<postgres_server::PgServer> = OnceLock::new();
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// Keeps a test's database alive: the SQLite file's directory.
-pub(super) struct Keep(#[allow(dead_code)] Option<tempfile::TempDir>);
+pub(super) struct Keep(Option<tempfile::TempDir>);
+
+impl Keep {
+    /// The SQLite file's directory (none on PostgreSQL).
+    pub(super) fn path(&self) -> Option<&std::path::Path> {
+        self.0.as_ref().map(|d| d.path())
+    }
+}
 
 /// An empty, migrated store on `backend`.
 pub(super) async fn empty_store(backend: Backend) -> (Store, Keep) {
