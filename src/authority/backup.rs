@@ -131,7 +131,8 @@ impl Authority {
             .tempdir_in(root)
             .map_err(|e| FsError::new("create a staging directory in", root, e))?;
         let db_copy = staging.path().join("etcd-ca.db");
-        self.store.backup_into(&db_copy).await?;
+        // The count printed and audited is the copy's, not the live store's a moment later.
+        let certificates = self.store.backup_into(&db_copy).await?;
 
         let mut files = vec![
             ("etcd-ca.db".to_string(), db_copy),
@@ -190,7 +191,6 @@ impl Authority {
                 .into())
             }
         };
-        let (certificates, _) = self.store.certificate_counts().await?;
         let event = AuditAction::Backup.event(
             actor,
             now,

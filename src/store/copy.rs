@@ -295,9 +295,14 @@ async fn copy_table(
 }
 
 /// Writes a copy of a PostgreSQL store to a new SQLite file at `path`.
-pub(super) async fn to_new_sqlite(from: &Store, path: &Path) -> Result<(), StoreError> {
+/// Returns how many certificates it holds.
+pub(super) async fn to_new_sqlite(from: &Store, path: &Path) -> Result<i64, StoreError> {
     let to = Store::create(path).await?;
     let result = copy_all(from, &to, &CopyExtras::default()).await;
     to.close().await;
-    result.map(|_| ())
+    let copied = result?;
+    Ok(copied
+        .iter()
+        .find(|(table, _)| *table == "certificates")
+        .map_or(0, |(_, n)| *n as i64))
 }

@@ -50,14 +50,14 @@ const SMALL: [&str; 7] = [
     "failed_attempts",
 ];
 
-/// Copies `from` into a new SQLite file at `path`; `between` runs after each step (tests
-/// change the source there).
+/// Copies `from` into a new SQLite file at `path`; how many certificates the copy holds.
+/// `between` runs after each step (tests change the source there).
 pub(super) async fn live_sqlite_copy<F: AsyncFnMut()>(
     from: &Store,
     path: &Path,
     step: i64,
     mut between: F,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     let _removals_wait = from.pause_removals().await;
     // The schema, written by the usual migrations; then the large tables without their
     // secondary indexes, kept to be built after the rows are in.
@@ -107,7 +107,7 @@ async fn copy_on<F: AsyncFnMut()>(
     indexes: &[String],
     wal: &super::sqlite::WalProgress,
     between: &mut F,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     let run = async |conn: &mut sqlx::SqliteConnection, sql: Sql| -> Result<u64, StoreError> {
         Ok(super::sql::execute_on_sqlite(conn, sql).await?)
     };
@@ -279,7 +279,9 @@ async fn copy_on<F: AsyncFnMut()>(
     match last(conn).await {
         Ok(()) => {
             run(conn, Sql::new("COMMIT")).await?;
-            Ok(())
+            Ok(sqlx::query_scalar("SELECT COUNT(*) FROM t.certificates")
+                .fetch_one(&mut *conn)
+                .await?)
         }
         Err(e) => {
             let _ = run(conn, Sql::new("ROLLBACK")).await;
@@ -347,7 +349,7 @@ mod tests {
         // copied already revoked, a report replaced, and retention tries to remove rows.
         let mut steps = 0;
         let mut removal = None;
-        live_sqlite_copy(&store, &path, 4, async || {
+        let counted = live_sqlite_copy(&store, &path, 4, async || {
             steps += 1;
             if steps == 2 {
                 let mut late = issue("f0");
@@ -377,6 +379,10 @@ mod tests {
         assert!(
             steps >= 6,
             "23 rows 4 at a time, then the tail: {steps} steps"
+        );
+        assert_eq!(
+            counted, 24,
+            "the count is the copy's, the one issued mid-copy included"
         );
         let removal = removal.unwrap();
         assert!(!removal.is_finished(), "retention waited for the copy");

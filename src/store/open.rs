@@ -129,7 +129,8 @@ impl Store {
     /// steps of short read transactions, so the WAL keeps being checkpointed meanwhile (see
     /// [`live_copy`]); PostgreSQL: every table read in one repeatable-read
     /// transaction (its MVCC keeps writers going).
-    pub async fn backup_into(&self, path: &Path) -> Result<(), StoreError> {
+    /// Returns how many certificates the copy holds.
+    pub async fn backup_into(&self, path: &Path) -> Result<i64, StoreError> {
         match &self.pool {
             Pool::Sqlite(_) => {
                 live_copy::live_sqlite_copy(self, path, live_copy::STEP, async || {}).await
