@@ -448,7 +448,7 @@ pub(super) async fn restore(args: RestoreArgs) -> Result<ExitCode, CliError> {
     }
     writeln!(
         out,
-        "CRL numbers continue past any published before (from {}).",
+        "CRL numbers continue past any published before: from the current Unix time, {}.",
         crate::clock::now().unix_timestamp()
     )?;
     Ok(ExitCode::SUCCESS)
