@@ -61,7 +61,7 @@ pub(super) async fn live_sqlite_copy<F: AsyncFnMut()>(
     let _removals_wait = from.pause_removals().await;
     // The schema, written by the usual migrations; then the large tables without their
     // secondary indexes, kept to be built after the rows are in.
-    let scratch = super::sqlite::scratch(path).await?;
+    let scratch = Store::create(path).await?;
     // (`seq`'s own index stays: each step starts after the largest copied.)
     let deferred = "FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL
                       AND tbl_name IN ('certificates', 'audit_events')
@@ -307,7 +307,7 @@ mod tests {
     use super::*;
     use crate::store::retention::Cutoffs;
     use crate::store::sql::Backend;
-    use crate::store::tests::{at, event, identity, issue, store_with_generation};
+    use crate::store::tests::{at, event, identity, issue, store_with_generation, wal_restarts};
 
     /// Every row of `table`, in key order, as SQL literals (any column type compares).
     async fn dump(store: &Store, table: &str) -> String {
@@ -427,12 +427,6 @@ mod tests {
         assert!(store.certificate_counts().await.unwrap().0 < 24);
         copy.close().await;
         store.close().await;
-    }
-
-    /// The WAL header's checkpoint sequence number: one more each time the WAL starts over.
-    fn wal_restarts(db: &Path) -> u32 {
-        let header = std::fs::read(db.with_extension("db-wal")).unwrap();
-        u32::from_be_bytes(header[12..16].try_into().unwrap())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -352,46 +352,6 @@ pub(super) async fn open(path: &Path, create: bool) -> Result<Store, StoreError>
     })
 }
 
-/// A new SQLite file for one writer to fill in bulk, then hand on whole (a backup's copy):
-/// no WAL, no fsync (a crash leaves a file that is thrown away anyway) and a 16 MiB page
-/// cache, with this version's schema. No committer: written only in transactions.
-pub(super) async fn scratch(path: &Path) -> Result<Store, StoreError> {
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Memory)
-        .synchronous(SqliteSynchronous::Off)
-        .foreign_keys(true)
-        .auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental)
-        .pragma("cache_size", "-16384")
-        .pragma("temp_store", "MEMORY");
-    let open_error = |source| StoreError::Open {
-        database: path.display().to_string(),
-        source,
-    };
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .map_err(open_error)?;
-    MIGRATOR
-        .run(&pool)
-        .await
-        .map_err(|source| StoreError::Migrate {
-            database: path.display().to_string(),
-            source,
-        })?;
-    let (closing, _) = tokio::sync::watch::channel(false);
-    Ok(Store {
-        pool: Pool::Sqlite(pool),
-        committer: None,
-        closing: Arc::new(closing),
-        description: path.display().to_string(),
-        removals: Default::default(),
-        wal: Default::default(),
-    })
-}
-
 /// Closes every connection, checkpointing the WAL so the file is whole on its own.
 pub(super) async fn close(pool: &SqlitePool) {
     pool.close().await;

@@ -197,7 +197,7 @@ on_both_backends! {
 
 /// The WAL header's checkpoint sequence number: SQLite adds one each time it starts the WAL
 /// over from its beginning.
-fn wal_restarts(db: &Path) -> u32 {
+pub(super) fn wal_restarts(db: &Path) -> u32 {
     let header = std::fs::read(db.with_extension("db-wal")).unwrap();
     u32::from_be_bytes(header[12..16].try_into().unwrap())
 }
