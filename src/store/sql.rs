@@ -257,6 +257,16 @@ pub(super) enum DbRow {
 }
 
 impl DbRow {
+    /// Whether the `i`th column holds integers (by its declared type; SQLite's by the value).
+    pub(super) fn is_integer(&self, i: usize) -> bool {
+        use sqlx::{Column, TypeInfo};
+        let name = match self {
+            DbRow::Sqlite(r) => r.columns().get(i).map(|c| c.type_info().name()),
+            DbRow::Postgres(r) => r.columns().get(i).map(|c| c.type_info().name()),
+        };
+        matches!(name, Some("INT8" | "INT4" | "INT2" | "INTEGER"))
+    }
+
     /// The value of column `name`.
     pub(super) fn col<T: Col>(&self, name: &str) -> Result<T, sqlx::Error> {
         match self {
@@ -361,8 +371,8 @@ impl Pool {
                 for row in &rows {
                     let mut value = Vec::with_capacity(columns.len());
                     for i in 0..columns.len() {
-                        value.push(if let Ok(v) = row.at::<Option<i64>>(i) {
-                            serde_json::Value::from(v)
+                        value.push(if row.is_integer(i) {
+                            serde_json::Value::from(row.at::<Option<i64>>(i)?)
                         } else {
                             serde_json::Value::from(row.at::<Option<String>>(i)?)
                         });
