@@ -63,18 +63,18 @@ pub(super) async fn live_sqlite_copy<F: AsyncFnMut()>(
     // secondary indexes, kept to be built after the rows are in.
     let scratch = Store::create(path).await?;
     // (`seq`'s own index stays: each step starts after the largest copied.)
-    let deferred = "FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL
-                      AND tbl_name IN ('certificates', 'audit_events')
-                      AND name <> 'certificates_by_seq' ORDER BY name";
-    let indexes: Vec<String> = scratch
+    let deferred = scratch
         .pool
-        .scalars(Sql::new(format!("SELECT sql {deferred}")))
+        .fetch_all(Sql::new(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL
+                AND tbl_name IN ('certificates', 'audit_events')
+                AND name <> 'certificates_by_seq'",
+        ))
         .await?;
-    let names: Vec<String> = scratch
-        .pool
-        .scalars(Sql::new(format!("SELECT name {deferred}")))
-        .await?;
-    for name in &names {
+    let mut indexes = Vec::with_capacity(deferred.len());
+    for index in &deferred {
+        let name: String = index.col("name")?;
+        indexes.push(index.col::<String>("sql")?);
         scratch
             .pool
             .execute(Sql::new(format!("DROP INDEX {name}")))
