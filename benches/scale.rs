@@ -205,7 +205,8 @@ async fn multiply(db: &Path, rows: i64) {
          INSERT INTO certificates (serial, ca_generation, profile, node, subject, common_name,
                                    sans, key_type, public_key_sha256, not_before, not_after, pem,
                                    status, revoked_at, revocation_reason, issued_at, seq)
-         SELECT lower(hex(randomblob(16))), t.ca_generation,
+         SELECT printf('01%010x', $3 - $4 + i * $4 / $1)
+                || lower(hex(randomblob(10))), t.ca_generation,
                 CASE i % 3 WHEN 0 THEN 'server' WHEN 1 THEN 'peer' ELSE 'client' END,
                 'fleet-' || (i % $2), t.subject, t.common_name, t.sans, t.key_type,
                 t.public_key_sha256,

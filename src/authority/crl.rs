@@ -134,7 +134,8 @@ impl Authority {
     }
 
     /// A DER CRL signed by the active generation listing every revoked, unexpired certificate.
-    /// etcd matches serials only; serials are random 126-bit values, unique across generations.
+    /// etcd matches serials only; a leaf's serial holds 80 random bits after its issuing time
+    /// (see [`super::ca::ordered_serial`]), so serials are unique across generations.
     pub async fn crl_der(&self, now: OffsetDateTime) -> Result<Vec<u8>, AuthorityError> {
         self.build_crl(Scope::Etcd, now).await
     }

@@ -428,4 +428,28 @@ mod tests {
         }
         assert_ne!(ca::random_serial().unwrap(), ca::random_serial().unwrap());
     }
+
+    #[test]
+    fn leaf_serials_sort_by_issue_time_and_stay_positive() {
+        let at = |seconds: i64| OffsetDateTime::from_unix_timestamp(seconds).unwrap();
+        let now = at(1_796_000_123);
+        let serial = ca::ordered_serial(now).unwrap();
+        assert_eq!(&hex::encode(serial)[..12], "01006b0cc97b");
+        // Positive and minimal in DER: a first byte below 0x80 and not zero.
+        assert_eq!(serial[0], 0x01);
+        // The rest is random: two serials of the same second differ there.
+        assert_ne!(serial[6..], ca::ordered_serial(now).unwrap()[6..]);
+        // Later sorts later, as the stored lower-case hex, across a byte boundary too.
+        let mut earlier = hex::encode(ca::ordered_serial(at(0xff_ffff)).unwrap());
+        let last_of_9999 = 253_402_300_799;
+        for seconds in [0x100_0000, 1_796_000_123, 1_796_000_124, last_of_9999] {
+            let later = hex::encode(ca::ordered_serial(at(seconds)).unwrap());
+            assert!(earlier < later, "{earlier} !< {later}");
+            earlier = later;
+        }
+        // Every serial issued before this layout (first byte 0x40 and up) sorts after.
+        assert!(earlier < hex::encode(ca::random_serial().unwrap()));
+        // A time before 1970 is clamped, never wrapped into a later serial.
+        assert_eq!(ca::ordered_serial(at(-5)).unwrap()[1..6], [0; 5]);
+    }
 }

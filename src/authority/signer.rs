@@ -248,7 +248,7 @@ impl Authority {
     ) -> Result<(NewCertificate, IssuedCertificate), AuthorityError> {
         self.check_policy_current()?;
         let signer = self.signer()?;
-        let serial = ca::random_serial()?;
+        let serial = ca::ordered_serial(now)?;
         let params = certificate_params(grant, &serial, signer.key_id.is_some())?;
         let der = sign_certificate(&params, public_key, &signer.issuer, "a certificate")?;
         let pem = pki::certificate_pem(&der);

@@ -66,6 +66,13 @@ fn admin_commands_work_remotely_with_a_pinned_ca() {
 
     // Server-side key generation for a consumer that cannot run the agent.
     let out = root.join("kube-apiserver");
+    let unix_seconds = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let before = unix_seconds();
     remote(&[
         "issue",
         "--profile",
@@ -90,6 +97,15 @@ fn admin_commands_work_remotely_with_a_pinned_ca() {
             .unwrap();
     assert_eq!(summary.subject, "CN=kube-apiserver");
     let serial = summary.serial;
+    // The serial in the certificate: a marker byte, the time of issue in seconds, then 80
+    // random bits (serials issued later sort later in the store's index).
+    assert_eq!(serial.len(), 32, "{serial}");
+    assert!(serial.starts_with("01"), "{serial}");
+    let issued_at = u64::from_str_radix(&serial[2..12], 16).unwrap();
+    assert!(
+        (before..=unix_seconds()).contains(&issued_at),
+        "{serial}: issued at {issued_at}, not between {before} and now"
+    );
 
     let listed = remote(&["list", "--profile", "client", "--json"])
         .ok()
