@@ -189,33 +189,35 @@ pub fn build(
                             not_after: Some(c.not_after),
                             status: "valid".into(),
                         }),
-                        installed: installed.map(|serial| match installed_record {
-                            None if installed_current => FleetCertificate {
-                                serial: serial.clone(),
-                                generation: issued.map(|c| c.ca_generation),
-                                not_after: issued.map(|c| c.not_after),
-                                status: "valid".into(),
-                            },
-                            Some(r) => FleetCertificate {
-                                serial: serial.clone(),
-                                generation: Some(r.ca_generation),
-                                not_after: Some(r.not_after),
-                                status: match r {
-                                    r if r.revoked_at.is_some() => "revoked",
-                                    r if r.not_after <= now => "expired",
-                                    // Not the newest issued for its node and profile.
-                                    _ => "superseded",
-                                }
-                                .into(),
-                            },
-                            None => FleetCertificate {
-                                serial: serial.clone(),
-                                generation: None,
-                                not_after: None,
-                                status: "unknown".into(),
-                            },
-                        }),
-                        served,
+                        installed: installed
+                            .map(|serial| match installed_record {
+                                None if installed_current => FleetCertificate {
+                                    serial: serial.clone(),
+                                    generation: issued.map(|c| c.ca_generation),
+                                    not_after: issued.map(|c| c.not_after),
+                                    status: "valid".into(),
+                                },
+                                Some(r) => FleetCertificate {
+                                    serial: serial.clone(),
+                                    generation: Some(r.ca_generation),
+                                    not_after: Some(r.not_after),
+                                    status: match r {
+                                        r if r.revoked_at.is_some() => "revoked",
+                                        r if r.not_after <= now => "expired",
+                                        // Not the newest issued for its node and profile.
+                                        _ => "superseded",
+                                    }
+                                    .into(),
+                                },
+                                None => FleetCertificate {
+                                    serial: serial.clone(),
+                                    generation: None,
+                                    not_after: None,
+                                    status: "unknown".into(),
+                                },
+                            })
+                            .map(Box::new),
+                        served: served.map(Box::new),
                         marks: marks.into_iter().map(String::from).collect(),
                     }
                 })

@@ -137,9 +137,7 @@ impl Metrics {
 /// The per-node series, from the same fleet the web view and `etcd-ca check` show.
 fn render_fleet(out: &mut String, fleet: &crate::wire::Fleet, now: OffsetDateTime) {
     use super::fleet::marks;
-    let mut family = |name: &str, help: &str, samples: Vec<(String, i64)>| {
-        crate::wire::gauge_family(out, name, help, samples)
-    };
+    use crate::wire::gauge_family as family;
     let entries = || {
         fleet.nodes.iter().flat_map(|n| {
             n.entries.iter().map(move |e| {
@@ -159,56 +157,53 @@ fn render_fleet(out: &mut String, fleet: &crate::wire::Fleet, now: OffsetDateTim
             .map(|n| (n, format!("node=\"{}\"", escape(&n.node))))
     };
     family(
+        out,
         "etcd_ca_certificate_expiry_seconds",
         "Seconds until the newest valid certificate issued to a node for a profile expires.",
-        entries()
-            .filter_map(|(_, e, l)| {
-                Some((l, (e.issued.as_ref()?.not_after? - now).whole_seconds()))
-            })
-            .collect(),
+        entries().filter_map(|(_, e, l)| {
+            Some((l, (e.issued.as_ref()?.not_after? - now).whole_seconds()))
+        }),
     );
     family(
+        out,
         "etcd_ca_served_certificate_expiry_seconds",
         "Seconds until the certificate a member serves for a profile expires (probed by its agent).",
         entries()
-            .filter_map(|(_, e, l)| Some((l, (e.served.as_ref()?.not_after? - now).whole_seconds())))
-            .collect(),
+            .filter_map(|(_, e, l)| Some((l, (e.served.as_ref()?.not_after? - now).whole_seconds()))),
     );
     family(
+        out,
         "etcd_ca_served_certificate_mismatch",
         "1 when a member has served another certificate than the newest issued for longer than the grace period.",
         entries()
             .filter(|(_, e, _)| e.served.is_some())
-            .map(|(_, e, l)| (l, i64::from(e.marks.iter().any(|m| m == marks::MISMATCH))))
-            .collect(),
+            .map(|(_, e, l)| (l, i64::from(e.marks.iter().any(|m| m == marks::MISMATCH)))),
     );
     family(
+        out,
         "etcd_ca_installed_certificate_revoked",
         "1 when the certificate a node's agent installed for a profile is revoked.",
         entries()
             .filter(|(_, e, _)| e.installed.is_some())
-            .map(|(_, e, l)| (l, i64::from(e.marks.iter().any(|m| m == marks::REVOKED))))
-            .collect(),
+            .map(|(_, e, l)| (l, i64::from(e.marks.iter().any(|m| m == marks::REVOKED)))),
     );
     family(
+        out,
         "etcd_ca_agent_last_report_age_seconds",
         "Seconds since a node's agent last reported to the CA.",
-        nodes()
-            .filter_map(|(n, l)| Some((l, (now - n.reported_at?).whole_seconds())))
-            .collect(),
+        nodes().filter_map(|(n, l)| Some((l, (now - n.reported_at?).whole_seconds()))),
     );
     family(
+        out,
         "etcd_ca_agent_last_success_age_seconds",
         "Seconds since a node's agent last completed a pass (enrollment, renewals, bundle and CRL), as it reported.",
         nodes()
-            .filter_map(|(n, l)| Some((l, (now - n.agent.as_ref()?.last_success?).whole_seconds())))
-            .collect(),
+            .filter_map(|(n, l)| Some((l, (now - n.agent.as_ref()?.last_success?).whole_seconds()))),
     );
     family(
+        out,
         "etcd_ca_agent_renewal_failures",
         "Failed passes of a node's agent since its last success, as it last reported.",
-        nodes()
-            .filter_map(|(n, l)| Some((l, n.agent.as_ref()?.failures as i64)))
-            .collect(),
+        nodes().filter_map(|(n, l)| Some((l, n.agent.as_ref()?.failures as i64))),
     );
 }

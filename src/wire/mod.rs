@@ -491,8 +491,14 @@ pub fn label_value(value: &str) -> String {
 }
 
 /// Appends one gauge family to a Prometheus text exposition: its HELP and TYPE lines, then a
-/// sample per `(labels, value)` (labels already written as `name="value",...`).
-pub fn gauge_family(out: &mut String, name: &str, help: &str, samples: Vec<(String, i64)>) {
+/// sample per `(labels, value)` (labels already written as `name="value",...`), each written
+/// as it comes (a fleet's 30,000 samples are never all held at once).
+pub fn gauge_family<L: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, i64)>,
+) {
     use std::fmt::Write as _;
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
     for (labels, value) in samples {

@@ -224,8 +224,8 @@ fn every_wire_type_reads_back_what_it_writes() {
             entries: vec![FleetEntry {
                 profile: "server".into(),
                 issued: Some(fleet_certificate.clone()),
-                installed: Some(fleet_certificate),
-                served: Some(served()),
+                installed: Some(Box::new(fleet_certificate)),
+                served: Some(Box::new(served())),
                 marks: strings(&["mismatch"]),
             }],
         }],
