@@ -41,7 +41,9 @@ fn removable_certificates(select: &str, backend: Backend) -> String {
         "{select} FROM certificates
           WHERE not_after < $1
             AND NOT EXISTS (SELECT 1 FROM current_certificates cur
-                             WHERE cur.serial = certificates.serial)
+                             WHERE cur.node = certificates.node
+                               AND cur.profile = certificates.profile
+                               AND cur.serial = certificates.serial)
             AND serial NOT IN (SELECT j.value FROM tokens t, {each_serial} j
                                 WHERE t.used_at IS NOT NULL AND t.issued_serials IS NOT NULL
                                   AND t.expires_at > $2)"
