@@ -112,6 +112,23 @@ impl FromRequestParts<AppState> for OptionalAdmin {
         if !bearer && !certificate {
             return Ok(OptionalAdmin(None));
         }
+        if let (false, Some(ClientCertificate(Some(der)))) =
+            (bearer, parts.extensions.get::<ClientCertificate>())
+        {
+            // A valid certificate of another profile (a node's, or an etcd client's that a
+            // scraper reuses) is no admin credential rather than a wrong one: the public view.
+            // Anything else it could be (revoked, unknown) is refused below, counted and
+            // audited.
+            match state
+                .authority
+                .authenticate_admin_certificate(der, crate::clock::now())
+                .await
+            {
+                Ok(actor) => return Ok(OptionalAdmin(Some(actor))),
+                Err(AuthorityError::AdminRequired) => return Ok(OptionalAdmin(None)),
+                Err(_) => {}
+            }
+        }
         let Admin(actor) = Admin::from_request_parts(parts, state).await?;
         Ok(OptionalAdmin(Some(actor)))
     }

@@ -97,6 +97,15 @@ async fn renewal_keeps_identity_and_key_and_never_widens_names() {
             && metrics.contains("etcd_ca_certificate_expiry_min_seconds{profile=\"server\"}"),
         "{metrics}"
     );
+    // A node's own certificate is no admin credential, and no wrong one either: the public view.
+    let scraped_by_node = node.get("/metrics").await.unwrap();
+    assert_eq!(scraped_by_node.status, 200);
+    let node_view = String::from_utf8(scraped_by_node.body.to_vec()).unwrap();
+    assert!(
+        !node_view.contains("node=\"n1\"")
+            && node_view.contains("etcd_ca_certificate_expiry_min_seconds{profile=\"server\"}"),
+        "{node_view}"
+    );
     let admin_view =
         String::from_utf8(server.admin().get("/metrics").await.unwrap().body.to_vec()).unwrap();
     assert!(
