@@ -18,6 +18,8 @@ pub struct BackupArgs {
 }
 
 #[derive(Debug, Args)]
+// Exactly one of --crl and --no-crl: clap names both when neither is given.
+#[command(group(clap::ArgGroup::new("revocations").required(true).args(["crl", "no_crl"])))]
 pub struct RestoreArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
@@ -27,7 +29,7 @@ pub struct RestoreArgs {
     /// A CRL this CA published after the backup (etcd's ca.crl from the member that fetched
     /// last, DER or PEM): its revocations are re-applied, so none made since the backup is
     /// undone. One of --crl or --no-crl is required.
-    #[arg(long, required_unless_present = "no_crl", conflicts_with = "no_crl")]
+    #[arg(long)]
     pub crl: Option<PathBuf>,
     /// Restore without a CRL, accepting that revocations made after the backup are undone.
     #[arg(long)]

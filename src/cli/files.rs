@@ -4,7 +4,7 @@ use super::*;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// PEM files holding one or more certificates.
+    /// Certificate files (PEM, one or more certificates each) or CRLs (DER or PEM).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Exit with status 3 when a certificate expires within this window (or has expired)

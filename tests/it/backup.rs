@@ -99,6 +99,17 @@ fn a_restored_ca_renews_a_certificate_issued_before_the_backup() {
     assert_ne!(renewed, before);
     again.stop();
 
+    // Without --crl or --no-crl, restore names both, and touches nothing.
+    let err = etcd_ca([
+        "restore",
+        "--data-dir",
+        restored.to_str().unwrap(),
+        "--from",
+        backup.to_str().unwrap(),
+    ])
+    .fails();
+    assert!(err.contains("--crl <CRL>|--no-crl"), "{err}");
+
     // Restore refuses a data dir that holds a CA, and an archive with unexpected files.
     let err = etcd_ca([
         "restore",
