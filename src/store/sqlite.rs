@@ -151,8 +151,9 @@ pub(super) struct WalProgress {
 /// commit that syncs the WAL while a checkpoint syncs the database waits behind the
 /// checkpoint's writes on the same disk. With a 100 ms delay a checkpoint there wrote back 400
 /// pages in 3.5 ms (13 ms at worst), and issuance p99 at c=1 was 2.2x the empty store's (a
-/// one-connection client, serials in time order); at 5 ms, 1.1x in `scripts/bench --scale`.
-/// The price: a page every commit rewrites (the last leaf of each table) is copied more often.
+/// one-connection client, serials in time order); at 5 ms, 1.3-1.5x there, and 0.9-1.2x in
+/// `scripts/bench --scale` with the current-certificates table's serial index gone too. The
+/// price: a page every commit rewrites (the last leaf of each table) is copied more often.
 const CHECKPOINT_DELAY: Duration = Duration::from_millis(5);
 
 /// With no nudge, the checkpointer still runs this often, for writes outside the committer.
